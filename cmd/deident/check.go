@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/deident/deident/internal/config"
+	"github.com/deident/deident/transforms/route"
+)
+
+func checkCmd() *cobra.Command {
+	var cfgPath, sample string
+	cmd := &cobra.Command{
+		Use:   "check --config FILE [--sample FILE]",
+		Short: "Validate a config and print the effective policy per route",
+		Long: `Validate a config and print, per vendor route, its policy version, keys (ids
+only), categories and the action on every named field. With --sample (JSON lines),
+list the input fields that no rule names: they are dropped (default deny).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			routes, err := route.CompileAll(cfg)
+			if err != nil {
+				return err
+			}
+			var fields map[string]int
+			var records int
+			if sample != "" {
+				if fields, records, err = sampleFields(sample); err != nil {
+					return err
+				}
+			}
+			printPolicy(os.Stdout, cfg, routes, fields, records)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "config file (YAML)")
+	cmd.Flags().StringVar(&sample, "sample", "", "JSON lines whose fields are compared with the rules")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func printPolicy(w io.Writer, cfg *config.Config, routes map[string]*route.Route, fields map[string]int, records int) {
+	fmt.Fprintf(w, "config OK: %d sources, %d vendor routes\n", len(cfg.Sources), len(routes))
+	for _, name := range sortedNames(cfg.Sources) {
+		s := cfg.Sources[name]
+		fmt.Fprintf(w, "source %s: topic %q, category %s, format %s\n", name, s.Topic, s.Category, s.Format)
+	}
+	for _, name := range sortedNames(routes) {
+		r := routes[name]
+		c := r.Config
+		fmt.Fprintf(w, "\nroute %s (vendor %q)\n  policy version %s\n  purpose %s\n  categories %v\n  topic %q, output %s\n",
+			name, c.Vendor, r.Version, c.Purpose, c.Categories, c.Topic, c.Output)
+		for cat, why := range c.OptIn {
+			fmt.Fprintf(w, "  opt-in %s: %s\n", cat, why)
+		}
+		ring := r.KeyRing()
+		for i := range ring.Len() {
+			from := "the beginning"
+			if !ring.From(i).IsZero() {
+				from = ring.From(i).Format("2006-01-02T15:04:05Z07:00")
+			}
+			fmt.Fprintf(w, "  key %s from %s\n", ring.ID(i), from)
+		}
+		var srcs []string
+		for sn, s := range cfg.Sources {
+			if r.Allows(s.Category) {
+				srcs = append(srcs, sn)
+			}
+		}
+		sort.Strings(srcs)
+		fmt.Fprintf(w, "  receives from sources %v\n  fields:\n", srcs)
+		for _, f := range c.Fields {
+			fmt.Fprintf(w, "    %-28s %s\n", f.Path, describe(f))
+		}
+		fmt.Fprintf(w, "    %-28s drop (default deny)\n", "everything else")
+		if fields != nil {
+			var unnamed []string
+			for p := range fields {
+				if !covered(c.Fields, p) {
+					unnamed = append(unnamed, p)
+				}
+			}
+			sort.Strings(unnamed)
+			fmt.Fprintf(w, "  sample: %d records, %d fields, %d named by no rule (dropped):\n", records, len(fields), len(unnamed))
+			for _, p := range unnamed {
+				fmt.Fprintf(w, "    %-28s in %d records\n", p, fields[p])
+			}
+		}
+	}
+}
+
+func describe(f config.FieldRule) string {
+	switch f.Action {
+	case config.Pseudonymize:
+		return fmt.Sprintf("pseudonymize (HMAC-SHA256, %d bits, %s, prefix %q, namespace %q, normalize %s)", f.Bits, f.Encoding, f.Prefix, f.Namespace, f.Normalize)
+	case config.EmailSplit:
+		return fmt.Sprintf("email_split (local part pseudonymized, %d bits, namespace %q; domain %s)", f.Bits, f.Namespace, f.Domain)
+	case config.IPTruncate:
+		return fmt.Sprintf("ip_truncate (IPv4 /%d, IPv6 /%d)", f.IPv4Bits, f.IPv6Bits)
+	case config.IPPrefixPreserving:
+		return "ip_prefix_preserving (Crypto-PAn)"
+	case config.Generalize:
+		switch {
+		case f.TimeBucket != "":
+			return "generalize time_bucket " + f.TimeBucket
+		case f.NumericBucket != nil && f.NumericBucket.Width != 0:
+			return fmt.Sprintf("generalize numeric_bucket width %v", f.NumericBucket.Width)
+		case f.NumericBucket != nil:
+			return fmt.Sprintf("generalize numeric_bucket edges %v", f.NumericBucket.Edges)
+		case f.Hierarchy != nil:
+			return fmt.Sprintf("generalize hierarchy %s level %d", f.Hierarchy.File, f.Hierarchy.Level)
+		case f.Map != nil:
+			return fmt.Sprintf("generalize map (%d entries, default %q)", len(f.Map.Entries), f.Map.Default)
+		}
+	}
+	return string(f.Action)
+}
+
+// covered reports whether a rule names path or a field containing it.
+func covered(rules []config.FieldRule, path string) bool {
+	for _, f := range rules {
+		if f.Path == path || strings.HasPrefix(path, f.Path+".") || strings.HasPrefix(path, f.Path+"[]") {
+			return true
+		}
+	}
+	return false
+}
+
+// sampleFields lists the leaf paths of a JSON lines file with the number of
+// records each appears in. Only names are collected, never values.
+func sampleFields(path string) (map[string]int, int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 16<<20)
+	fields := map[string]int{}
+	n := 0
+	for line := 1; sc.Scan(); line++ {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			return nil, 0, fmt.Errorf("sample %s line %d: not JSON", path, line)
+		}
+		n++
+		seen := map[string]bool{}
+		leaves("", v, seen)
+		for p := range seen {
+			fields[p]++
+		}
+	}
+	return fields, n, sc.Err()
+}
+
+func leaves(prefix string, v any, out map[string]bool) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			p := k
+			if prefix != "" {
+				p = prefix + "." + k
+			}
+			leaves(p, e, out)
+		}
+	case []any:
+		for _, e := range t {
+			leaves(prefix+"[]", e, out)
+		}
+	default:
+		out[prefix] = true
+	}
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,61 @@
+// Package secret holds key material in a type that cannot be printed,
+// logged or marshalled by accident: every rendering is [REDACTED].
+package secret
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+)
+
+// Redacted is how a Key renders everywhere.
+const Redacted = "[REDACTED]"
+
+// MinKeyBytes is the shortest key accepted.
+const MinKeyBytes = 32
+
+// Key is secret key material. The zero value is an empty key.
+type Key struct{ b []byte }
+
+// NewKey copies b into a Key.
+func NewKey(b []byte) Key { return Key{b: append([]byte(nil), b...)} }
+
+// Bytes returns the key material. Callers must not log or keep it longer than needed.
+func (k Key) Bytes() []byte { return k.b }
+
+// Len returns the key length in bytes.
+func (k Key) Len() int { return len(k.b) }
+
+// ID is a stable identifier derived from the key that does not reveal it:
+// "k" and the first 64 bits of HMAC-SHA256(key, "deident key id v1") in hex.
+func (k Key) ID() string {
+	m := hmac.New(sha256.New, k.b)
+	m.Write([]byte("deident key id v1"))
+	return "k" + hex.EncodeToString(m.Sum(nil)[:8])
+}
+
+// Derive returns a 32-byte subkey for one use (a label), so that the same
+// vendor key never serves two algorithms directly.
+func (k Key) Derive(label string) []byte {
+	m := hmac.New(sha256.New, k.b)
+	m.Write([]byte("deident derive v1\x00" + label))
+	return m.Sum(nil)
+}
+
+// Equal reports whether two keys hold the same bytes, in constant time.
+func (k Key) Equal(o Key) bool { return hmac.Equal(k.b, o.b) }
+
+func (Key) String() string               { return Redacted }
+func (Key) GoString() string             { return Redacted }
+func (Key) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
+func (Key) LogValue() slog.Value         { return slog.StringValue(Redacted) }
+func (Key) Format(f fmt.State, _ rune)   { f.Write([]byte(Redacted)) }
+
+var (
+	_ fmt.Stringer   = Key{}
+	_ fmt.GoStringer = Key{}
+	_ fmt.Formatter  = Key{}
+	_ slog.LogValuer = Key{}
+)
