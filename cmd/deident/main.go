@@ -18,7 +18,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
-func main() {
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "deident",
 		Short:         "De-identify telemetry before it is shared with vendors",
@@ -26,7 +26,11 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(applyCmd(), checkCmd(), genCmd())
-	if err := root.Execute(); err != nil {
+	return root
+}
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "deident:", err)
 		var ee *exitError
 		if errors.As(err, &ee) {

@@ -31,12 +31,16 @@ func (h *Hasher) Sum(msg []byte) []byte {
 	return h.mac.Sum(h.sum[:0])
 }
 
+// separator is package-level: a literal passed to the interface method
+// Write would escape and allocate on every call.
+var separator = []byte{0}
+
 // sumFramed returns HMAC(key, namespace || 0x00 || value), so that the same
 // value in two namespaces gives unrelated pseudonyms.
 func (h *Hasher) sumFramed(namespace, value []byte) []byte {
 	h.mac.Reset()
 	h.mac.Write(namespace)
-	h.mac.Write([]byte{0})
+	h.mac.Write(separator)
 	h.mac.Write(value)
 	return h.mac.Sum(h.sum[:0])
 }

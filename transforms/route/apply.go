@@ -97,9 +97,12 @@ func (a *Applier) Apply(dst, src []byte) ([]byte, error) {
 		}
 		return dst, &FieldError{Path: "(record)", Err: ErrNotObject}
 	}
-	dst, _, err := a.object(dst, a.r.root)
+	dst, wrote, err := a.object(dst, a.r.root)
 	if err == nil {
 		err = a.s.End()
+	}
+	if !wrote {
+		dst = append(dst, "{}"...) // a record with no named field is still a record
 	}
 	if err != nil {
 		var fe *FieldError

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/deident/deident/internal/gen"
+)
+
+func run(t *testing.T, args ...string) (stdout string, err error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs(args)
+	err = root.Execute()
+	return out.String(), err
+}
+
+// TestApplyRejectsBadLinesAndGoesOn feeds apply every kind of bad input a
+// user sends by accident; each bad line is rejected with its line number and
+// reason, never its value, and every good line still comes out.
+func TestApplyRejectsBadLinesAndGoesOn(t *testing.T) {
+	dir := t.TempDir()
+	var good bytes.Buffer
+	if err := gen.Write(&good, gen.Options{Count: 3, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(good.String()), "\n")
+	huge := `{"actor":{"user":{"name":"` + strings.Repeat("S", 10<<20) + `"}}}`
+	input := strings.Join([]string{
+		lines[0],                                 // 1 good
+		`{"actor":{"user":{"name":"SECRETVAL`,    // 2 truncated JSON
+		`{"actor":{"user":{"name":4242424242}}}`, // 3 a number where a string is hashed
+		huge,                                     // 4 a 10 MB line
+		"{\"disposition\":\"SECRET\xff\xfe\"}",   // 5 invalid UTF-8
+		"",                                       // 6 blank: skipped, not counted
+		lines[1],                                 // 7 good
+		`{"src_endpoint":{"ip":"SECRET-not-an-ip"}}`, // 8 not an IP
+		lines[2], // 9 good, no trailing newline
+	}, "\n")
+	in := filepath.Join(dir, "in.jsonl")
+	out := filepath.Join(dir, "out.jsonl")
+	if err := os.WriteFile(in, []byte(input), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := run(t, "apply", "--config", "../../configs/bench.yaml", "--route", "bench", "--in", in, "--out", out)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitRejected || !strings.Contains(err.Error(), "5 of 8 records rejected") {
+		t.Fatalf("exit: %v", err)
+	}
+	outText, _ := os.ReadFile(out)
+	outLines := strings.Split(strings.TrimSpace(string(outText)), "\n")
+	if len(outLines) != 3 {
+		t.Fatalf("%d output lines, want 3:\n%s", len(outLines), outText)
+	}
+	rej, err := os.ReadFile(out + ".rejects.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(rej), "SECRET") || strings.Contains(string(rej), "4242424242") {
+		t.Fatalf("rejects file holds a value:\n%s", rej)
+	}
+	want := map[int64]string{
+		2: "truncated JSON",
+		3: "actor.user.name: needs a string, got number",
+		4: fmt.Sprintf("line exceeds max_record_bytes: %d bytes, limit 1048576", len(huge)),
+		5: "invalid UTF-8",
+		8: "src_endpoint.ip: not an IP address",
+	}
+	got := map[int64]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(rej)), "\n") {
+		var r reject
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		got[r.Line] = r.Reason
+	}
+	for line, reason := range want {
+		if !strings.Contains(got[line], reason) {
+			t.Errorf("line %d: reason %q, want %q", line, got[line], reason)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("rejected lines %v, want %v", got, want)
+	}
+}
+
+func TestApplyIsDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	f, _ := os.Create(in)
+	if err := gen.Write(f, gen.Options{Count: 2000, Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var outs [2][]byte
+	for i := range outs {
+		out := filepath.Join(dir, "out.jsonl")
+		if _, err := run(t, "apply", "--config", "../../configs/bench.yaml", "--route", "bench", "--in", in, "--out", out); err != nil {
+			t.Fatal(err)
+		}
+		outs[i], _ = os.ReadFile(out)
+	}
+	if !bytes.Equal(outs[0], outs[1]) || len(outs[0]) == 0 {
+		t.Fatal("two runs over the same input gave different bytes")
+	}
+	if bytes.Contains(outs[0], []byte("alice")) || bytes.Contains(outs[0], []byte("corp.example")) {
+		t.Fatal("a raw identifier reached the output")
+	}
+}
+
+func TestApplyRefusesSourceOutsideRouteCategories(t *testing.T) {
+	t.Setenv("DEIDENT_KEY_FLOWAI", strings.Repeat("ef", 32))
+	_, err := run(t, "apply", "--config", "../../configs/deident.yaml", "--route", "flowai", "--source", "edr", "--in", os.DevNull)
+	if err == nil || !strings.Contains(err.Error(), "may not receive threat_telemetry") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestCheckListsUnnamedSampleFields(t *testing.T) {
+	t.Setenv("DEIDENT_KEY_FLOWAI", strings.Repeat("ef", 32))
+	dir := t.TempDir()
+	sample := filepath.Join(dir, "s.jsonl")
+	os.WriteFile(sample, []byte(`{"time":"x","actor":{"user":{"name":"a","new_field":"b"}},"extra":[{"deep":1}]}`+"\n"), 0o600)
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetArgs([]string{"check", "--config", "../../configs/deident.yaml", "--sample", sample})
+	stdout := os.Stdout
+	r, w, _ := os.Pipe()
+	os.Stdout = w
+	err := root.Execute()
+	w.Close()
+	os.Stdout = stdout
+	out.ReadFrom(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"route acme-mdr", "actor.user.new_field", "extra[].deep", "policy version p", "drop (default deny)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if regexp.MustCompile(`(?m)^\s+time\s+in 1 records`).MatchString(out.String()) {
+		t.Error("a named field is listed as unnamed")
+	}
+}

@@ -1,0 +1,123 @@
+package pseudonym
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// RFC 4231 HMAC-SHA-256 test vectors, from ../shared/data/hmac (copied to testdata).
+func TestHasherRFC4231(t *testing.T) {
+	f, err := os.Open("testdata/rfc4231_annotated.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	sc.Scan() // header
+	n := 0
+	for sc.Scan() {
+		c := strings.Split(sc.Text(), "\t")
+		key, _ := hex.DecodeString(c[4])
+		data, _ := hex.DecodeString(c[5])
+		want := c[6]
+		got := hex.EncodeToString(NewHasher(key).Sum(data))
+		if !strings.HasPrefix(got, want) || len(want) < 32 {
+			t.Errorf("case %s: got %s, want %s", c[0], got, want)
+		}
+		n++
+	}
+	if n != 7 {
+		t.Fatalf("read %d vectors, want the 7 of RFC 4231", n)
+	}
+}
+
+func TestFormat(t *testing.T) {
+	h := NewHasher(bytes.Repeat([]byte{7}, 32))
+	hexF := &Format{Namespace: []byte("user"), Bytes: 16, Encoding: Hex, Prefix: []byte("usr_")}
+	b64F := &Format{Namespace: []byte("user"), Bytes: 8, Encoding: Base64URL}
+	other := &Format{Namespace: []byte("host"), Bytes: 16, Encoding: Hex, Prefix: []byte("usr_")}
+	p := string(hexF.AppendPseudonym(nil, h, []byte("alice")))
+	if !strings.HasPrefix(p, "usr_") || len(p) != 4+32 {
+		t.Errorf("hex pseudonym %q: want usr_ and 32 hex digits", p)
+	}
+	if q := string(hexF.AppendPseudonym(nil, h, []byte("alice"))); q != p {
+		t.Error("not deterministic")
+	}
+	if q := string(other.AppendPseudonym(nil, h, []byte("alice"))); q == p {
+		t.Error("two namespaces gave the same pseudonym")
+	}
+	if q := string(hexF.AppendPseudonym(nil, NewHasher(bytes.Repeat([]byte{8}, 32)), []byte("alice"))); q == p {
+		t.Error("two keys gave the same pseudonym")
+	}
+	// The namespace is framed: ("ab","c") and ("a","bc") must differ.
+	ab := &Format{Namespace: []byte("ab"), Bytes: 16}
+	a := &Format{Namespace: []byte("a"), Bytes: 16}
+	if string(ab.AppendPseudonym(nil, h, []byte("c"))) == string(a.AppendPseudonym(nil, h, []byte("bc"))) {
+		t.Error("namespace and value are not separated")
+	}
+	if b := string(b64F.AppendPseudonym(nil, h, []byte("alice"))); len(b) != 11 || strings.ContainsAny(b, "+/=") {
+		t.Errorf("base64url of 64 bits = %q, want 11 URL-safe characters", b)
+	}
+	val, buf := []byte("alice"), make([]byte, 0, 64)
+	allocs := testing.AllocsPerRun(100, func() {
+		buf = hexF.AppendPseudonym(buf[:0], h, val)
+	})
+	if allocs != 0 {
+		t.Errorf("AppendPseudonym allocates %v times", allocs)
+	}
+}
+
+func TestCacheComparesFullValue(t *testing.T) {
+	c := NewCache(4)
+	const h = 42 // force a collision: same index hash for different values
+	c.Put(1, h, []byte("alice"), []byte("P(alice)"))
+	if out, ok := c.Get(1, h, []byte("alice")); !ok || string(out) != "P(alice)" {
+		t.Fatalf("hit: %q %v", out, ok)
+	}
+	if out, ok := c.Get(1, h, []byte("mallory")); ok {
+		t.Fatalf("collision returned another value's pseudonym %q", out)
+	}
+	if _, ok := c.Get(2, h, []byte("alice")); ok {
+		t.Fatal("another slot (namespace or epoch) hit")
+	}
+	c.Put(1, h, []byte("mallory"), []byte("P(mallory)"))
+	if _, ok := c.Get(1, h, []byte("alice")); ok {
+		t.Fatal("evicted value still hits")
+	}
+	long := bytes.Repeat([]byte{'x'}, MaxCachedValue+1)
+	c.Put(1, 7, long, []byte("P"))
+	if _, ok := c.Get(1, 7, long); ok {
+		t.Fatal("value above MaxCachedValue was cached")
+	}
+	var nilCache *Cache
+	if _, ok := nilCache.Get(1, 1, nil); ok {
+		t.Fatal("disabled cache hit")
+	}
+	nilCache.Put(1, 1, nil, nil)
+}
+
+func TestCacheBounded(t *testing.T) {
+	c := NewCache(1000)
+	if len(c.entries) != 1024 {
+		t.Fatalf("%d entries, want 1024", len(c.entries))
+	}
+	for i := range 100000 {
+		v := []byte(fmt.Sprint("user", i))
+		c.Put(0, uint64(i)*2654435761, v, v)
+	}
+	used := 0
+	for _, e := range c.entries {
+		if e.used {
+			used++
+		}
+	}
+	if used > 1024 {
+		t.Fatalf("%d entries used", used)
+	}
+}
