@@ -149,9 +149,11 @@ func (b *NumericBucket) Append(dst, val []byte) ([]byte, error) {
 // Table maps a value's text to a precomputed JSON string; it backs both
 // Hierarchy and Map.
 type Table struct {
-	out  map[string][]byte
-	def  []byte
-	Size int
+	out   map[string][]byte // value -> quoted JSON output
+	plain map[string]string // value -> output text, for Lookup
+	def   []byte
+	pdef  string
+	Size  int
 }
 
 // Append writes the mapped value for val (the raw text of a string or number).
@@ -164,25 +166,33 @@ func (t *Table) Append(dst, val []byte) []byte {
 
 // Lookup returns the mapped value as text, and whether val was listed.
 func (t *Table) Lookup(val string) (string, bool) {
-	o, ok := t.out[val]
-	if !ok {
-		o = t.def
+	if o, ok := t.plain[val]; ok {
+		return o, true
 	}
-	return string(o[1 : len(o)-1]), ok
+	return t.pdef, false
+}
+
+func newTable(def string) *Table {
+	return &Table{out: map[string][]byte{}, plain: map[string]string{}, def: quote(def), pdef: def}
+}
+
+func (t *Table) add(from, to string) {
+	t.out[from] = quote(to)
+	t.plain[from] = to
+	t.Size = len(t.out)
 }
 
 func quote(s string) []byte { return jsonscan.AppendQuoted(nil, []byte(s)) }
 
 // NewMap compiles an explicit table; def is written for unlisted values.
 func NewMap(from, to []string, def string) (*Table, error) {
-	t := &Table{out: make(map[string][]byte, len(from)), def: quote(def)}
+	t := newTable(def)
 	for i := range from {
 		if _, dup := t.out[from[i]]; dup {
 			return nil, fmt.Errorf("map entry %d: %q is listed twice", i, from[i])
 		}
-		t.out[from[i]] = quote(to[i])
+		t.add(from[i], to[i])
 	}
-	t.Size = len(t.out)
 	return t, nil
 }
 
@@ -200,7 +210,7 @@ func ParseHierarchy(r io.Reader, sep byte, level int, def string) (*Table, error
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	t := &Table{out: map[string][]byte{}, def: quote(def)}
+	t := newTable(def)
 	cols := 0
 	line := 0
 	for sc.Scan() {
@@ -225,7 +235,7 @@ func ParseHierarchy(r io.Reader, sep byte, level int, def string) (*Table, error
 		if _, dup := t.out[parts[0]]; dup {
 			return nil, fmt.Errorf("%w: line %d repeats a value listed earlier", ErrHierarchy, line)
 		}
-		t.out[parts[0]] = quote(parts[level])
+		t.add(parts[0], parts[level])
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%w: line %d: %v", ErrHierarchy, line+1, err)
@@ -233,6 +243,5 @@ func ParseHierarchy(r io.Reader, sep byte, level int, def string) (*Table, error
 	if cols == 0 {
 		return nil, fmt.Errorf("%w: empty file", ErrHierarchy)
 	}
-	t.Size = len(t.out)
 	return t, nil
 }
