@@ -6,8 +6,10 @@
 package jsonscan
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -66,6 +68,10 @@ func (s *Scanner) Pos() int { return s.pos }
 func (s *Scanner) fail(err error) error { return &SyntaxError{Offset: s.pos, Err: err} }
 
 func (s *Scanner) ws() {
+	// Fast path: machine-written JSON rarely has whitespace between tokens.
+	if s.pos < len(s.data) && s.data[s.pos] > ' ' {
+		return
+	}
 	for s.pos < len(s.data) {
 		switch s.data[s.pos] {
 		case ' ', '\t', '\n', '\r':
@@ -205,7 +211,7 @@ func (s *Scanner) String() (raw []byte, escaped bool, err error) {
 	start := s.pos
 	d := s.data
 	for {
-		i := s.pos
+		i := plainRun(d, s.pos)
 		for i < len(d) && strClass[d[i]] == 0 {
 			i++
 		}
@@ -248,6 +254,31 @@ func (s *Scanner) String() (raw []byte, escaped bool, err error) {
 			s.pos = i + n
 		}
 	}
+}
+
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+// plainRun returns the index of the first byte at or after i that may end
+// the fast path of a string (a control byte, '"', '\\' or non-ASCII),
+// testing eight bytes at a time (SWAR); near the end it returns early and
+// the byte loop finishes. The classic "has less than n" trick flags a byte
+// exactly when it is the first match; later flags may be false, so only
+// the lowest one is used.
+func plainRun(d []byte, i int) int {
+	for i+8 <= len(d) {
+		x := binary.LittleEndian.Uint64(d[i:])
+		q := x ^ (lsb * '"')
+		b := x ^ (lsb * '\\')
+		t := (((x - lsb*0x20) &^ x) | ((q - lsb) &^ q) | ((b - lsb) &^ b) | x) & msb
+		if t != 0 {
+			return i + bits.TrailingZeros64(t)/8
+		}
+		i += 8
+	}
+	return i
 }
 
 func unhex(c byte) int {

@@ -141,7 +141,7 @@ func (a *Applier) object(dst []byte, n *node) ([]byte, bool, error) {
 			a.unesc = jsonscan.AppendUnescaped(a.unesc[:0], key)
 			lookup = a.unesc
 		}
-		child := n.children[string(lookup)]
+		child := n.child(lookup)
 		if child == nil {
 			a.Stats.DroppedFields++
 			if _, err := a.s.Skip(); err != nil {

@@ -61,8 +61,67 @@ const (
 type node struct {
 	path     string
 	arrays   int
-	children map[string]*node
+	children map[string]*node // used while compiling
 	leaf     *leaf
+
+	// The members, indexed for the hot path by a small open-addressing
+	// table over a cheap hash of the name (length and three bytes): at this
+	// size that beats both Go's map and comparing every name.
+	names [][]byte
+	kids  []*node
+	slots []int16 // index into kids, -1 when empty; length a power of two
+}
+
+func nameHash(b []byte) uint32 {
+	n := len(b)
+	if n == 0 {
+		return 0
+	}
+	return uint32(n)*0x9E3779B1 ^ uint32(b[0])*0x85EBCA77 ^ uint32(b[n-1])*0xC2B2AE3D ^ uint32(b[n/2])*0x27D4EB2F
+}
+
+// child returns the member named name, or nil.
+func (n *node) child(name []byte) *node {
+	if len(n.kids) == 0 {
+		return nil
+	}
+	mask := uint32(len(n.slots) - 1)
+	for h := nameHash(name) & mask; ; h = (h + 1) & mask {
+		k := n.slots[h]
+		if k < 0 {
+			return nil
+		}
+		if nm := n.names[k]; len(nm) == len(name) && string(nm) == string(name) {
+			return n.kids[k]
+		}
+	}
+}
+
+// index builds the lookup tables of n and everything below it.
+func (n *node) index() {
+	names := make([]string, 0, len(n.children))
+	for name := range n.children {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	size := 4
+	for size < 2*len(names) {
+		size *= 2
+	}
+	n.slots = make([]int16, size)
+	for i := range n.slots {
+		n.slots[i] = -1
+	}
+	for i, name := range names {
+		n.names = append(n.names, []byte(name))
+		n.kids = append(n.kids, n.children[name])
+		h := nameHash([]byte(name)) & uint32(size-1)
+		for n.slots[h] >= 0 {
+			h = (h + 1) & uint32(size-1)
+		}
+		n.slots[h] = int16(i)
+		n.children[name].index()
+	}
 }
 
 type normalization uint8
@@ -213,6 +272,7 @@ func Compile(name string, rc config.Route, dir string, limits config.Limits) (*R
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	r.root.index()
 	r.Version = version(name, rc, ring, digests)
 	return r, nil
 }
