@@ -1,0 +1,110 @@
+// Package kafka is a pipeline.Sink over a segmentio/kafka-go Writer in
+// asynchronous mode: batched, acks=all, records keyed by the input record's
+// key so one entity's records keep their order, and every output
+// acknowledged through the Writer's Completion callback.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/deident/deident/pipeline"
+)
+
+// Config configures a Sink.
+type Config struct {
+	// Brokers are bootstrap addresses. Required.
+	Brokers []string
+	// BatchSize is the most records in one produce batch; 1000 when zero.
+	BatchSize int
+	// BatchTimeout bounds how long a partial batch waits; 50ms when zero.
+	BatchTimeout time.Duration
+	// WriteTimeout bounds one produce request; 10s when zero.
+	WriteTimeout time.Duration
+	// MaxAttempts bounds retries of a batch before its outputs fail; 10 when zero.
+	MaxAttempts int
+	// AllowAutoTopicCreation lets producing create missing topics (tests, demo).
+	AllowAutoTopicCreation bool
+	// Logger receives produce errors; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Sink produces outputs to the topic each names.
+type Sink struct {
+	w   *kafka.Writer
+	log *slog.Logger
+}
+
+var _ pipeline.Sink = (*Sink)(nil)
+
+// New validates cfg and returns a Sink; Close it to flush.
+func New(cfg Config) (*Sink, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("kafka sink: brokers are required")
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 1000
+	}
+	if cfg.BatchTimeout == 0 {
+		cfg.BatchTimeout = 50 * time.Millisecond
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Sink{log: log}
+	s.w = &kafka.Writer{
+		Addr:                   kafka.TCP(cfg.Brokers...),
+		Balancer:               &kafka.Hash{}, // by key; round-robin for records without one
+		RequiredAcks:           kafka.RequireAll,
+		Async:                  true,
+		BatchSize:              cfg.BatchSize,
+		BatchBytes:             16 << 20,
+		BatchTimeout:           cfg.BatchTimeout,
+		WriteTimeout:           cfg.WriteTimeout,
+		MaxAttempts:            cfg.MaxAttempts,
+		AllowAutoTopicCreation: cfg.AllowAutoTopicCreation,
+		Completion:             s.complete,
+	}
+	return s, nil
+}
+
+// Produce queues outs; each output's Done is called from the Writer's
+// Completion callback once its batch is acknowledged by all in-sync
+// replicas, or has failed after MaxAttempts.
+func (s *Sink) Produce(ctx context.Context, outs []pipeline.Output) error {
+	msgs := make([]kafka.Message, len(outs))
+	for i, o := range outs {
+		m := kafka.Message{Topic: o.Topic, Key: o.Key, Value: o.Value, WriterData: o.Done}
+		if len(o.Headers) > 0 {
+			m.Headers = make([]kafka.Header, len(o.Headers))
+			for j, h := range o.Headers {
+				m.Headers[j] = kafka.Header{Key: h.Key, Value: h.Value}
+			}
+		}
+		msgs[i] = m
+	}
+	return s.w.WriteMessages(ctx, msgs...)
+}
+
+func (s *Sink) complete(msgs []kafka.Message, err error) {
+	if err != nil && len(msgs) > 0 {
+		s.log.Error("produce failed", "records", len(msgs), "topic", msgs[0].Topic, "err", err)
+	}
+	for _, m := range msgs {
+		if a, ok := m.WriterData.(pipeline.Acker); ok && a != nil {
+			a.Acked(err)
+		}
+	}
+}
+
+// Stats returns the Writer's statistics since the last call.
+func (s *Sink) Stats() kafka.WriterStats { return s.w.Stats() }
+
+// Close flushes pending batches (their Completion callbacks run) and
+// closes the Writer.
+func (s *Sink) Close() error { return s.w.Close() }
