@@ -64,6 +64,9 @@ func benchmarkRoute(b *testing.B, cacheEntries int) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	if c := a.Cache(); c != nil {
+		b.ReportMetric(100*float64(c.Hits)/float64(c.Hits+c.Misses), "%cache-hits")
+	}
 }
 
 // BenchmarkRouteCacheWarm is the hot path with the pseudonym cache on.

@@ -147,6 +147,10 @@ func (s *Scanner) NextMember(first bool) (bool, error) { return s.next(first, '}
 func (s *Scanner) NextElement(first bool) (bool, error) { return s.next(first, ']') }
 
 func (s *Scanner) next(first bool, closer byte) (bool, error) {
+	if s.pos < len(s.data) && !first && s.data[s.pos] == ',' {
+		s.pos++
+		return true, nil
+	}
 	s.ws()
 	if s.pos >= len(s.data) {
 		return false, s.fail(ErrTruncated)
@@ -165,13 +169,41 @@ func (s *Scanner) next(first bool, closer byte) (bool, error) {
 	return false, s.fail(ErrSyntax)
 }
 
+// NextKey is NextMember and Key in one call, the hot loop over an object's
+// members: it returns the next member's key (still escaped; escaped says
+// whether it holds escapes), or more == false after the closing brace.
+func (s *Scanner) NextKey(first bool) (key []byte, escaped, more bool, err error) {
+	d, p := s.data, s.pos
+	if !first && p < len(d) && d[p] == ',' {
+		p++
+	}
+	if (!first && p > s.pos) || first {
+		// Fast path: a plain key right here, followed by a colon.
+		if p < len(d) && d[p] == '"' {
+			if i := plainRun(d, p+1); i+1 < len(d) && d[i] == '"' && d[i+1] == ':' {
+				s.pos = i + 2
+				return d[p+1 : i], false, true, nil
+			}
+		}
+	}
+	more, err = s.NextMember(first)
+	if err != nil || !more {
+		return nil, false, false, err
+	}
+	key, escaped, err = s.Key()
+	return key, escaped, err == nil, err
+}
+
 // Key reads an object key and the colon after it. raw is the key between
 // its quotes, still escaped; escaped reports whether it holds backslashes.
 func (s *Scanner) Key() (raw []byte, escaped bool, err error) {
-	s.ws()
 	raw, escaped, err = s.String()
 	if err != nil {
 		return nil, false, err
+	}
+	if s.pos < len(s.data) && s.data[s.pos] == ':' {
+		s.pos++
+		return raw, escaped, nil
 	}
 	s.ws()
 	if s.pos >= len(s.data) {
@@ -200,6 +232,18 @@ var strClass = func() (t [256]byte) {
 // escaped (escaped reports whether it holds escapes). Escapes and UTF-8 are
 // validated.
 func (s *Scanner) String() (raw []byte, escaped bool, err error) {
+	// Fast path, small enough to inline: a string without escapes or
+	// non-ASCII, the common case in telemetry.
+	if p := s.pos; p < len(s.data) && s.data[p] == '"' {
+		if i := plainRun(s.data, p+1); i < len(s.data) && s.data[i] == '"' {
+			s.pos = i + 1
+			return s.data[p+1 : i], false, nil
+		}
+	}
+	return s.stringSlow()
+}
+
+func (s *Scanner) stringSlow() (raw []byte, escaped bool, err error) {
 	s.ws()
 	if s.pos >= len(s.data) {
 		return nil, false, s.fail(ErrTruncated)
@@ -212,9 +256,6 @@ func (s *Scanner) String() (raw []byte, escaped bool, err error) {
 	d := s.data
 	for {
 		i := plainRun(d, s.pos)
-		for i < len(d) && strClass[d[i]] == 0 {
-			i++
-		}
 		s.pos = i
 		if i >= len(d) {
 			return nil, false, s.fail(ErrTruncated)
@@ -263,8 +304,7 @@ const (
 
 // plainRun returns the index of the first byte at or after i that may end
 // the fast path of a string (a control byte, '"', '\\' or non-ASCII),
-// testing eight bytes at a time (SWAR); near the end it returns early and
-// the byte loop finishes. The classic "has less than n" trick flags a byte
+// testing eight bytes at a time (SWAR), then byte by byte near the end. The classic "has less than n" trick flags a byte
 // exactly when it is the first match; later flags may be false, so only
 // the lowest one is used.
 func plainRun(d []byte, i int) int {
@@ -277,6 +317,9 @@ func plainRun(d []byte, i int) int {
 			return i + bits.TrailingZeros64(t)/8
 		}
 		i += 8
+	}
+	for i < len(d) && strClass[d[i]] == 0 {
+		i++
 	}
 	return i
 }

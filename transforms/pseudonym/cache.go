@@ -11,13 +11,15 @@ const MaxCachedValue = 128
 
 // Cache remembers recent pseudonyms. Telemetry is heavily skewed (a few
 // users, hosts and processes make most events), so most lookups hit. It is
-// direct-mapped and bounded: entries*(MaxCachedValue+len(pseudonym)) bytes
-// at most. The index is a non-cryptographic hash (xxhash) chosen by the
+// two-way set-associative (a value may live in either of two entries; a
+// miss replaces the one used less recently) and bounded:
+// entries*(MaxCachedValue+len(pseudonym)) bytes at most. The index is a non-cryptographic hash (xxhash) chosen by the
 // caller, so every hit compares the full value and its slot: a collision
 // costs a miss, never another value's pseudonym. Not safe for concurrent use.
 type Cache struct {
 	entries []cacheEntry
-	mask    uint64
+	mask    uint64 // selects a set of two adjacent entries
+	tick    uint32
 	Hits    uint64
 	Misses  uint64
 }
@@ -26,6 +28,7 @@ type cacheEntry struct {
 	h    uint64
 	slot uint32
 	used bool
+	tick uint32 // last use, for choosing the victim within a set
 	val  []byte
 	out  []byte
 }
@@ -36,8 +39,8 @@ func NewCache(n int) *Cache {
 	if n <= 0 {
 		return nil
 	}
-	size := 1 << bits.Len(uint(n-1))
-	return &Cache{entries: make([]cacheEntry, size), mask: uint64(size - 1)}
+	size := max(2, 1<<bits.Len(uint(n-1)))
+	return &Cache{entries: make([]cacheEntry, size), mask: uint64(size-1) &^ 1}
 }
 
 // Get returns the pseudonym cached for (slot, val), where h is the caller's
@@ -46,10 +49,14 @@ func (c *Cache) Get(slot uint32, h uint64, val []byte) ([]byte, bool) {
 	if c == nil {
 		return nil, false
 	}
-	e := &c.entries[h&c.mask]
-	if e.used && e.h == h && e.slot == slot && bytes.Equal(e.val, val) {
-		c.Hits++
-		return e.out, true
+	set := c.entries[h&c.mask : h&c.mask+2]
+	for i := range set {
+		if e := &set[i]; e.used && e.h == h && e.slot == slot && bytes.Equal(e.val, val) {
+			c.tick++
+			e.tick = c.tick
+			c.Hits++
+			return e.out, true
+		}
 	}
 	c.Misses++
 	return nil, false
@@ -61,8 +68,16 @@ func (c *Cache) Put(slot uint32, h uint64, val, out []byte) {
 	if c == nil || len(val) > MaxCachedValue {
 		return
 	}
-	e := &c.entries[h&c.mask]
-	e.h, e.slot, e.used = h, slot, true
+	set := c.entries[h&c.mask : h&c.mask+2]
+	e := &set[0]
+	if set[1].tick < set[0].tick || !set[1].used {
+		e = &set[1]
+	}
+	if !set[0].used {
+		e = &set[0]
+	}
+	c.tick++
+	e.h, e.slot, e.used, e.tick = h, slot, true, c.tick
 	e.val = append(e.val[:0], val...)
 	e.out = append(e.out[:0], out...)
 }

@@ -86,9 +86,20 @@ func TestCacheComparesFullValue(t *testing.T) {
 	if _, ok := c.Get(2, h, []byte("alice")); ok {
 		t.Fatal("another slot (namespace or epoch) hit")
 	}
+	// Two ways per set: a second value with the same hash lives beside the
+	// first; a third evicts the one used less recently.
 	c.Put(1, h, []byte("mallory"), []byte("P(mallory)"))
-	if _, ok := c.Get(1, h, []byte("alice")); ok {
-		t.Fatal("evicted value still hits")
+	if out, ok := c.Get(1, h, []byte("alice")); !ok || string(out) != "P(alice)" {
+		t.Fatalf("alice after mallory: %q %v", out, ok)
+	}
+	c.Put(1, h, []byte("eve"), []byte("P(eve)"))
+	if _, ok := c.Get(1, h, []byte("mallory")); ok {
+		t.Fatal("least recently used value still hits")
+	}
+	for _, v := range []string{"alice", "eve"} {
+		if out, ok := c.Get(1, h, []byte(v)); !ok || string(out) != "P("+v+")" {
+			t.Fatalf("%s: %q %v", v, out, ok)
+		}
 	}
 	long := bytes.Repeat([]byte{'x'}, MaxCachedValue+1)
 	c.Put(1, 7, long, []byte("P"))

@@ -125,16 +125,12 @@ func (a *Applier) object(dst []byte, n *node) ([]byte, bool, error) {
 	dst = append(dst, '{')
 	wrote := false
 	for first := true; ; first = false {
-		more, err := a.s.NextMember(first)
+		key, escaped, more, err := a.s.NextKey(first)
 		if err != nil {
 			return dst[:mark], false, err
 		}
 		if !more {
 			break
-		}
-		key, escaped, err := a.s.Key()
-		if err != nil {
-			return dst[:mark], false, err
 		}
 		lookup := key
 		if escaped {

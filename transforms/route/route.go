@@ -7,6 +7,7 @@ package route
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -65,19 +66,35 @@ type node struct {
 	leaf     *leaf
 
 	// The members, indexed for the hot path by a small open-addressing
-	// table over a cheap hash of the name (length and three bytes): at this
-	// size that beats both Go's map and comparing every name.
-	names [][]byte
+	// table over the name's length and first eight bytes: at this size
+	// that beats both Go's map and comparing every name.
+	names []memberName
 	kids  []*node
 	slots []int16 // index into kids, -1 when empty; length a power of two
+	shift uint8   // 64 - log2(len(slots))
 }
 
-func nameHash(b []byte) uint32 {
-	n := len(b)
-	if n == 0 {
-		return 0
+// memberName is a member name with its first eight bytes as a number, so a
+// lookup mostly compares two integers.
+type memberName struct {
+	prefix uint64
+	name   []byte
+}
+
+// namePrefix packs up to the first eight bytes of b, little-endian.
+func namePrefix(b []byte) uint64 {
+	if len(b) >= 8 {
+		return binary.LittleEndian.Uint64(b)
 	}
-	return uint32(n)*0x9E3779B1 ^ uint32(b[0])*0x85EBCA77 ^ uint32(b[n-1])*0xC2B2AE3D ^ uint32(b[n/2])*0x27D4EB2F
+	var x uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		x = x<<8 | uint64(b[i])
+	}
+	return x
+}
+
+func slotOf(prefix uint64, n int, shift uint8) uint32 {
+	return uint32(((prefix ^ uint64(n)) * 0x9E3779B97F4A7C15) >> shift)
 }
 
 // child returns the member named name, or nil.
@@ -85,13 +102,14 @@ func (n *node) child(name []byte) *node {
 	if len(n.kids) == 0 {
 		return nil
 	}
+	pre := namePrefix(name)
 	mask := uint32(len(n.slots) - 1)
-	for h := nameHash(name) & mask; ; h = (h + 1) & mask {
+	for h := slotOf(pre, len(name), n.shift); ; h = (h + 1) & mask {
 		k := n.slots[h]
 		if k < 0 {
 			return nil
 		}
-		if nm := n.names[k]; len(nm) == len(name) && string(nm) == string(name) {
+		if m := n.names[k]; m.prefix == pre && len(m.name) == len(name) && (len(name) <= 8 || string(m.name[8:]) == string(name[8:])) {
 			return n.kids[k]
 		}
 	}
@@ -104,18 +122,19 @@ func (n *node) index() {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	size := 4
+	size, bits := 4, 2
 	for size < 2*len(names) {
-		size *= 2
+		size, bits = size*2, bits+1
 	}
 	n.slots = make([]int16, size)
+	n.shift = uint8(64 - bits)
 	for i := range n.slots {
 		n.slots[i] = -1
 	}
 	for i, name := range names {
-		n.names = append(n.names, []byte(name))
+		n.names = append(n.names, memberName{namePrefix([]byte(name)), []byte(name)})
 		n.kids = append(n.kids, n.children[name])
-		h := nameHash([]byte(name)) & uint32(size-1)
+		h := slotOf(namePrefix([]byte(name)), len(name), n.shift)
 		for n.slots[h] >= 0 {
 			h = (h + 1) & uint32(size-1)
 		}

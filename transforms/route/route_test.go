@@ -272,9 +272,9 @@ func TestKeyEpochsByEventTime(t *testing.T) {
 func TestCompileErrors(t *testing.T) {
 	t.Setenv("TEST_KEY_V", testKeyHex)
 	cases := map[string]string{
-		"      - {path: a, action: keep}\n      - {path: a.b, action: keep}\n":       `vendors.v.fields[1].path: "a.b" is inside "a"`,
-		"      - {path: a.b, action: keep}\n      - {path: a, action: keep}\n":       `vendors.v.fields[1].path: "a" has rules for fields inside it`,
-		"      - {path: \"a[].b\", action: keep}\n      - {path: a.c, action: keep}\n": `disagree on whether a is an array`,
+		"      - {path: a, action: keep}\n      - {path: a.b, action: keep}\n":              `vendors.v.fields[1].path: "a.b" is inside "a"`,
+		"      - {path: a.b, action: keep}\n      - {path: a, action: keep}\n":              `vendors.v.fields[1].path: "a" has rules for fields inside it`,
+		"      - {path: \"a[].b\", action: keep}\n      - {path: a.c, action: keep}\n":      `disagree on whether a is an array`,
 		"      - {path: h, action: generalize, hierarchy: {file: missing.csv, level: 1}}\n": `vendors.v.fields[0].hierarchy: open`,
 	}
 	for fields, want := range cases {
