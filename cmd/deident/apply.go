@@ -81,8 +81,8 @@ and the reason, never the value; apply goes on with the next record. Exit status
 				return err
 			}
 			secs := time.Since(start).Seconds()
-			fmt.Fprintf(os.Stderr, "deident apply: route %s, policy %s: %d in, %d out, %d rejected; %d unnamed fields dropped; %.0f records/s\n",
-				r.Name, r.Version, sum.in, sum.out, sum.rejected, sum.dropped, float64(sum.in)/secs)
+			fmt.Fprintf(os.Stderr, "deident apply: route %s, policy %s: %d in, %d out, %d rejected; %d unnamed fields dropped; %s; %.0f records/s\n",
+				r.Name, r.Version, sum.in, sum.out, sum.rejected, sum.dropped, sum.cache(), float64(sum.in)/secs)
 			if sum.rejected > 0 {
 				return &exitError{code: exitRejected, err: fmt.Errorf("%d of %d records rejected, see %s", sum.rejected, sum.in, rejects)}
 			}
@@ -100,7 +100,14 @@ and the reason, never the value; apply goes on with the next record. Exit status
 	return cmd
 }
 
-type applySummary struct{ in, out, rejected, dropped uint64 }
+type applySummary struct{ in, out, rejected, dropped, cacheHits, cacheMisses uint64 }
+
+func (s applySummary) cache() string {
+	if s.cacheHits+s.cacheMisses == 0 {
+		return "pseudonym cache off or unused"
+	}
+	return fmt.Sprintf("pseudonym cache %.1f%% hits", 100*float64(s.cacheHits)/float64(s.cacheHits+s.cacheMisses))
+}
 
 // reject is one line of the rejects file: where and why, never the value.
 type reject struct {
@@ -147,6 +154,9 @@ func applyLines(r *route.Route, src io.Reader, dst io.Writer, rejects io.Writer,
 		sum.out++
 	}
 	sum.dropped = a.Stats.DroppedFields
+	if c := a.Cache(); c != nil {
+		sum.cacheHits, sum.cacheMisses = c.Hits, c.Misses
+	}
 	if c, ok := rejects.(io.Closer); ok {
 		if err := c.Close(); err != nil {
 			return sum, err

@@ -126,6 +126,12 @@ type Route struct {
 	CacheEntries int `mapstructure:"cache_entries"`
 	// Fields are the field rules; fields no rule names are dropped.
 	Fields []FieldRule `mapstructure:"fields"`
+	// KAnon, when set, holds the route's output in a k-anonymity stage
+	// (aggregate windows or delayed records); nil publishes records as they come.
+	KAnon *KAnon `mapstructure:"k_anonymity"`
+	// Gate configures the re-identification gate every output passes
+	// before the vendor sink; every check is on when unset (see Gate).
+	Gate Gate `mapstructure:"gate"`
 }
 
 // KeyRef says where a key comes from. Exactly one of File and Env.

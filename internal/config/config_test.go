@@ -109,6 +109,15 @@ func TestEnvironmentOverrides(t *testing.T) {
 	if fmt.Sprint(c.Kafka.Brokers) != "[h1:9092 h2:9092]" {
 		t.Errorf("brokers = %v", c.Kafka.Brokers)
 	}
+	// Keys the file leaves out can be set too.
+	t.Setenv("DEIDENT_VENDORS_LLM_CACHE_ENTRIES", "-1")
+	t.Setenv("DEIDENT_KAFKA_GROUP_ID", "from-env")
+	if c, err = Load(filepath.Join(testdata, "full.good.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if c.Vendors["llm"].CacheEntries != -1 || c.Kafka.GroupID != "from-env" {
+		t.Errorf("override of absent keys: cache_entries %d, group_id %q", c.Vendors["llm"].CacheEntries, c.Kafka.GroupID)
+	}
 	// A bad override is reported with its key path.
 	t.Setenv("DEIDENT_VENDORS_ACME_FIELDS", "")
 	t.Setenv("DEIDENT_LIMITS_MAX_RECORD_BYTES", "-5")

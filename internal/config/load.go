@@ -62,6 +62,7 @@ func newViper() *viper.Viper {
 }
 
 func decode(v *viper.Viper, dir string) (*Config, error) {
+	bindEnv(v, "", reflect.TypeOf(Config{}), v.AllSettings())
 	settings := v.AllSettings()
 	if errs := unknownKeys("", settings, reflect.TypeOf(Config{})); len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -81,6 +82,40 @@ func decode(v *viper.Viper, dir string) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// bindEnv tells viper about every key the schema has, so that
+// DEIDENT_... overrides keys the file leaves out too (viper only consults
+// the environment for keys it knows). Map entries (vendors, sources) are the
+// ones the file names; list elements are not addressable, a whole list of
+// strings is (comma-separated).
+func bindEnv(v *viper.Viper, prefix string, t reflect.Type, val any) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == reflect.TypeOf(time.Time{}):
+		_ = v.BindEnv(prefix)
+	case t.Kind() == reflect.Struct:
+		m, _ := val.(map[string]any)
+		for i := range t.NumField() {
+			tag := t.Field(i).Tag.Get("mapstructure")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			bindEnv(v, join(prefix, tag), t.Field(i).Type, m[tag])
+		}
+	case t.Kind() == reflect.Map:
+		if m, ok := val.(map[string]any); ok && t.Elem().Kind() != reflect.String {
+			for k, e := range m {
+				bindEnv(v, join(prefix, k), t.Elem(), e)
+			}
+		}
+	case t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.String && t.Elem().Kind() != reflect.Float64:
+		// Lists of records (keys, fields) are set in the file only.
+	default:
+		_ = v.BindEnv(prefix)
+	}
 }
 
 // unknownKeys walks the decoded YAML against the struct tags so that a
@@ -191,6 +226,10 @@ func (c *Config) applyDefaults() {
 		}
 		if r.CacheEntries == 0 {
 			r.CacheEntries = DefaultCacheEntries
+		}
+		r.Gate = r.Gate.WithDefaults()
+		if r.KAnon != nil {
+			r.KAnon.ApplyDefaults(r.EventTime)
 		}
 		for i := range r.Keys {
 			if r.Keys[i].Encoding == "" {
@@ -315,6 +354,8 @@ func (c *Config) Validate() error {
 		}
 		sort.SliceStable(r.Keys, func(i, j int) bool { return r.Keys[i].ValidFrom.Before(r.Keys[j].ValidFrom) })
 		errs = append(errs, validateFields(p, r.Fields)...)
+		errs = append(errs, ValidateKAnon(p, r.KAnon, r.Fields)...)
+		errs = append(errs, r.Gate.Validate(p+".gate")...)
 		c.Vendors[name] = r
 	}
 	for i := range keys {
