@@ -129,7 +129,7 @@ func TestCheckListsUnnamedSampleFields(t *testing.T) {
 	t.Setenv("DEIDENT_KEY_FLOWAI", strings.Repeat("ef", 32))
 	dir := t.TempDir()
 	sample := filepath.Join(dir, "s.jsonl")
-	os.WriteFile(sample, []byte(`{"time":"x","actor":{"user":{"name":"a","new_field":"b"}},"extra":[{"deep":1}]}`+"\n"), 0o600)
+	os.WriteFile(sample, []byte(`{"time":"x","actor":{"user":{"name":"a","new_field":"b"}},"extra":[{"deep":1}],"message":"m"}`+"\n"), 0o600)
 	root := newRoot()
 	var out bytes.Buffer
 	root.SetArgs([]string{"check", "--config", "../../configs/deident.yaml", "--sample", sample})
@@ -143,12 +143,43 @@ func TestCheckListsUnnamedSampleFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"route acme-mdr", "actor.user.new_field", "extra[].deep", "policy version p", "drop (default deny)"} {
+	for _, want := range []string{"route acme-mdr", "actor.user.new_field", "extra[].deep", "policy version p", "drop (default deny)",
+		"message                      in 1 records (content; suggested: drop)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("check output lacks %q:\n%s", want, out.String())
 		}
 	}
 	if regexp.MustCompile(`(?m)^\s+time\s+in 1 records`).MatchString(out.String()) {
 		t.Error("a named field is listed as unnamed")
+	}
+}
+
+func TestCheckWarnsWhenSensitiveFieldIsKept(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k")
+	os.WriteFile(key, []byte(strings.Repeat("ab", 32)), 0o600)
+	cfg := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfg, []byte(`vendors:
+  v:
+    purpose: p
+    categories: [threat_telemetry]
+    keys: [{file: k}]
+    fields:
+      - {path: actor.user.name, action: keep}
+      - {path: class_uid, action: keep}
+`), 0o600)
+	stdout := os.Stdout
+	r, w, _ := os.Pipe()
+	os.Stdout = w
+	_, err := run(t, "check", "--config", cfg)
+	w.Close()
+	os.Stdout = stdout
+	var out bytes.Buffer
+	out.ReadFrom(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "WARNING"); n != 1 || !strings.Contains(out.String(), "classify it direct_identifier (suggested: pseudonymize)") {
+		t.Fatalf("want one warning for actor.user.name:\n%s", out.String())
 	}
 }

@@ -11,12 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/deident/deident/configs"
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/transforms/route"
 )
 
 func checkCmd() *cobra.Command {
 	var cfgPath, sample string
+	var presetNames []string
 	cmd := &cobra.Command{
 		Use:   "check --config FILE [--sample FILE]",
 		Short: "Validate a config and print the effective policy per route",
@@ -39,17 +41,28 @@ list the input fields that no rule names: they are dropped (default deny).`,
 					return err
 				}
 			}
-			printPolicy(os.Stdout, cfg, routes, fields, records)
+			classes := map[string]configs.FieldClass{}
+			for _, name := range presetNames {
+				p, err := configs.LoadPreset(name)
+				if err != nil {
+					return err
+				}
+				for path, c := range p.Fields {
+					classes[path] = c
+				}
+			}
+			printPolicy(os.Stdout, cfg, routes, fields, records, classes)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "config file (YAML)")
 	cmd.Flags().StringVar(&sample, "sample", "", "JSON lines whose fields are compared with the rules")
+	cmd.Flags().StringSliceVar(&presetNames, "preset", []string{"ocsf", "ecs"}, "field classifications to check rules and sample fields against (ocsf, ecs, or a preset file)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
 
-func printPolicy(w io.Writer, cfg *config.Config, routes map[string]*route.Route, fields map[string]int, records int) {
+func printPolicy(w io.Writer, cfg *config.Config, routes map[string]*route.Route, fields map[string]int, records int, classes map[string]configs.FieldClass) {
 	fmt.Fprintf(w, "config OK: %d sources, %d vendor routes\n", len(cfg.Sources), len(routes))
 	for _, name := range sortedNames(cfg.Sources) {
 		s := cfg.Sources[name]
@@ -81,6 +94,9 @@ func printPolicy(w io.Writer, cfg *config.Config, routes map[string]*route.Route
 		fmt.Fprintf(w, "  receives from sources %v\n  fields:\n", srcs)
 		for _, f := range c.Fields {
 			fmt.Fprintf(w, "    %-28s %s\n", f.Path, describe(f))
+			if cl, ok := classes[f.Path]; ok && configs.Sensitive(cl.Class) && f.Action == config.Keep {
+				fmt.Fprintf(w, "    %-28s WARNING: kept as it is, but the presets classify it %s (suggested: %s)\n", "", cl.Class, cl.Suggest)
+			}
 		}
 		fmt.Fprintf(w, "    %-28s drop (default deny)\n", "everything else")
 		if fields != nil {
@@ -93,7 +109,11 @@ func printPolicy(w io.Writer, cfg *config.Config, routes map[string]*route.Route
 			sort.Strings(unnamed)
 			fmt.Fprintf(w, "  sample: %d records, %d fields, %d named by no rule (dropped):\n", records, len(fields), len(unnamed))
 			for _, p := range unnamed {
-				fmt.Fprintf(w, "    %-28s in %d records\n", p, fields[p])
+				note := ""
+				if cl, ok := classes[p]; ok {
+					note = fmt.Sprintf(" (%s; suggested: %s)", cl.Class, cl.Suggest)
+				}
+				fmt.Fprintf(w, "    %-28s in %d records%s\n", p, fields[p], note)
 			}
 		}
 	}
