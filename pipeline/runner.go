@@ -93,6 +93,9 @@ func New(cfg Config) (*Runner, error) {
 	return &Runner{cfg: cfg, log: log, counters: c, sem: make(chan struct{}, cfg.MaxInFlight), failed: make(chan struct{})}, nil
 }
 
+// MaxInFlight returns the bound on records with unacknowledged outputs.
+func (r *Runner) MaxInFlight() int { return r.cfg.MaxInFlight }
+
 // Counters returns the runner's live counters.
 func (r *Runner) Counters() *Counters { return r.counters }
 

@@ -76,9 +76,16 @@ and the reason, never the value; apply goes on with the next record. Exit status
 				}
 			}
 			start := time.Now()
-			sum, err := applyLines(r, src, dst, &lazyFile{path: rejects}, cfg.Limits.MaxRecordBytes)
+			ks, err := newKanonSink(cfg, cfg.Vendors[routeName], in)
 			if err != nil {
 				return err
+			}
+			sum, err := applyLines(r, ks, src, dst, &lazyFile{path: rejects}, cfg.Limits.MaxRecordBytes)
+			if err != nil {
+				return err
+			}
+			if ks != nil {
+				fmt.Fprintf(os.Stderr, "deident apply: %s\n", ks.summary())
 			}
 			secs := time.Since(start).Seconds()
 			fmt.Fprintf(os.Stderr, "deident apply: route %s, policy %s: %d in, %d out, %d rejected; %d unnamed fields dropped; %s; %.0f records/s\n",
@@ -118,13 +125,24 @@ type reject struct {
 
 // applyLines streams JSON lines from src through r to dst. Lines longer than
 // maxRecord are discarded as they are read, so memory stays bounded.
-func applyLines(r *route.Route, src io.Reader, dst io.Writer, rejects io.Writer, maxRecord int) (applySummary, error) {
+// ks, when not nil, holds records for k-anonymity and decides what is
+// written.
+func applyLines(r *route.Route, ks *kanonSink, src io.Reader, dst io.Writer, rejects io.Writer, maxRecord int) (applySummary, error) {
 	var sum applySummary
 	a := r.NewApplier()
 	br := bufio.NewReaderSize(src, 1<<16)
 	bw := bufio.NewWriterSize(dst, 1<<16)
 	rw := json.NewEncoder(rejects)
 	var out, long []byte
+	emit := func(rec []byte) error {
+		if _, err := bw.Write(rec); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+		if err := bw.WriteByte('\n'); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+		return nil
+	}
 	for lineNo := int64(1); ; lineNo++ {
 		line, size, err := readLine(br, &long, maxRecord)
 		if err == io.EOF {
@@ -140,6 +158,11 @@ func applyLines(r *route.Route, src io.Reader, dst io.Writer, rejects io.Writer,
 		if err == nil {
 			out, err = a.Apply(out[:0], line)
 		}
+		if err == nil && ks != nil {
+			if err = ks.add(emit, lineNo, out); err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			sum.rejected++
 			if werr := rw.Encode(reject{Line: lineNo, Bytes: size, Reason: err.Error()}); werr != nil {
@@ -147,11 +170,16 @@ func applyLines(r *route.Route, src io.Reader, dst io.Writer, rejects io.Writer,
 			}
 			continue
 		}
-		out = append(out, '\n')
-		if _, err := bw.Write(out); err != nil {
-			return sum, fmt.Errorf("writing output: %w", err)
+		if err := emit(out); err != nil {
+			return sum, err
 		}
 		sum.out++
+	}
+	if ks != nil {
+		if err := ks.flush(emit); err != nil {
+			return sum, err
+		}
+		sum.out = ks.out
 	}
 	sum.dropped = a.Stats.DroppedFields
 	if c := a.Cache(); c != nil {

@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/deident/deident/internal/config"
@@ -94,6 +96,8 @@ type workerOptions struct {
 	commitInterval time.Duration
 	// autoCreateTopics lets the sink create missing topics.
 	autoCreateTopics bool
+	// sinkMaxAttempts overrides the sink's retry budget per batch (10).
+	sinkMaxAttempts int
 }
 
 // worker is the wiring shared by run, demo and the tests: a consumer-group
@@ -185,6 +189,7 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		Brokers:                cfg.Kafka.Brokers,
 		BatchSize:              cfg.Kafka.BatchSize,
 		BatchTimeout:           cfg.Kafka.BatchTimeout,
+		MaxAttempts:            opt.sinkMaxAttempts,
 		AllowAutoTopicCreation: opt.autoCreateTopics,
 		Logger:                 log,
 	})
@@ -225,64 +230,107 @@ func decodeJSON(maxBytes int) func([]byte) error {
 	}
 }
 
-// serveHTTP serves /metrics (Prometheus text format), /healthz and /readyz.
+// serveHTTP serves /metrics (Prometheus), /healthz and /readyz on addr.
 func (w *worker) serveHTTP(addr string) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("kafka.metrics_addr: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(rw http.ResponseWriter, _ *http.Request) {
-		rw.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_, _ = rw.Write([]byte(w.metricsText()))
-	})
-	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) {
-		if err := w.runner.Err(); err != nil {
-			http.Error(rw, "failed", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = rw.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
-		if w.runner.Err() != nil || !w.source.Ready() {
-			http.Error(rw, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = rw.Write([]byte("ready\n"))
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: w.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return srv, ln.Addr().String(), nil
 }
 
-// metricsText renders the counters in the Prometheus text exposition format.
-func (w *worker) metricsText() string {
-	c := w.runner.Counters()
-	var b strings.Builder
-	metric := func(name, typ, help string, samples ...string) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-		for _, s := range samples {
-			b.WriteString(name + s + "\n")
+// httpHandler routes /metrics, /healthz and /readyz:
+//
+//	/healthz  200 while the process serves HTTP (liveness);
+//	/readyz   200 while the worker is in a consumer-group generation (joined
+//	          and assigned) and has not failed, 503 otherwise.
+func (w *worker) httpHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		&workerCollector{w: w},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		_, _ = rw.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		switch {
+		case w.runner.Err() != nil:
+			http.Error(rw, "not ready: worker failed", http.StatusServiceUnavailable)
+		case !w.source.Ready():
+			http.Error(rw, "not ready: not in a consumer group generation", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintf(rw, "ready: %d partitions assigned\n", w.source.Partitions())
 		}
+	})
+	return mux
+}
+
+// Metric descriptors. The pipeline keeps its accounting in atomic counters
+// (read by tests, demo and Check); workerCollector exposes them at scrape
+// time, so there is one source of truth and nothing is counted twice.
+var (
+	descRoute = prometheus.NewDesc("deident_route_records_total",
+		"Records per vendor route and outcome; in = out + suppressed + quarantined + filtered_by_category + failed (failed: sent to the dead-letter topic).",
+		[]string{"route", "outcome"}, nil)
+	descConsumed     = prometheus.NewDesc("deident_records_consumed_total", "Records read from source topics; consumed = decoded + dead_lettered.", nil, nil)
+	descDecoded      = prometheus.NewDesc("deident_records_decoded_total", "Records decoded.", nil, nil)
+	descDeadLettered = prometheus.NewDesc("deident_records_dead_lettered_total", "Undecodable records sent to the dead-letter topic.", nil, nil)
+	descAcked        = prometheus.NewDesc("deident_outputs_acked_total", "Outputs (vendor records and dead letters) acknowledged by the broker.", nil, nil)
+	descCommits      = prometheus.NewDesc("deident_offset_commits_total", "Successful offset commits.", nil, nil)
+	descInFlight     = prometheus.NewDesc("deident_records_in_flight", "Records with unacknowledged outputs (at most kafka.max_in_flight).", nil, nil)
+	descMaxInFlight  = prometheus.NewDesc("deident_records_in_flight_max", "The kafka.max_in_flight bound.", nil, nil)
+	descGenerations  = prometheus.NewDesc("deident_consumer_generations_total", "Consumer-group generations joined.", nil, nil)
+	descAssigned     = prometheus.NewDesc("deident_assigned_partitions", "Partitions assigned in the current generation.", nil, nil)
+	descReady        = prometheus.NewDesc("deident_ready", "1 while /readyz answers 200.", nil, nil)
+)
+
+// workerCollector is a prometheus.Collector over a worker's counters.
+type workerCollector struct{ w *worker }
+
+var _ prometheus.Collector = (*workerCollector)(nil)
+
+func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRoute, descConsumed, descDecoded, descDeadLettered, descAcked, descCommits, descInFlight, descMaxInFlight, descGenerations, descAssigned, descReady} {
+		ch <- d
 	}
-	wc := &c.Worker
-	metric("deident_records_consumed_total", "counter", "Records read from source topics.", fmt.Sprintf(" %d", wc.Consumed.Load()))
-	metric("deident_records_decoded_total", "counter", "Records decoded.", fmt.Sprintf(" %d", wc.Decoded.Load()))
-	metric("deident_records_dead_lettered_total", "counter", "Undecodable records sent to the dead-letter topic.", fmt.Sprintf(" %d", wc.DeadLettered.Load()))
-	metric("deident_outputs_acked_total", "counter", "Outputs acknowledged by the broker.", fmt.Sprintf(" %d", wc.Acked.Load()))
-	metric("deident_offset_commits_total", "counter", "Offset commits.", fmt.Sprintf(" %d", wc.Commits.Load()))
-	metric("deident_records_in_flight", "gauge", "Records with unacknowledged outputs.", fmt.Sprintf(" %d", wc.InFlight.Load()))
-	metric("deident_consumer_generations_total", "counter", "Consumer group generations joined.", fmt.Sprintf(" %d", w.source.Generations()))
-	var samples []string
-	for _, name := range c.Names {
-		r := c.Routes[name]
-		for _, kv := range []struct {
-			outcome string
-			n       uint64
-		}{{"in", r.In.Load()}, {"out", r.Out.Load()}, {"suppressed", r.Suppressed.Load()}, {"quarantined", r.Quarantined.Load()}, {"filtered_by_category", r.FilteredByCategory.Load()}, {"failed", r.Failed.Load()}} {
-			samples = append(samples, fmt.Sprintf("{route=%q,outcome=%q} %d", name, kv.outcome, kv.n))
-		}
+}
+
+func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
+	cnt := c.w.runner.Counters()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	metric("deident_route_records_total", "counter", "Records per vendor route and outcome; in = out + suppressed + quarantined + filtered_by_category + failed.", samples...)
-	return b.String()
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	for _, name := range cnt.Names {
+		r := cnt.Routes[name]
+		counter(descRoute, r.In.Load(), name, "in")
+		counter(descRoute, r.Out.Load(), name, "out")
+		counter(descRoute, r.Suppressed.Load(), name, "suppressed")
+		counter(descRoute, r.Quarantined.Load(), name, "quarantined")
+		counter(descRoute, r.FilteredByCategory.Load(), name, "filtered_by_category")
+		counter(descRoute, r.Failed.Load(), name, "failed")
+	}
+	wc := &cnt.Worker
+	counter(descConsumed, wc.Consumed.Load())
+	counter(descDecoded, wc.Decoded.Load())
+	counter(descDeadLettered, wc.DeadLettered.Load())
+	counter(descAcked, wc.Acked.Load())
+	counter(descCommits, wc.Commits.Load())
+	gauge(descInFlight, float64(wc.InFlight.Load()))
+	gauge(descMaxInFlight, float64(c.w.runner.MaxInFlight()))
+	counter(descGenerations, uint64(c.w.source.Generations()))
+	gauge(descAssigned, float64(c.w.source.Partitions()))
+	ready := 0.0
+	if c.w.source.Ready() && c.w.runner.Err() == nil {
+		ready = 1
+	}
+	gauge(descReady, ready)
 }

@@ -49,7 +49,9 @@ type Config struct {
 type Source struct {
 	cfg         Config
 	log         *slog.Logger
-	ready       atomic.Bool
+	ready       atomic.Bool  // in a generation: joined, synced and assigned
+	current     atomic.Int32 // id of the current generation
+	partitions  atomic.Int64 // partitions assigned in the current generation
 	generations atomic.Int64
 }
 
@@ -86,9 +88,15 @@ func New(cfg Config) (*Source, error) {
 	return &Source{cfg: cfg, log: log.With("group", cfg.GroupID)}, nil
 }
 
-// Ready reports whether the source has joined the group at least once
-// and is still running.
+// Ready reports whether the source is in a consumer-group generation:
+// it has joined the group and received its assignment (possibly of no
+// partition, when the group has more members than partitions). It is
+// false before the first join, during a rebalance and after Run returns.
 func (s *Source) Ready() bool { return s.ready.Load() }
+
+// Partitions returns the number of partitions assigned in the current
+// generation (0 when not Ready).
+func (s *Source) Partitions() int { return int(s.partitions.Load()) }
 
 // Generations returns how many generations the source has taken part in.
 func (s *Source) Generations() int64 { return s.generations.Load() }
@@ -111,8 +119,9 @@ func (s *Source) Run(ctx context.Context, h pipeline.ClaimHandler) error {
 		return fmt.Errorf("joining consumer group %s: %w", s.cfg.GroupID, err)
 	}
 	defer func() {
-		s.ready.Store(false)
 		_ = cg.Close() // ends the generation and waits for the handlers
+		s.ready.Store(false)
+		s.partitions.Store(0)
 	}()
 	for {
 		gen, err := cg.Next(ctx)
@@ -125,11 +134,23 @@ func (s *Source) Run(ctx context.Context, h pipeline.ClaimHandler) error {
 			continue
 		}
 		s.generations.Add(1)
-		s.ready.Store(true)
 		n := 0
 		for _, ps := range gen.Assignments {
 			n += len(ps)
 		}
+		s.current.Store(gen.ID)
+		s.partitions.Store(int64(n))
+		s.ready.Store(true)
+		// Not ready once the generation ends (rebalance, lost session,
+		// shutdown), unless a newer one has started meanwhile.
+		id := gen.ID
+		gen.Start(func(gctx context.Context) {
+			<-gctx.Done()
+			if s.current.Load() == id {
+				s.ready.Store(false)
+				s.partitions.Store(0)
+			}
+		})
 		s.log.Info("generation started", "generation", gen.ID, "member", gen.MemberID, "partitions", n)
 		commitMu := &sync.Mutex{}
 		for topic, ps := range gen.Assignments {
