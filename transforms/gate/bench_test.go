@@ -1,0 +1,117 @@
+package gate
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/deident/deident/internal/config"
+	"github.com/deident/deident/internal/gen"
+	"github.com/deident/deident/transforms/route"
+)
+
+// benchCorpus returns n corpus records (generated threat events with free
+// text kept) and their outputs under the corpus route.
+func benchCorpus(b *testing.B, n int) (*route.Route, [][]byte, [][]byte) {
+	r := corpusRoute(b)
+	uas := zeekUserAgents(b)
+	gn := gen.New(gen.Options{Seed: 1})
+	a := r.NewApplier()
+	var ins, outs [][]byte
+	for i := range n {
+		in := corpusRecord(gn.Append(nil), cleanCmds[i%len(cleanCmds)], uas[i%len(uas)], cleanURLs[i%len(cleanURLs)], cleanComments[i%len(cleanComments)])
+		out, err := a.Apply(nil, in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ins, outs = append(ins, in), append(outs, out)
+	}
+	return r, ins, outs
+}
+
+// BenchmarkCheck checks acme-mdr outputs with free text kept (~500 bytes,
+// 4 pseudonyms, 2 addresses, 4 free-text fields), the Bloom filter filled
+// from the inputs.
+func BenchmarkCheck(b *testing.B) {
+	r, ins, outs := benchCorpus(b, 4096)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := g.NewChecker()
+	size := 0
+	for i := range ins {
+		c.Observe(ins[i])
+		size += len(outs[i])
+	}
+	b.SetBytes(int64(size / len(outs)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if v := c.Check(outs[i]); !v.Pass() {
+			b.Fatal(verdictString(v))
+		}
+		i = (i + 1) % len(outs)
+	}
+}
+
+// BenchmarkObserve records the raw identifiers of ~600-byte inputs.
+func BenchmarkObserve(b *testing.B) {
+	r, ins, _ := benchCorpus(b, 4096)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := g.NewChecker()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		c.Observe(ins[i])
+		i = (i + 1) % len(ins)
+	}
+}
+
+// BenchmarkApplyGate is apply's per-record work on the benchmark route
+// (configs/bench.yaml), with the gate off and on (Observe, Check, Tally).
+func BenchmarkApplyGate(b *testing.B) {
+	cfg, err := config.Load(filepath.Join("..", "..", "configs", "bench.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := route.Compile("bench", cfg.Vendors["bench"], cfg.Dir, cfg.Limits)
+	if err != nil {
+		b.Fatal(err)
+	}
+	gn := gen.New(gen.Options{Seed: 1})
+	recs := make([][]byte, 10000)
+	for i := range recs {
+		recs[i] = gn.Append(nil)
+	}
+	for _, on := range []bool{false, true} {
+		name := "gate=off"
+		if on {
+			name = "gate=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			g, err := New(r.Name, r.Config)
+			if err != nil {
+				b.Fatal(err)
+			}
+			a, c := r.NewApplier(), g.NewChecker()
+			var out []byte
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				out, err = a.Apply(out[:0], recs[i])
+				if err != nil {
+					b.Fatal(err)
+				}
+				if on {
+					if err := g.Tally(c.CheckRecord(recs[i], out)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				i = (i + 1) % len(recs)
+			}
+		})
+	}
+}

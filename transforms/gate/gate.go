@@ -1,0 +1,450 @@
+// Package gate is the re-identification gate (design section 5): the last
+// stage before a vendor sink, which re-checks every outgoing record without
+// trusting the transforms before it. A record that fails is quarantined with
+// its reason codes and the field paths that failed, never the values.
+//
+// Checks, each switchable per route (config.Gate):
+//
+//   - schema: the record holds only fields the route's rules name (drop
+//     excluded), each of the shape its action produces: pseudonyms are the
+//     prefix and the exact number of hex or base64url characters,
+//     email_split is pseudonym@domain, IP actions produce IP addresses
+//     (ip_truncate with the host bits zero), generalize produces strings
+//     (time buckets also numbers), keep anything. Malformed JSON and
+//     repeated members fail it too (reason schema, path "(record)").
+//   - k: with gate.min_k set (or k_anonymity.k, when min_k is 0), the
+//     record's top-level k_field ("deident_k")
+//     must be a number of at least min_k: the distinct-entity count of the
+//     released class (record mode) or of the aggregate. A k-anonymity stage
+//     writes it; CheckClass takes it from metadata instead. Without min_k
+//     (no k-anonymity stage) the check is a no-op.
+//   - echo: Observe puts raw values of direct-identifier fields
+//     (pseudonymize, email_split, ip_prefix_preserving, ip_truncate) into a
+//     rotating Bloom filter; every outgoing string (and member name) outside
+//     pseudonym and IP fields is case-folded and percent-decoded, then it and
+//     its tokens are looked up.
+//   - pattern:NAME: e-mail, IPv4, IPv6 (not in IP-action fields), MAC,
+//     payment card (Luhn), IBAN (mod 97), US SSN, JWT, cloud access keys,
+//     private-key blocks, in the same strings.
+//
+// A Gate is compiled once per route and shared: its Bloom filter, counters
+// and fail-closed tracker are safe for concurrent use. Each worker checks
+// through its own Checker.
+package gate
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/deident/deident/internal/config"
+	"github.com/deident/deident/internal/fieldpath"
+)
+
+// Header names on quarantined records.
+const (
+	// HeaderReasons lists the reason codes, comma-separated ("schema,pattern:email").
+	HeaderReasons = "deident-gate"
+	// HeaderPaths lists the field paths that failed, comma-separated.
+	HeaderPaths = "deident-gate-paths"
+)
+
+// Reason is why a record failed; String gives its code.
+type Reason uint8
+
+const (
+	ReasonSchema Reason = iota
+	ReasonK
+	ReasonEcho
+	// ReasonPattern is the first pattern reason; pattern i of
+	// config.GatePatterns is ReasonPattern+i.
+	ReasonPattern
+)
+
+// NumReasons is the number of reason codes.
+const NumReasons = int(ReasonPattern) + int(numPatterns)
+
+var reasonNames = func() (n [NumReasons]string) {
+	n[ReasonSchema], n[ReasonK], n[ReasonEcho] = "schema", "k", "echo"
+	for i, p := range config.GatePatterns {
+		n[int(ReasonPattern)+i] = "pattern:" + string(p)
+	}
+	return n
+}()
+
+func (r Reason) String() string {
+	if int(r) < NumReasons {
+		return reasonNames[r]
+	}
+	return "reason(" + strconv.Itoa(int(r)) + ")"
+}
+
+// Reasons is a set of reasons.
+type Reasons uint32
+
+// Has reports whether r is in the set.
+func (s Reasons) Has(r Reason) bool { return s&(1<<r) != 0 }
+
+// Each calls f for every reason in the set, in code order.
+func (s Reasons) Each(f func(Reason)) {
+	for r := Reason(0); int(r) < NumReasons; r++ {
+		if s.Has(r) {
+			f(r)
+		}
+	}
+}
+
+// Append appends the codes, comma-separated.
+func (s Reasons) Append(dst []byte) []byte {
+	first := true
+	s.Each(func(r Reason) {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, reasonNames[r]...)
+	})
+	return dst
+}
+
+func (s Reasons) String() string { return string(s.Append(nil)) }
+
+// Finding is one failed check at one field path. Paths are the route's rule
+// paths ("actor.user.name", "file.hashes[].value"); a member no rule names is
+// reported as its parent's path with ".*" ("actor.*", "*" at the top),
+// because member names are outside data too.
+type Finding struct {
+	Reason Reason
+	Path   string
+}
+
+// Verdict is the gate's decision on one record. Findings is owned by the
+// Checker and valid until its next call.
+type Verdict struct {
+	Reasons  Reasons
+	Findings []Finding
+}
+
+// Pass reports whether the record may go to the vendor.
+func (v Verdict) Pass() bool { return v.Reasons == 0 }
+
+// AppendPaths appends the distinct failed paths, comma-separated.
+func (v Verdict) AppendPaths(dst []byte) []byte {
+	for i, f := range v.Findings {
+		dup := false
+		for _, g := range v.Findings[:i] {
+			dup = dup || g.Path == f.Path
+		}
+		if dup {
+			continue
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, f.Path...)
+	}
+	return dst
+}
+
+// Paths returns the distinct failed paths, comma-separated.
+func (v Verdict) Paths() string { return string(v.AppendPaths(nil)) }
+
+// Option configures New.
+type Option func(*options)
+
+type options struct{ now func() time.Time }
+
+// WithClock sets the clock of the Bloom rotation and the quarantine-rate
+// window; time.Now by default.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Gate is one route's compiled gate. Safe for concurrent use.
+type Gate struct {
+	name     string
+	cfg      config.Gate
+	on       bool
+	schema   bool
+	minK     int // 0: no k check
+	kField   string
+	patterns patternSet
+	root     *gnode
+	echo     *rotatingBloom // nil when the echo check is off
+	rate     *RateTracker
+	now      func() time.Time
+
+	checked, quarantined atomic.Uint64
+	byReason             [NumReasons]atomic.Uint64
+}
+
+type leafKind uint8
+
+const (
+	kindKeep leafKind = iota
+	kindPseudonym
+	kindEmail
+	kindIPPrefix
+	kindIPTruncate
+	kindTime
+	kindLabel // numeric bucket, hierarchy, map
+)
+
+// gnode is one step of the compiled output tree.
+type gnode struct {
+	path    string // the rule path up to here
+	anyPath string // path of members no rule names: path + ".*"
+	arrays  int
+	kids    map[string]*gnode
+	bit     uint64 // this member's bit in its parent's duplicate mask (0 beyond 64)
+	leaf    *gleaf
+	ident   bool // a direct-identifier field is at or below this node
+}
+
+type gleaf struct {
+	kind       leafKind
+	prefix     string
+	b64        bool
+	chars      int  // pseudonym length after the prefix
+	domainHash bool // email_split with domain: pseudonymize
+	v4, v6     int  // ip_truncate bits
+	hostish    bool // the path names a host: also remember the first label
+}
+
+// New compiles the gate of route name from its config (defaults are
+// applied to rc.Gate here too, so a hand-built config works).
+func New(name string, rc config.Route, opts ...Option) (*Gate, error) {
+	o := options{now: time.Now}
+	for _, f := range opts {
+		f(&o)
+	}
+	gc := rc.Gate.WithDefaults()
+	prefix := "vendors." + name + ".gate"
+	if errs := gc.Validate(prefix); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	g := &Gate{
+		name:   name,
+		cfg:    gc,
+		on:     gc.On(),
+		schema: gc.SchemaOn(),
+		kField: gc.KField,
+		now:    o.now,
+		root:   &gnode{anyPath: "*", kids: map[string]*gnode{}},
+		rate:   NewRateTracker(name, gc.MaxQuarantineRate, gc.QuarantineWindow, gc.MinRecords, o.now),
+	}
+	if gc.MinK == 0 && rc.KAnon != nil {
+		gc.MinK = rc.KAnon.K // the route's k-anonymity stage sets the k to check
+	}
+	if gc.KOn() {
+		g.minK = gc.MinK
+	}
+	g.patterns = patternsOf(gc.Patterns)
+	for i, f := range rc.Fields {
+		if f.Action == config.Drop {
+			continue
+		}
+		path, err := fieldpath.Parse(f.Path)
+		if err != nil {
+			return nil, fmt.Errorf("vendors.%s.fields[%d].path: %w", name, i, err)
+		}
+		l, err := compileLeaf(f)
+		if err != nil {
+			return nil, fmt.Errorf("vendors.%s.fields[%d]: %w", name, i, err)
+		}
+		if err := g.insert(path, l); err != nil {
+			return nil, fmt.Errorf("vendors.%s.fields[%d].path: %w", name, i, err)
+		}
+	}
+	if g.minK > 0 {
+		if _, clash := g.root.kids[g.kField]; clash {
+			return nil, fmt.Errorf("%s.k_field: %q is also a field the route outputs", prefix, g.kField)
+		}
+	}
+	if g.on && gc.EchoOn() {
+		g.echo = newRotatingBloom(gc.BloomCapacity, gc.BloomFPRate, gc.BloomRotate, o.now)
+	}
+	return g, nil
+}
+
+func compileLeaf(f config.FieldRule) (*gleaf, error) {
+	l := &gleaf{}
+	switch f.Action {
+	case config.Keep:
+		l.kind = kindKeep
+	case config.Pseudonymize, config.EmailSplit:
+		l.kind = kindPseudonym
+		if f.Action == config.EmailSplit {
+			l.kind = kindEmail
+			l.domainHash = f.Domain == "pseudonymize"
+		}
+		bits := f.Bits
+		if bits == 0 {
+			bits = config.DefaultBits
+		}
+		l.prefix = f.Prefix
+		l.b64 = f.Encoding == "base64url"
+		if l.b64 {
+			l.chars = (bits/8*8 + 5) / 6
+		} else {
+			l.chars = bits / 8 * 2
+		}
+		low := strings.ToLower(f.Path)
+		l.hostish = strings.Contains(low, "host") || strings.Contains(low, "domain") || strings.Contains(low, "fqdn")
+	case config.IPPrefixPreserving:
+		l.kind = kindIPPrefix
+	case config.IPTruncate:
+		l.kind, l.v4, l.v6 = kindIPTruncate, f.IPv4Bits, f.IPv6Bits
+		if l.v4 == 0 {
+			l.v4 = 24
+		}
+		if l.v6 == 0 {
+			l.v6 = 48
+		}
+	case config.Generalize:
+		l.kind = kindLabel
+		if f.TimeBucket != "" {
+			l.kind = kindTime
+		}
+	default:
+		return nil, fmt.Errorf("action: unknown action %q", f.Action)
+	}
+	return l, nil
+}
+
+func (l *gleaf) identifier() bool { return l.kind >= kindPseudonym && l.kind <= kindIPTruncate }
+
+func (g *Gate) insert(path fieldpath.Path, l *gleaf) error {
+	n := g.root
+	for i, seg := range path {
+		child, ok := n.kids[seg.Name]
+		if !ok {
+			p := path[:i+1].String()
+			child = &gnode{path: p, anyPath: p + ".*", arrays: seg.Arrays, kids: map[string]*gnode{}}
+			if len(n.kids) < 64 {
+				child.bit = 1 << len(n.kids)
+			}
+			n.kids[seg.Name] = child
+		} else if child.arrays != seg.Arrays || child.leaf != nil {
+			return fmt.Errorf("%q overlaps another rule", path.String())
+		}
+		n = child
+	}
+	if len(n.kids) > 0 {
+		return fmt.Errorf("%q overlaps another rule", path.String())
+	}
+	n.leaf = l
+	if l.identifier() {
+		for m, i := g.root, 0; i < len(path); i++ {
+			m.ident = true
+			m = m.kids[path[i].Name]
+			m.ident = true
+		}
+	}
+	return nil
+}
+
+// Name is the route's name.
+func (g *Gate) Name() string { return g.name }
+
+// Enabled reports whether the gate checks anything (gate.enabled).
+func (g *Gate) Enabled() bool { return g.on }
+
+// Config is the gate's config after defaults.
+func (g *Gate) Config() config.Gate { return g.cfg }
+
+// Tally counts a checked record: its verdict's reasons and the quarantine
+// rate. It returns a *TripError (wrapping ErrFailClosed) once the route's
+// quarantine rate has passed max_quarantine_rate; from then on the caller
+// must publish nothing more to the route.
+func (g *Gate) Tally(v Verdict) error {
+	g.checked.Add(1)
+	if !v.Pass() {
+		g.quarantined.Add(1)
+		v.Reasons.Each(func(r Reason) { g.byReason[r].Add(1) })
+	}
+	return g.rate.Add(!v.Pass())
+}
+
+// Err returns the *TripError once the route has failed closed.
+func (g *Gate) Err() error { return g.rate.Err() }
+
+// Stats is a snapshot of a gate's counters.
+type Stats struct {
+	Checked, Quarantined uint64
+	// ByReason counts quarantined records per reason; a record with two
+	// reasons counts under both.
+	ByReason [NumReasons]uint64
+}
+
+// Stats returns the counters.
+func (g *Gate) Stats() Stats {
+	s := Stats{Checked: g.checked.Load(), Quarantined: g.quarantined.Load()}
+	for i := range s.ByReason {
+		s.ByReason[i] = g.byReason[i].Load()
+	}
+	return s
+}
+
+// Each calls f for every reason with a non-zero count, in code order.
+func (s Stats) Each(f func(reason string, n uint64)) {
+	for i, n := range s.ByReason {
+		if n > 0 {
+			f(reasonNames[i], n)
+		}
+	}
+}
+
+// ipLeafOK reports whether val is what an IP action writes.
+func ipLeafOK(l *gleaf, val []byte) bool {
+	ip, err := netip.ParseAddr(str(val))
+	if err != nil || ip.Zone() != "" {
+		return false
+	}
+	if l.kind != kindIPTruncate {
+		return true
+	}
+	ip = ip.Unmap()
+	bits := l.v6
+	if ip.Is4() {
+		bits = l.v4
+	}
+	p, err := ip.Prefix(bits)
+	return err == nil && p.Addr() == ip
+}
+
+// pseudonymOK reports whether val is prefix + chars of the encoding.
+func pseudonymOK(l *gleaf, val []byte) bool {
+	if len(val) != len(l.prefix)+l.chars || string(val[:len(l.prefix)]) != l.prefix {
+		return false
+	}
+	for _, c := range val[len(l.prefix):] {
+		if l.b64 {
+			if class[c]&cB64URL == 0 {
+				return false
+			}
+		} else if !(isDigit(c) || ('a' <= c && c <= 'f')) {
+			return false
+		}
+	}
+	return true
+}
+
+func emailOK(l *gleaf, val []byte) bool {
+	at := len(l.prefix) + l.chars
+	if len(val) < at+2 || val[at] != '@' || !pseudonymOK(l, val[:at]) {
+		return false
+	}
+	dom := val[at+1:]
+	if l.domainHash {
+		return pseudonymOK(l, dom)
+	}
+	for _, c := range dom {
+		if c < 0x80 && !(isDigit(c) || ('a' <= c && c <= 'z') || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
