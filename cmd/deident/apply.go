@@ -13,22 +13,32 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deident/deident/internal/config"
+	"github.com/deident/deident/transforms/gate"
 	"github.com/deident/deident/transforms/route"
 )
 
-// exitRejected is apply's exit code when some records were rejected.
-const exitRejected = 3
+// Exit codes of apply beyond 0 (all applied) and 1 (a fatal error).
+const (
+	// exitRejected: some records were rejected or quarantined.
+	exitRejected = 3
+	// exitFailClosed: the gate's quarantine rate passed its threshold and
+	// apply stopped; nothing after the tripping record was written.
+	exitFailClosed = 4
+)
 
 func applyCmd() *cobra.Command {
-	var cfgPath, routeName, source, in, out, rejects string
+	var cfgPath, routeName, source, in, out, rejects, quarantine string
 	cmd := &cobra.Command{
 		Use:   "apply --config FILE --route NAME [--in FILE] [--out FILE]",
 		Short: "Apply one vendor route to JSON lines (stdin to stdout by default)",
 		Long: `Apply one vendor route to JSON lines, the way a user tries a policy on a sample.
 Records that cannot be de-identified (malformed JSON, a value of the wrong type,
 an oversized line, invalid UTF-8) go to the rejects file with their line number
-and the reason, never the value; apply goes on with the next record. Exit status:
-0 when every record was applied, 3 when some were rejected, 1 on a fatal error.`,
+and the reason, never the value; apply goes on with the next record. The route's
+re-identification gate checks every output; a record it fails goes to the
+quarantine file (internal: it holds the de-identified record, the reason codes and
+the field paths). Exit status: 0 when every record was applied, 3 when some were
+rejected or quarantined, 4 when the gate failed closed, 1 on a fatal error.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
@@ -69,29 +79,41 @@ and the reason, never the value; apply goes on with the next record. Exit status
 				defer f.Close()
 				dst = f
 			}
-			if rejects == "" {
-				rejects = "deident.rejects.jsonl"
-				if out != "" && out != "-" {
-					rejects = out + ".rejects.jsonl"
-				}
-			}
+			rejects = defaultPath(rejects, out, "rejects")
+			quarantine = defaultPath(quarantine, out, "quarantine")
 			start := time.Now()
 			ks, err := newKanonSink(cfg, cfg.Vendors[routeName], in)
 			if err != nil {
 				return err
 			}
-			sum, err := applyLines(r, ks, src, dst, &lazyFile{path: rejects}, cfg.Limits.MaxRecordBytes)
+			g, err := gate.New(r.Name, r.Config)
 			if err != nil {
 				return err
+			}
+			rf, qf := &lazyFile{path: rejects}, &lazyFile{path: quarantine}
+			job := &applyJob{r: r, ks: ks, gate: g, maxRecord: cfg.Limits.MaxRecordBytes, rejects: rf, quarantine: qf}
+			sum, runErr := job.run(src, dst)
+			if err := errors.Join(rf.Close(), qf.Close()); err != nil && runErr == nil {
+				runErr = err
+			}
+			var trip *gate.TripError
+			if runErr != nil && !errors.As(runErr, &trip) {
+				return runErr
 			}
 			if ks != nil {
 				fmt.Fprintf(os.Stderr, "deident apply: %s\n", ks.summary())
 			}
 			secs := time.Since(start).Seconds()
-			fmt.Fprintf(os.Stderr, "deident apply: route %s, policy %s: %d in, %d out, %d rejected; %d unnamed fields dropped; %s; %.0f records/s\n",
-				r.Name, r.Version, sum.in, sum.out, sum.rejected, sum.dropped, sum.cache(), float64(sum.in)/secs)
-			if sum.rejected > 0 {
-				return &exitError{code: exitRejected, err: fmt.Errorf("%d of %d records rejected, see %s", sum.rejected, sum.in, rejects)}
+			fmt.Fprintf(os.Stderr, "deident apply: route %s, policy %s: %d in, %d out, %d rejected, %d quarantined; %d unnamed fields dropped; %s; %.0f records/s\n",
+				r.Name, r.Version, sum.in, sum.out, sum.rejected, sum.quarantined, sum.dropped, sum.cache(), float64(sum.in)/secs)
+			g.Stats().Each(func(reason string, n uint64) {
+				fmt.Fprintf(os.Stderr, "deident apply: gate %-18s %d\n", reason, n)
+			})
+			switch {
+			case trip != nil:
+				return &exitError{code: exitFailClosed, err: fmt.Errorf("route %s failed closed: %w; see %s", r.Name, runErr, quarantine)}
+			case sum.rejected > 0 || sum.quarantined > 0:
+				return &exitError{code: exitRejected, err: fmt.Errorf("%d of %d records rejected (see %s), %d quarantined (see %s)", sum.rejected, sum.in, rejects, sum.quarantined, quarantine)}
 			}
 			return nil
 		},
@@ -102,12 +124,28 @@ and the reason, never the value; apply goes on with the next record. Exit status
 	cmd.Flags().StringVar(&in, "in", "-", "input JSON lines, - for stdin")
 	cmd.Flags().StringVar(&out, "out", "-", "output JSON lines, - for stdout")
 	cmd.Flags().StringVar(&rejects, "rejects", "", "rejects file (default OUT.rejects.jsonl, or deident.rejects.jsonl with stdout)")
+	cmd.Flags().StringVar(&quarantine, "quarantine", "", "quarantine file for outputs the gate fails (default OUT.quarantine.jsonl, or deident.quarantine.jsonl)")
 	_ = cmd.MarkFlagRequired("config")
 	_ = cmd.MarkFlagRequired("route")
 	return cmd
 }
 
-type applySummary struct{ in, out, rejected, dropped, cacheHits, cacheMisses uint64 }
+// defaultPath is flag when set, else OUT.kind.jsonl, or deident.kind.jsonl
+// when the output is stdout.
+func defaultPath(flag, out, kind string) string {
+	switch {
+	case flag != "":
+		return flag
+	case out != "" && out != "-":
+		return out + "." + kind + ".jsonl"
+	}
+	return "deident." + kind + ".jsonl"
+}
+
+type applySummary struct {
+	in, out, rejected, quarantined, dropped uint64
+	cacheHits, cacheMisses                  uint64
+}
 
 func (s applySummary) cache() string {
 	if s.cacheHits+s.cacheMisses == 0 {
@@ -123,74 +161,128 @@ type reject struct {
 	Reason string `json:"reason"`
 }
 
-// applyLines streams JSON lines from src through r to dst. Lines longer than
-// maxRecord are discarded as they are read, so memory stays bounded.
-// ks, when not nil, holds records for k-anonymity and decides what is
-// written.
-func applyLines(r *route.Route, ks *kanonSink, src io.Reader, dst io.Writer, rejects io.Writer, maxRecord int) (applySummary, error) {
-	var sum applySummary
-	a := r.NewApplier()
+// quarantined is one line of the quarantine file. The file is internal and
+// never vendor-bound: it holds the de-identified record so an operator can
+// see what the gate caught; reasons and paths name no value.
+type quarantined struct {
+	Line    int64  `json:"line"`
+	Reasons string `json:"reasons"`
+	Paths   string `json:"paths"`
+	Record  string `json:"record"`
+}
+
+// applyJob streams JSON lines through a route, its k-anonymity stage (when
+// configured) and its gate. Lines longer than maxRecord are discarded as
+// they are read, so memory stays bounded.
+type applyJob struct {
+	r                   *route.Route
+	ks                  *kanonSink // nil: no k-anonymity
+	gate                *gate.Gate
+	maxRecord           int
+	rejects, quarantine io.Writer
+
+	check *gate.Checker
+	bw    *bufio.Writer
+	qw    *json.Encoder
+	sum   applySummary
+}
+
+// run processes src into dst. It stops early only on an I/O error or when
+// the gate fails closed (a *gate.TripError), flushing what passed before.
+func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
+	a := j.r.NewApplier()
+	j.check = j.gate.NewChecker()
+	j.bw = bufio.NewWriterSize(dst, 1<<16)
+	j.qw = json.NewEncoder(j.quarantine)
 	br := bufio.NewReaderSize(src, 1<<16)
-	bw := bufio.NewWriterSize(dst, 1<<16)
-	rw := json.NewEncoder(rejects)
+	rw := json.NewEncoder(j.rejects)
 	var out, long []byte
-	emit := func(rec []byte) error {
-		if _, err := bw.Write(rec); err != nil {
-			return fmt.Errorf("writing output: %w", err)
-		}
-		if err := bw.WriteByte('\n'); err != nil {
-			return fmt.Errorf("writing output: %w", err)
-		}
-		return nil
-	}
-	for lineNo := int64(1); ; lineNo++ {
-		line, size, err := readLine(br, &long, maxRecord)
-		if err == io.EOF {
-			break
-		}
-		if err != nil && !errors.Is(err, errLineTooLong) {
-			return sum, fmt.Errorf("reading input line %d: %w", lineNo, err)
-		}
-		if len(bytes.TrimSpace(line)) == 0 && err == nil {
-			continue
-		}
-		sum.in++
-		if err == nil {
-			out, err = a.Apply(out[:0], line)
-		}
-		if err == nil && ks != nil {
-			if err = ks.add(emit, lineNo, out); err == nil {
+	err := func() error {
+		for lineNo := int64(1); ; lineNo++ {
+			line, size, err := readLine(br, &long, j.maxRecord)
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil && !errors.Is(err, errLineTooLong) {
+				return fmt.Errorf("reading input line %d: %w", lineNo, err)
+			}
+			if len(bytes.TrimSpace(line)) == 0 && err == nil {
 				continue
 			}
-		}
-		if err != nil {
-			sum.rejected++
-			if werr := rw.Encode(reject{Line: lineNo, Bytes: size, Reason: err.Error()}); werr != nil {
-				return sum, fmt.Errorf("writing rejects: %w", werr)
+			j.sum.in++
+			if err == nil {
+				out, err = a.Apply(out[:0], line)
 			}
-			continue
+			if err == nil && j.ks != nil {
+				j.check.Observe(line)
+				err = j.ks.add(j.emitClass, lineNo, out)
+				if err == nil {
+					continue
+				}
+			}
+			if err != nil {
+				var trip *gate.TripError
+				if errors.As(err, &trip) {
+					return err
+				}
+				j.sum.rejected++
+				if werr := rw.Encode(reject{Line: lineNo, Bytes: size, Reason: err.Error()}); werr != nil {
+					return fmt.Errorf("writing rejects: %w", werr)
+				}
+				continue
+			}
+			if _, err := j.emit(lineNo, j.check.CheckRecord(line, out), out); err != nil {
+				return err
+			}
 		}
-		if err := emit(out); err != nil {
-			return sum, err
-		}
-		sum.out++
+	}()
+	if err == nil && j.ks != nil {
+		err = j.ks.flush(j.emitClass)
 	}
-	if ks != nil {
-		if err := ks.flush(emit); err != nil {
-			return sum, err
-		}
-		sum.out = ks.out
+	if j.ks != nil {
+		j.sum.out = j.ks.out
 	}
-	sum.dropped = a.Stats.DroppedFields
+	j.sum.dropped = a.Stats.DroppedFields
 	if c := a.Cache(); c != nil {
-		sum.cacheHits, sum.cacheMisses = c.Hits, c.Misses
+		j.sum.cacheHits, j.sum.cacheMisses = c.Hits, c.Misses
 	}
-	if c, ok := rejects.(io.Closer); ok {
-		if err := c.Close(); err != nil {
-			return sum, err
+	if ferr := j.bw.Flush(); err == nil && ferr != nil {
+		err = fmt.Errorf("writing output: %w", ferr)
+	}
+	return j.sum, err
+}
+
+// emit writes rec when the gate passes it, or quarantines it.
+func (j *applyJob) emit(line int64, v gate.Verdict, rec []byte) (passed bool, err error) {
+	trip := j.gate.Tally(v)
+	if !v.Pass() {
+		j.sum.quarantined++
+		if err := j.qw.Encode(quarantined{line, v.Reasons.String(), v.Paths(), string(rec)}); err != nil {
+			return false, fmt.Errorf("writing quarantine: %w", err)
 		}
 	}
-	return sum, bw.Flush()
+	if trip != nil {
+		return false, trip // fail closed: nothing after this record
+	}
+	if !v.Pass() {
+		return false, nil
+	}
+	if _, err := j.bw.Write(rec); err != nil {
+		return false, fmt.Errorf("writing output: %w", err)
+	}
+	if err := j.bw.WriteByte('\n'); err != nil {
+		return false, fmt.Errorf("writing output: %w", err)
+	}
+	if j.ks == nil {
+		j.sum.out++
+	}
+	return true, nil
+}
+
+// emitClass checks an output of the k-anonymity stage: a released record
+// with its class's distinct-entity count, or an aggregate.
+func (j *applyJob) emitClass(line int64, entities int, rec []byte) (bool, error) {
+	return j.emit(line, j.check.CheckClass(rec, entities), rec)
 }
 
 var errLineTooLong = errors.New("line exceeds max_record_bytes")

@@ -8,6 +8,10 @@ import (
 	"github.com/deident/deident/transforms/kanon"
 )
 
+// emitFunc passes one output of the stage on: the first input line it
+// covers, its class's distinct-entity count, the record.
+type emitFunc func(line int64, entities int, rec []byte) (passed bool, err error)
+
 // kanonSink runs a route's k-anonymity stage in apply. Its clock is frozen
 // so that file runs are deterministic: records wait for
 // max_delay_records, or until the end of the input, never for wall time.
@@ -18,7 +22,7 @@ type kanonSink struct {
 	src  string
 	// out counts input records released or covered by a published
 	// aggregate; lines counts output lines written.
-	out, lines, suppressed, late uint64
+	out, lines, suppressed, late, quarantined uint64
 }
 
 func newKanonSink(cfg *config.Config, rc config.Route, in string) (*kanonSink, error) {
@@ -35,7 +39,7 @@ func newKanonSink(cfg *config.Config, rc config.Route, in string) (*kanonSink, e
 
 // add feeds the route's output for input line lineNo; an error rejects the
 // line (it names a field path, never a value).
-func (k *kanonSink) add(emit func([]byte) error, lineNo int64, out []byte) error {
+func (k *kanonSink) add(emit emitFunc, lineNo int64, out []byte) error {
 	if err := k.st.Extract(&k.rec, out); err != nil {
 		return err
 	}
@@ -45,17 +49,28 @@ func (k *kanonSink) add(emit func([]byte) error, lineNo int64, out []byte) error
 }
 
 // flush decides everything still held at the end of the input.
-func (k *kanonSink) flush(emit func([]byte) error) error {
+func (k *kanonSink) flush(emit emitFunc) error {
 	k.outs = k.st.Flush(k.outs[:0])
 	return k.write(emit)
 }
 
-func (k *kanonSink) write(emit func([]byte) error) error {
+func (k *kanonSink) write(emit emitFunc) error {
 	for _, o := range k.outs {
 		switch o.Kind {
 		case kanon.Released, kanon.Aggregate, kanon.LateCount:
-			if err := emit(o.Payload); err != nil {
+			var line int64
+			if len(o.Spans) > 0 {
+				line = o.Spans[0].First
+			}
+			passed, err := emit(line, o.Entities, o.Payload)
+			if err != nil {
 				return err
+			}
+			if !passed {
+				if o.Kind != kanon.LateCount {
+					k.quarantined += uint64(o.Count)
+				}
+				continue
 			}
 			k.lines++
 			if o.Kind != kanon.LateCount {
@@ -71,5 +86,5 @@ func (k *kanonSink) write(emit func([]byte) error) error {
 }
 
 func (k *kanonSink) summary() string {
-	return fmt.Sprintf("k-anonymity: %d records published in %d lines, %d suppressed, %d late", k.out, k.lines, k.suppressed, k.late)
+	return fmt.Sprintf("k-anonymity: %d records published in %d lines, %d suppressed, %d late, %d in quarantined outputs", k.out, k.lines, k.suppressed, k.late, k.quarantined)
 }

@@ -183,3 +183,134 @@ func TestCheckWarnsWhenSensitiveFieldIsKept(t *testing.T) {
 		t.Fatalf("want one warning for actor.user.name:\n%s", out.String())
 	}
 }
+
+// writeConfig writes a one-route config with a test key beside it.
+func writeConfig(t *testing.T, route string) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "k"), []byte(strings.Repeat("5a", 32)), 0o600)
+	cfg := filepath.Join(dir, "c.yaml")
+	text := "sources:\n  edr: {category: threat_telemetry}\nvendors:\n  v:\n    purpose: p\n    categories: [threat_telemetry]\n    keys: [{file: k}]\n" + route
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestApplyGateQuarantinesLeaks(t *testing.T) {
+	cfg := writeConfig(t, `    gate: {max_quarantine_rate: 0.5}
+    fields:
+      - {path: user, action: pseudonymize}
+      - {path: note, action: keep}
+`)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.jsonl"), filepath.Join(dir, "out.jsonl")
+	var lines []string
+	for i := range 200 {
+		lines = append(lines, fmt.Sprintf(`{"user":"mallory.%d","note":"routine scan %d"}`, i, i))
+	}
+	lines[150] = `{"user":"zed.quist","note":"login by ZED.QUIST from laptop"}` // echo of a raw identifier
+	lines[170] = `{"user":"amy","note":"mail amy@corp.example about it"}`        // an e-mail address
+	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	_, err := run(t, "apply", "--config", cfg, "--route", "v", "--in", in, "--out", out)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitRejected || !strings.Contains(err.Error(), "2 quarantined") {
+		t.Fatalf("exit: %v", err)
+	}
+	outText, _ := os.ReadFile(out)
+	if n := strings.Count(string(outText), "\n"); n != 198 {
+		t.Errorf("%d records out, want 198", n)
+	}
+	if strings.Contains(strings.ToLower(string(outText)), "zed.quist") || strings.Contains(string(outText), "amy@") {
+		t.Fatal("a leak reached the output")
+	}
+	q, _ := os.ReadFile(out + ".quarantine.jsonl")
+	var got []quarantined
+	for _, l := range strings.Split(strings.TrimSpace(string(q)), "\n") {
+		var r quarantined
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	if len(got) != 2 || got[0].Line != 151 || got[0].Reasons != "echo" || got[0].Paths != "note" ||
+		got[1].Line != 171 || !strings.Contains(got[1].Reasons, "pattern:email") {
+		t.Fatalf("quarantine: %+v", got)
+	}
+}
+
+func TestApplyGateFailsClosed(t *testing.T) {
+	cfg := writeConfig(t, `    gate: {max_quarantine_rate: 0.05, min_records: 20}
+    fields:
+      - {path: note, action: keep}
+`)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.jsonl"), filepath.Join(dir, "out.jsonl")
+	var lines []string
+	for i := range 100 {
+		note := fmt.Sprintf("clean %d", i)
+		if i >= 40 {
+			note = fmt.Sprintf("contact user%d@corp.example", i) // from line 41 on, every record leaks
+		}
+		lines = append(lines, fmt.Sprintf(`{"note":%q}`, note))
+	}
+	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	_, err := run(t, "apply", "--config", cfg, "--route", "v", "--in", in, "--out", out)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitFailClosed || !strings.Contains(err.Error(), "failed closed") {
+		t.Fatalf("exit: %v", err)
+	}
+	outText, _ := os.ReadFile(out)
+	if n := strings.Count(string(outText), "\n"); n != 40 {
+		t.Errorf("%d records out, want the 40 clean ones", n)
+	}
+	q, _ := os.ReadFile(out + ".quarantine.jsonl")
+	if n := strings.Count(string(q), "\n"); n < 1 || n > 10 {
+		t.Errorf("%d quarantined before failing closed; the rate threshold should stop it early", n)
+	}
+}
+
+func TestApplyKAnonymityRecordMode(t *testing.T) {
+	cfg := writeConfig(t, `    k_anonymity:
+      k: 3
+      mode: record
+      entity: user
+      quasi_identifiers:
+        - {path: dept, ladder: {hierarchy: {file: dept.csv}}}
+    fields:
+      - {path: user, action: pseudonymize}
+      - {path: dept, action: keep}
+`)
+	os.WriteFile(filepath.Join(filepath.Dir(cfg), "dept.csv"), []byte("sales;business;*\nlegal;business;*\nops;tech;*\ndev;tech;*\n"), 0o600)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.jsonl"), filepath.Join(dir, "out.jsonl")
+	var lines []string
+	// sales: 3 users, published as sales. legal: 1 user with 20 events,
+	// never published (business would hold only that one user among the
+	// records still held, so it is suppressed at the top). ops: 1 user and
+	// dev: 2 users, each short, roll up to tech with 3 users: published as
+	// tech.
+	for _, u := range []string{"a", "b", "c"} {
+		lines = append(lines, fmt.Sprintf(`{"user":%q,"dept":"sales"}`, u))
+	}
+	for range 20 {
+		lines = append(lines, `{"user":"lonely","dept":"legal"}`)
+	}
+	lines = append(lines, `{"user":"o","dept":"ops"}`, `{"user":"d1","dept":"dev"}`, `{"user":"d2","dept":"dev"}`)
+	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	if _, err := run(t, "apply", "--config", cfg, "--route", "v", "--in", in, "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	outText, _ := os.ReadFile(out)
+	count := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(string(outText)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		count[fmt.Sprint(m["dept"])]++
+	}
+	if fmt.Sprint(count) != "map[sales:3 tech:3]" {
+		t.Fatalf("published %v, want 3 sales and 3 tech; legal (one entity) never", count)
+	}
+}
