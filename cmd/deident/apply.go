@@ -192,6 +192,7 @@ type applyJob struct {
 func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 	a := j.r.NewApplier()
 	j.check = j.gate.NewChecker()
+	a.SetObserver(j.check) // the gate learns raw identifiers as the route reads them
 	j.bw = bufio.NewWriterSize(dst, 1<<16)
 	j.qw = json.NewEncoder(j.quarantine)
 	br := bufio.NewReaderSize(src, 1<<16)
@@ -214,7 +215,6 @@ func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 				out, err = a.Apply(out[:0], line)
 			}
 			if err == nil && j.ks != nil {
-				j.check.Observe(line)
 				err = j.ks.add(j.emitClass, lineNo, out)
 				if err == nil {
 					continue
@@ -231,7 +231,7 @@ func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 				}
 				continue
 			}
-			if _, err := j.emit(lineNo, j.check.CheckRecord(line, out), out); err != nil {
+			if _, err := j.emit(lineNo, j.check.Check(out), out); err != nil {
 				return err
 			}
 		}

@@ -25,10 +25,12 @@ type Checker struct {
 
 	// recent caches hashes this Checker inserted into generation recentSeq,
 	// so a repeated raw value costs one hash instead of k probes.
-	recent    [1 << 12]uint64
+	recent    [1 << 15]uint64
 	recentSeq uint64
 	gens      *generations
 	now       time.Time
+	// sinceRefresh counts identifiers remembered since the clock was read.
+	sinceRefresh int
 }
 
 // NewChecker returns a Checker for g.
@@ -493,15 +495,41 @@ func (c *Checker) Observe(in []byte) {
 	if g.echo == nil || !g.root.ident {
 		return
 	}
+	c.refresh()
+	c.s.Reset(in)
+	if c.s.Peek() == jsonscan.Object {
+		_ = c.observeObject(g.root)
+	}
+}
+
+// ObserveIdentifier remembers one raw value of the route's field rule
+// number rule (an index into the route's fields), as Observe would find it.
+// The route's Applier calls it for every direct identifier it reads, which
+// spares the gate a second pass over the input (route.Observer).
+func (c *Checker) ObserveIdentifier(rule int, val []byte) {
+	g := c.g
+	if g.echo == nil || rule >= len(g.byRule) || g.byRule[rule] == nil || !g.byRule[rule].identifier() {
+		return
+	}
+	if c.sinceRefresh++; c.sinceRefresh >= refreshEvery || c.gens == nil {
+		c.refresh()
+	}
+	c.remember(val, g.byRule[rule])
+}
+
+// refreshEvery bounds how many identifiers ObserveIdentifier remembers
+// between two reads of the clock (the Bloom filter's generation).
+const refreshEvery = 64
+
+// refresh reads the clock and moves to the filter's current generation.
+func (c *Checker) refresh() {
+	g := c.g
+	c.sinceRefresh = 0
 	c.now = g.now()
 	c.gens = g.echo.current(c.now)
 	if c.gens.seq != c.recentSeq {
 		clear(c.recent[:])
 		c.recentSeq = c.gens.seq
-	}
-	c.s.Reset(in)
-	if c.s.Peek() == jsonscan.Object {
-		_ = c.observeObject(g.root)
 	}
 }
 

@@ -172,6 +172,7 @@ type Gate struct {
 	kField   string
 	patterns patternSet
 	root     *gnode
+	byRule   []*gleaf       // the leaf of each field rule, by index (nil for drop)
 	echo     *rotatingBloom // nil when the echo check is off
 	rate     *RateTracker
 	now      func() time.Time
@@ -254,6 +255,10 @@ func New(name string, rc config.Route, opts ...Option) (*Gate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vendors.%s.fields[%d]: %w", name, i, err)
 		}
+		for len(g.byRule) <= i {
+			g.byRule = append(g.byRule, nil)
+		}
+		g.byRule[i] = l
 		if err := g.insert(path, l); err != nil {
 			return nil, fmt.Errorf("vendors.%s.fields[%d].path: %w", name, i, err)
 		}

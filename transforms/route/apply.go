@@ -42,6 +42,15 @@ type Stats struct {
 	DroppedFields uint64 // input members no rule names (default deny)
 }
 
+// Observer is told every raw direct-identifier value the Applier reads
+// (fields whose action pseudonymizes or generalizes an identifier), with
+// the index of its rule in the route's fields. The re-identification gate
+// uses it to learn raw values without a second pass over the input. val is
+// valid only during the call.
+type Observer interface {
+	ObserveIdentifier(rule int, val []byte)
+}
+
 // Applier applies a Route. It owns the per-worker state: keyed hashers,
 // the pseudonym cache and scratch buffers. Not safe for concurrent use;
 // src is not retained after Apply returns.
@@ -51,6 +60,7 @@ type Applier struct {
 	hashers []*pseudonym.Hasher // per epoch, made on first use
 	cache   *pseudonym.Cache
 	epoch   int
+	obs     Observer
 	unesc   []byte
 	norm    []byte
 	Stats   Stats
@@ -66,6 +76,9 @@ func (r *Route) NewApplier() *Applier {
 		norm:    make([]byte, 0, 256),
 	}
 }
+
+// SetObserver makes the Applier report raw identifiers to o (nil: none).
+func (a *Applier) SetObserver(o Observer) { a.obs = o }
 
 // Cache exposes the pseudonym cache's counters (nil when disabled).
 func (a *Applier) Cache() *pseudonym.Cache { return a.cache }
@@ -270,6 +283,9 @@ func (a *Applier) leaf(dst []byte, n *node, kind jsonscan.Kind) ([]byte, bool, e
 			return dst, false, err
 		}
 		return dst, false, fieldErr(n, fmt.Errorf("%w, got %s", ErrWrongValue, kind))
+	}
+	if a.obs != nil && l.kind >= kindPseudonym && l.kind <= kindIPTruncate {
+		a.obs.ObserveIdentifier(l.rule, val)
 	}
 	var err error
 	switch l.kind {

@@ -48,10 +48,11 @@ type leafKind uint8
 
 const (
 	kindKeep leafKind = iota
+	// The direct-identifier actions, kindPseudonym to kindIPTruncate.
 	kindPseudonym
+	kindEmail
 	kindIPPrefix
 	kindIPTruncate
-	kindEmail
 	kindTime
 	kindNumber
 	kindTable

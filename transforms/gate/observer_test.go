@@ -1,0 +1,77 @@
+package gate
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/deident/deident/internal/config"
+	"github.com/deident/deident/transforms/route"
+)
+
+var _ route.Observer = (*Checker)(nil)
+
+// TestObserverMatchesObserve: learning raw identifiers from the route's
+// Applier (one pass) catches the same echoes as Observe's own pass.
+func TestObserverMatchesObserve(t *testing.T) {
+	t.Setenv("GATE_TEST_KEY", strings.Repeat("7e", 32))
+	cfg, err := config.Parse([]byte(`
+vendors:
+  v:
+    purpose: p
+    categories: [threat_telemetry]
+    keys: [{env: GATE_TEST_KEY}]
+    fields:
+      - {path: user.name, action: pseudonymize}
+      - {path: device.hostname, action: pseudonymize}
+      - {path: mail, action: email_split}
+      - {path: src, action: ip_truncate}
+      - {path: note, action: keep}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := route.Compile("v", cfg.Vendors["v"], cfg.Dir, cfg.Limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New("v", cfg.Vendors["v"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := `{"user":{"name":"Zed.Quist"},"device":{"hostname":"wks-77.corp.example"},"mail":"amy.b@x.org","src":"10.1.2.3","note":"ok"}`
+	notes := map[string]bool{
+		"seen zed.quist today":      true,
+		"path C:/Users/ZED_QUIST/x": true,
+		"host wks-77 rebooted":      true,
+		"mailbox amy.b is full":     true,
+		"nothing to see":            false,
+	}
+	for _, viaApplier := range []bool{false, true} {
+		c := g.NewChecker()
+		a := r.NewApplier()
+		if viaApplier {
+			a.SetObserver(c)
+		}
+		out, err := a.Apply(nil, []byte(first))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !viaApplier {
+			c.Observe([]byte(first))
+		}
+		if v := c.Check(out); !v.Pass() {
+			t.Fatalf("clean output failed: %v", v.Reasons)
+		}
+		for note, leak := range notes {
+			in := `{"user":{"name":"someone"},"note":"` + note + `"}`
+			out, err := a.Apply(nil, []byte(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := c.Check(out)
+			if got := v.Reasons.Has(ReasonEcho); got != leak {
+				t.Errorf("via applier %v: %q: echo %v, want %v", viaApplier, note, got, leak)
+			}
+		}
+	}
+}
