@@ -210,7 +210,7 @@ func TestApplyGateQuarantinesLeaks(t *testing.T) {
 		lines = append(lines, fmt.Sprintf(`{"user":"mallory.%d","note":"routine scan %d"}`, i, i))
 	}
 	lines[150] = `{"user":"zed.quist","note":"login by ZED.QUIST from laptop"}` // echo of a raw identifier
-	lines[170] = `{"user":"amy","note":"mail amy@corp.example about it"}`        // an e-mail address
+	lines[170] = `{"user":"amy","note":"mail amy@corp.example about it"}`       // an e-mail address
 	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
 	_, err := run(t, "apply", "--config", cfg, "--route", "v", "--in", in, "--out", out)
 	var ee *exitError
