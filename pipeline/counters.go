@@ -6,15 +6,25 @@ import (
 	"sync/atomic"
 )
 
-// RouteCounters count one route's records. A record is counted once per
-// route when its outcome is decided: In and exactly one of the others.
+// RouteCounters count one route's records. A record is counted In when it
+// reaches the route and in exactly one of the others once its outcome is
+// decided; a record a k-anonymity stage holds is Held until then.
 type RouteCounters struct {
-	In                 atomic.Uint64
-	Out                atomic.Uint64 // handed to the sink for the vendor topic
-	Suppressed         atomic.Uint64 // held back by k-anonymity (no such stage yet: always 0)
-	Quarantined        atomic.Uint64 // rejected by the gate (no gate yet: always 0)
+	In  atomic.Uint64
+	Out atomic.Uint64 // handed to the sink for the vendor topic (records an aggregate covers count one each)
+	// Suppressed: withheld by the k-anonymity stage (short class or group,
+	// memory cap, late record).
+	Suppressed         atomic.Uint64
+	Quarantined        atomic.Uint64 // rejected by the gate; sent to the quarantine topic
 	FilteredByCategory atomic.Uint64 // the route may not receive the source's category
 	Failed             atomic.Uint64 // could not be de-identified; sent to the dead-letter topic
+	// Held is the number of records a k-anonymity stage holds undecided
+	// (a gauge: it falls as they are decided).
+	Held atomic.Int64
+	// Revoked counts records a stage still held when their claim ended
+	// (rebalance, shutdown): not decided here, their offsets not committed,
+	// the partition's next owner reprocesses them.
+	Revoked atomic.Uint64
 }
 
 // WorkerCounters count the worker's input records.
@@ -26,7 +36,8 @@ type WorkerCounters struct {
 	Acked atomic.Uint64
 	// Committed counts successful offset commits.
 	Commits atomic.Uint64
-	// InFlight is the number of records with unacknowledged outputs.
+	// InFlight is the number of records with unacknowledged outputs plus
+	// unacknowledged outputs of k-anonymity stages.
 	InFlight atomic.Int64
 }
 
@@ -41,10 +52,10 @@ type Counters struct {
 
 // Check verifies the accounting identities
 //
-//	per route:  in = out + suppressed + quarantined + filtered_by_category + failed
+//	per route:  in = out + suppressed + quarantined + filtered_by_category + failed + held + revoked
 //	worker:     consumed = decoded + dead_lettered
 //
-// and that every route saw every decoded record. Counters are read one by
+// (held and revoked are zero for routes without a k-anonymity stage) and that every route saw every decoded record. Counters are read one by
 // one, so Check is exact only while no record is being processed.
 func (c *Counters) Check() error {
 	var errs []error
@@ -56,8 +67,9 @@ func (c *Counters) Check() error {
 	for _, name := range c.Names {
 		r := c.Routes[name]
 		in, out, sup, q, f, fail := r.In.Load(), r.Out.Load(), r.Suppressed.Load(), r.Quarantined.Load(), r.FilteredByCategory.Load(), r.Failed.Load()
-		if in != out+sup+q+f+fail {
-			errs = append(errs, fmt.Errorf("route %s: in %d != out %d + suppressed %d + quarantined %d + filtered_by_category %d + failed %d", name, in, out, sup, q, f, fail))
+		held, rev := uint64(max(r.Held.Load(), 0)), r.Revoked.Load()
+		if in != out+sup+q+f+fail+held+rev {
+			errs = append(errs, fmt.Errorf("route %s: in %d != out %d + suppressed %d + quarantined %d + filtered_by_category %d + failed %d + held %d + revoked %d", name, in, out, sup, q, f, fail, held, rev))
 		}
 		if in != decoded {
 			errs = append(errs, fmt.Errorf("route %s: in %d != decoded %d", name, in, decoded))

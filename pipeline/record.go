@@ -10,6 +10,7 @@ package pipeline
 import (
 	"context"
 	"strconv"
+	"time"
 )
 
 // Provenance and dead-letter header names.
@@ -22,11 +23,21 @@ const (
 	HeaderKey = "deident-key"
 	// HeaderRoute names the route a dead letter failed in (absent for decode failures).
 	HeaderRoute = "deident-route"
-	// HeaderStage is where a dead letter failed: "decode" or "apply".
+	// HeaderStage is where a dead letter failed: "decode", "apply" or
+	// "kanon" (the route's output lacks what its k-anonymity stage reads).
 	HeaderStage = "deident-stage"
 	// HeaderError is the reason a record was dead-lettered. It names a field
 	// path or byte offset, never a value.
 	HeaderError = "deident-error"
+	// HeaderGate lists the gate's reason codes on a quarantined record,
+	// comma-separated ("echo,pattern:email"); transforms/gate.HeaderReasons.
+	HeaderGate = "deident-gate"
+	// HeaderGatePaths lists the field paths that failed the gate,
+	// comma-separated, never values; transforms/gate.HeaderPaths.
+	HeaderGatePaths = "deident-gate-paths"
+	// HeaderSpans, on an aggregate, lists the source records it decides:
+	// "topic/partition/first-last:count", comma-separated.
+	HeaderSpans = "deident-spans"
 )
 
 // Header is a record header.
@@ -119,6 +130,82 @@ type Applier interface {
 	KeyID() string
 }
 
+// Verdict is a gate's decision on one outgoing record.
+type Verdict struct {
+	// Pass: the record may go to the vendor topic; otherwise it is quarantined.
+	Pass bool
+	// Reasons and Paths are the deident-gate and deident-gate-paths header
+	// values of a quarantined record (reason codes and field paths, never
+	// values). Owned by the caller.
+	Reasons, Paths []byte
+}
+
+// Checker is a route's re-identification gate for one claim. Not safe for
+// concurrent use: the runner makes one per route per claim. in and out are
+// not retained.
+type Checker interface {
+	// Check observes the input record in and checks out, the route's output
+	// for it. err is non-nil (and wraps the gate's fail-closed sentinel)
+	// once the route's quarantine rate has tripped: from then on nothing
+	// more may be published to the route.
+	Check(in, out []byte) (Verdict, error)
+	// Observe observes an input record whose output is checked later
+	// (CheckClass, after a k-anonymity stage releases it). Call it after the
+	// record was applied.
+	Observe(in []byte)
+	// CheckClass checks out, a record a k-anonymity stage released from a
+	// class of distinct distinct entities. err as for Check.
+	CheckClass(out []byte, distinct int) (Verdict, error)
+}
+
+// DecisionKind is what a Stage decided.
+type DecisionKind uint8
+
+const (
+	// Release publishes one record (Payload) from a class of Entities
+	// distinct entities; First == Last is its offset. The gate checks it
+	// with CheckClass.
+	Release DecisionKind = iota + 1
+	// Aggregate publishes Payload, an aggregate of Count records with
+	// offsets from First to Last (not necessarily all of them).
+	Aggregate
+	// Suppress withholds Count records with offsets from First to Last:
+	// counted as suppressed, with no output.
+	Suppress
+	// Info publishes Payload, deciding no record (a count of late records).
+	Info
+)
+
+// Decision is one thing a Stage decided.
+type Decision struct {
+	Kind DecisionKind
+	// Payload is owned by the runner once returned.
+	Payload []byte
+	// Entities is the distinct-entity count of the class or aggregate.
+	Entities int
+	// Count is how many source records the decision decides.
+	Count int
+	// First and Last bound the offsets it decides (of the claim's partition).
+	First, Last int64
+}
+
+// Stage is a route's k-anonymity stage for one claim: the runner makes one
+// per route per claim and drops it when the claim ends, so classes and
+// windows are per partition, and held records of a revoked partition are
+// reprocessed by its next owner. Not safe for concurrent use (the runner
+// serialises calls).
+type Stage interface {
+	// Add feeds out, the route's output for rec, and appends what it
+	// decides (about rec or records held before it). An error (naming a
+	// field path, never a value) dead-letters rec for the route; rec is then
+	// not held. out is not retained.
+	Add(dst []Decision, rec *Record, out []byte) ([]Decision, error)
+	// Advance appends what the clock decides at now.
+	Advance(dst []Decision, now time.Time) []Decision
+	// Held returns the lowest offset still held undecided, or -1.
+	Held() int64
+}
+
 // Route is a vendor route as the runner sees it.
 type Route struct {
 	// Name is the route's name; it labels counters and dead letters.
@@ -131,6 +218,12 @@ type Route struct {
 	Allows func(category string) bool
 	// NewApplier returns a fresh Applier.
 	NewApplier func() Applier
+	// NewChecker returns a fresh Checker (the route's re-identification
+	// gate) for the claim whose Applier is a (so that the gate may learn raw
+	// identifiers as the Applier reads them); nil: no gate.
+	NewChecker func(a Applier) Checker
+	// NewStage returns a fresh k-anonymity Stage; nil: the route has none.
+	NewStage func() Stage
 }
 
 // Input describes one source topic.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +18,14 @@ type Config struct {
 	Routes []Route
 	// DeadLetterTopic receives undecodable records and records a route cannot de-identify. Required.
 	DeadLetterTopic string
+	// QuarantineTopic receives records a route's gate rejects (internal,
+	// never vendor-bound). Required when a route has a gate.
+	QuarantineTopic string
+	// StageInterval is how often k-anonymity stages are advanced by the
+	// clock (record mode's max_delay); 1s when zero.
+	StageInterval time.Duration
+	// Now is the clock given to Stage.Advance; time.Now when nil.
+	Now func() time.Time
 	// MaxInFlight bounds the records whose outputs are not yet acknowledged
 	// (backpressure: fetching waits); 10000 when zero.
 	MaxInFlight int
@@ -65,6 +74,9 @@ func New(cfg Config) (*Runner, error) {
 			errs = append(errs, fmt.Errorf("route %d (%q): name, topic, Allows and NewApplier are required", i, r.Name))
 			continue
 		}
+		if r.NewChecker != nil && cfg.QuarantineTopic == "" {
+			errs = append(errs, fmt.Errorf("route %s: a quarantine topic is required for its gate", r.Name))
+		}
 		if _, dup := c.Routes[r.Name]; dup {
 			errs = append(errs, fmt.Errorf("route %s: defined twice", r.Name))
 		}
@@ -85,6 +97,12 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.CommitInterval <= 0 {
 		cfg.CommitInterval = time.Second
+	}
+	if cfg.StageInterval <= 0 {
+		cfg.StageInterval = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -164,9 +182,41 @@ func (a *recordAck) Acked(err error) {
 	}
 }
 
+// stageAck is the Acker of one output a k-anonymity stage decided: it
+// holds the tracker at hold (the lowest offset the output decides; -1 for
+// an output deciding none) and one in-flight slot.
+type stageAck struct {
+	c    *claimState
+	hold int64
+}
+
+func (a *stageAck) Acked(err error) {
+	r := a.c.r
+	if err != nil {
+		r.fail(fmt.Errorf("producing k-anonymity output of %s/%d deciding offsets from %d: %w", a.c.topic, a.c.partition, a.hold, err))
+		return
+	}
+	r.counters.Worker.Acked.Add(1)
+	if a.hold >= 0 {
+		if terr := a.c.tr.Unhold(a.hold); terr != nil {
+			r.fail(terr)
+			return
+		}
+	}
+	r.release()
+}
+
 func (r *Runner) release() {
 	r.counters.Worker.InFlight.Add(-1)
 	<-r.sem
+}
+
+// routeTally is one record's (or one Advance's) effect on a route's
+// counters, applied only once every route has processed it, so that a
+// record abandoned half-way (the gate failed closed) is counted nowhere.
+type routeTally struct {
+	in, out, sup, q, filt, fail uint64
+	held                        int64
 }
 
 // claimState is the per-claim state, dropped when the claim ends.
@@ -176,7 +226,17 @@ type claimState struct {
 	partition int
 	tr        *PartitionTracker
 	appliers  []Applier
+	checkers  []Checker // nil entries: no gate
 	src       []byte
+
+	// stageMu serialises the stages (the fetch loop and the advancer) and
+	// keeps "register holds, then raise the floor" atomic for the tracker.
+	stageMu sync.Mutex
+	stages  []Stage // nil entries: no k-anonymity
+	held    []int64 // records each stage holds
+	decs    []Decision
+	staged  []Output // stage outputs whose holds are registered, to produce
+	tally   []routeTally
 
 	commitMu  sync.Mutex
 	committed int64
@@ -184,9 +244,22 @@ type claimState struct {
 
 func (r *Runner) handle(ctx context.Context, c Claim) {
 	st := &claimState{r: r, topic: c.Topic(), partition: c.Partition(), tr: NewPartitionTracker(), committed: -1}
-	st.appliers = make([]Applier, len(r.cfg.Routes))
+	n := len(r.cfg.Routes)
+	st.appliers = make([]Applier, n)
+	st.checkers = make([]Checker, n)
+	st.stages = make([]Stage, n)
+	st.held = make([]int64, n)
+	st.tally = make([]routeTally, n)
+	hasStage := false
 	for i, rt := range r.cfg.Routes {
 		st.appliers[i] = rt.NewApplier()
+		if rt.NewChecker != nil {
+			st.checkers[i] = rt.NewChecker(st.appliers[i])
+		}
+		if rt.NewStage != nil {
+			st.stages[i] = rt.NewStage()
+			hasStage = true
+		}
 	}
 	log := r.log.With("topic", st.topic, "partition", st.partition)
 	log.Info("claim started")
@@ -223,6 +296,40 @@ func (r *Runner) handle(ctx context.Context, c Claim) {
 	}()
 
 	sinkCtx := context.WithoutCancel(ctx)
+	fetchDone := make(chan struct{})
+	// Advancer: lets the clock decide what stages hold (record mode's max_delay).
+	advancerDone := make(chan struct{})
+	go func() {
+		defer close(advancerDone)
+		if !hasStage {
+			return
+		}
+		t := time.NewTicker(r.cfg.StageInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-fetchDone:
+				return
+			case <-r.failed:
+				return
+			case <-t.C:
+			}
+			st.stageMu.Lock()
+			err := st.advance(r.cfg.Now())
+			staged := st.takeStaged()
+			st.stageMu.Unlock()
+			if err != nil {
+				r.fail(err)
+				return
+			}
+			if !st.produceStaged(ctx, sinkCtx, staged) {
+				return
+			}
+		}
+	}()
+
 	var outs []Output
 fetch:
 	for {
@@ -241,22 +348,32 @@ fetch:
 			break fetch // not tracked, not committed: the next owner reprocesses it
 		}
 		r.counters.Worker.InFlight.Add(1)
-		outs = st.process(outs[:0], &rec)
-		if err := st.tr.Add(rec.Offset, len(outs)); err != nil {
+		st.stageMu.Lock()
+		outs, err = st.process(outs[:0], &rec)
+		if err == nil {
+			err = st.tr.Add(rec.Offset, len(outs))
+		}
+		staged := st.takeStaged()
+		st.stageMu.Unlock()
+		if err != nil {
+			// Not tracked: nothing at or after rec is committed.
 			r.release()
 			r.fail(err)
 			break
 		}
 		if len(outs) == 0 {
 			r.release()
-			continue
-		}
-		if err := r.sink.Produce(sinkCtx, outs); err != nil {
+		} else if err := r.sink.Produce(sinkCtx, outs); err != nil {
 			r.fail(fmt.Errorf("producing outputs of %s/%d/%d: %w", rec.Topic, rec.Partition, rec.Offset, err))
 			break
 		}
+		if len(staged) > 0 && !st.produceStaged(ctx, sinkCtx, staged) {
+			break
+		}
 	}
+	close(fetchDone)
 	<-committerDone
+	<-advancerDone
 
 	// Drain: wait for outstanding outputs, bounded by the grace period.
 	grace := time.NewTimer(r.cfg.ShutdownGrace)
@@ -274,14 +391,91 @@ drain:
 	if r.Err() == nil {
 		commit()
 	}
+	// What the stages still hold is left to the partition's next owner.
+	st.stageMu.Lock()
+	var revoked int64
+	for i, n := range st.held {
+		if n > 0 {
+			rc := r.counters.Routes[r.cfg.Routes[i].Name]
+			rc.Held.Add(-n)
+			rc.Revoked.Add(uint64(n))
+			revoked += n
+		}
+		st.held[i] = 0
+	}
+	st.stageMu.Unlock()
+	if revoked > 0 {
+		log.Info("claim ended", "committed", st.committed, "held_undecided", revoked)
+		return
+	}
 	log.Info("claim ended", "committed", st.committed)
 }
 
-// process derives the outputs of rec, appending them to outs.
-func (st *claimState) process(outs []Output, rec *Record) []Output {
+// takeStaged returns the staged outputs and clears them. st.stageMu is held.
+func (st *claimState) takeStaged() []Output {
+	if len(st.staged) == 0 {
+		return nil
+	}
+	s := st.staged
+	st.staged = nil
+	return s
+}
+
+// produceStaged produces stage outputs, each taking an in-flight slot. It
+// never holds a slot while waiting for another (the fetch loop and the
+// advancer both produce). Outputs it cannot produce (the claim ends, the
+// runner fails) pin the tracker below the offsets they decide. It reports
+// whether the claim may go on.
+func (st *claimState) produceStaged(ctx, sinkCtx context.Context, outs []Output) bool {
+	r := st.r
+	for len(outs) > 0 {
+		select {
+		case r.sem <- struct{}{}:
+		case <-r.failed:
+			st.abandon(outs)
+			return false
+		case <-ctx.Done():
+			st.abandon(outs)
+			return false
+		}
+		n := 1
+	more:
+		for n < len(outs) {
+			select {
+			case r.sem <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		r.counters.Worker.InFlight.Add(int64(n))
+		if err := r.sink.Produce(sinkCtx, outs[:n]); err != nil {
+			r.fail(fmt.Errorf("producing k-anonymity outputs of %s/%d: %w", st.topic, st.partition, err))
+			return false
+		}
+		outs = outs[n:]
+	}
+	return true
+}
+
+// abandon gives up on stage outputs never handed to the sink: their
+// offsets stay uncommitted for the claim's life.
+func (st *claimState) abandon(outs []Output) {
+	for _, o := range outs {
+		if a := o.Done.(*stageAck); a.hold >= 0 {
+			st.tr.Pin(a.hold)
+			_ = st.tr.Unhold(a.hold)
+		}
+	}
+}
+
+// process derives the outputs of rec, appending them to outs; outputs of
+// k-anonymity decisions go to st.staged with their holds registered. An
+// error (a gate failed closed) leaves rec uncounted and untracked.
+// st.stageMu is held.
+func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 	r := st.r
 	cnt := r.counters
-	cnt.Worker.Consumed.Add(1)
 	st.src = rec.AppendSrc(st.src[:0])
 	in, ok := r.cfg.Inputs[rec.Topic]
 	var err error
@@ -291,40 +485,185 @@ func (st *claimState) process(outs []Output, rec *Record) []Output {
 		err = in.Decode(rec.Value)
 	}
 	if err != nil {
+		cnt.Worker.Consumed.Add(1)
 		cnt.Worker.DeadLettered.Add(1)
 		r.log.Warn("record dead-lettered", "stage", "decode", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
-		return append(outs, st.deadLetter(rec, "decode", "", err))
+		return append(outs, st.deadLetter(rec, "decode", "", err)), nil
 	}
-	cnt.Worker.Decoded.Add(1)
+	clear(st.tally)
 	for i, rt := range r.cfg.Routes {
-		rc := cnt.Routes[rt.Name]
-		rc.In.Add(1)
+		t := &st.tally[i]
+		t.in++
 		if !rt.Allows(in.Category) {
-			rc.FilteredByCategory.Add(1)
+			t.filt++
 			continue
 		}
 		a := st.appliers[i]
 		val, err := a.Apply(make([]byte, 0, len(rec.Value)), rec.Value)
 		if err != nil {
-			rc.Failed.Add(1)
+			t.fail++
 			r.log.Warn("record dead-lettered", "stage", "apply", "route", rt.Name, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
 			outs = append(outs, st.deadLetter(rec, "apply", rt.Name, err))
 			continue
 		}
-		rc.Out.Add(1)
-		outs = append(outs, Output{
-			Topic: rt.Topic,
-			Key:   rec.Key,
-			Value: val,
-			Headers: []Header{
-				{Key: HeaderSrc, Value: append([]byte(nil), st.src...)},
-				{Key: HeaderPolicy, Value: []byte(rt.Version)},
-				{Key: HeaderKey, Value: []byte(a.KeyID())},
-			},
-			Done: &recordAck{c: st, off: rec.Offset},
-		})
+		chk := st.checkers[i]
+		if stg := st.stages[i]; stg != nil {
+			if chk != nil {
+				chk.Observe(rec.Value)
+			}
+			st.decs, err = stg.Add(st.decs[:0], rec, val)
+			if err != nil {
+				t.fail++
+				r.log.Warn("record dead-lettered", "stage", "kanon", "route", rt.Name, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+				outs = append(outs, st.deadLetter(rec, "kanon", rt.Name, err))
+				continue
+			}
+			t.held++
+			if err := st.decide(i, st.decs); err != nil {
+				return outs, err
+			}
+			continue
+		}
+		headers := []Header{
+			{Key: HeaderSrc, Value: append([]byte(nil), st.src...)},
+			{Key: HeaderPolicy, Value: []byte(rt.Version)},
+			{Key: HeaderKey, Value: []byte(a.KeyID())},
+		}
+		if chk != nil {
+			v, err := chk.Check(rec.Value, val)
+			if err != nil {
+				return outs, fmt.Errorf("checking %s for route %s: %w", st.src, rt.Name, err)
+			}
+			if !v.Pass {
+				t.q++
+				outs = append(outs, st.quarantine(rec.Key, val, headers, rt.Name, v, rec.Offset))
+				continue
+			}
+		}
+		t.out++
+		outs = append(outs, Output{Topic: rt.Topic, Key: rec.Key, Value: val, Headers: headers, Done: &recordAck{c: st, off: rec.Offset}})
 	}
-	return outs
+	cnt.Worker.Consumed.Add(1)
+	cnt.Worker.Decoded.Add(1)
+	st.applyTally()
+	st.setFloor()
+	return outs, nil
+}
+
+// advance lets the clock decide what the stages hold. st.stageMu is held.
+func (st *claimState) advance(now time.Time) error {
+	clear(st.tally)
+	for i, stg := range st.stages {
+		if stg == nil {
+			continue
+		}
+		st.decs = stg.Advance(st.decs[:0], now)
+		if err := st.decide(i, st.decs); err != nil {
+			return err
+		}
+	}
+	st.applyTally()
+	st.setFloor()
+	return nil
+}
+
+func (st *claimState) applyTally() {
+	for i := range st.tally {
+		t := &st.tally[i]
+		rc := st.r.counters.Routes[st.r.cfg.Routes[i].Name]
+		for _, c := range [...]struct {
+			n uint64
+			a *atomic.Uint64
+		}{{t.in, &rc.In}, {t.out, &rc.Out}, {t.sup, &rc.Suppressed}, {t.q, &rc.Quarantined}, {t.filt, &rc.FilteredByCategory}, {t.fail, &rc.Failed}} {
+			if c.n > 0 {
+				c.a.Add(c.n)
+			}
+		}
+		if t.held != 0 {
+			rc.Held.Add(t.held)
+			st.held[i] += t.held
+		}
+	}
+}
+
+// setFloor raises the tracker's floor to the lowest offset any stage still
+// holds; call it after the holds of what the stages decided are registered.
+func (st *claimState) setFloor() {
+	floor := int64(-1)
+	for _, stg := range st.stages {
+		if stg == nil {
+			continue
+		}
+		if h := stg.Held(); h >= 0 && (floor < 0 || h < floor) {
+			floor = h
+		}
+	}
+	st.tr.SetFloor(floor)
+}
+
+// decide turns route i's stage decisions into staged outputs, registering
+// a tracker hold for each at the lowest offset it decides. st.stageMu is held.
+func (st *claimState) decide(i int, decs []Decision) error {
+	r := st.r
+	rt := &r.cfg.Routes[i]
+	t := &st.tally[i]
+	for _, d := range decs {
+		switch d.Kind {
+		case Suppress:
+			t.sup += uint64(d.Count)
+			t.held -= int64(d.Count)
+		case Info:
+			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload,
+				Headers: []Header{{Key: HeaderPolicy, Value: []byte(rt.Version)}},
+				Done:    &stageAck{c: st, hold: -1}})
+		case Aggregate:
+			t.out += uint64(d.Count)
+			t.held -= int64(d.Count)
+			spans := fmt.Appendf(nil, "%s/%d/%d-%d:%d", st.topic, st.partition, d.First, d.Last, d.Count)
+			st.tr.Hold(d.First)
+			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload,
+				Headers: []Header{{Key: HeaderSpans, Value: spans}, {Key: HeaderPolicy, Value: []byte(rt.Version)}},
+				Done:    &stageAck{c: st, hold: d.First}})
+		case Release:
+			t.held -= int64(d.Count)
+			src := (&Record{Topic: st.topic, Partition: st.partition, Offset: d.First}).AppendSrc(nil)
+			headers := []Header{{Key: HeaderSrc, Value: src}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
+			if chk := st.checkers[i]; chk != nil {
+				v, err := chk.CheckClass(d.Payload, d.Entities)
+				if err != nil {
+					st.tr.Pin(d.First)
+					return fmt.Errorf("checking %s for route %s: %w", src, rt.Name, err)
+				}
+				if !v.Pass {
+					t.q += uint64(d.Count)
+					st.tr.Hold(d.First)
+					o := st.quarantine(nil, d.Payload, headers, rt.Name, v, -1)
+					o.Done = &stageAck{c: st, hold: d.First}
+					st.staged = append(st.staged, o)
+					continue
+				}
+			}
+			t.out += uint64(d.Count)
+			st.tr.Hold(d.First)
+			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
+				Done: &stageAck{c: st, hold: d.First}})
+		default:
+			return fmt.Errorf("route %s: stage decision of unknown kind %d", rt.Name, d.Kind)
+		}
+	}
+	return nil
+}
+
+// quarantine builds the quarantined form of a route output: the output
+// (never the raw input), its provenance headers, the route, and the gate's
+// reasons and paths.
+func (st *claimState) quarantine(key, val []byte, headers []Header, route string, v Verdict, off int64) Output {
+	h := append(headers,
+		Header{Key: HeaderRoute, Value: []byte(route)},
+		Header{Key: HeaderGate, Value: v.Reasons},
+		Header{Key: HeaderGatePaths, Value: v.Paths},
+	)
+	return Output{Topic: st.r.cfg.QuarantineTopic, Key: key, Value: val, Headers: h, Done: &recordAck{c: st, off: off}}
 }
 
 // deadLetter builds the dead letter of rec: the original bytes, the

@@ -169,7 +169,18 @@ func runDemo(ctx context.Context, out io.Writer, cfgPath, logLevel string, recor
 		fmt.Fprintf(out, "   policy %s, categories %v\n", r.Version, r.Config.Categories)
 		fmt.Fprintf(out, "   in %d = out %d + suppressed %d + quarantined %d + filtered_by_category %d + failed %d  [%s]\n",
 			rc.In.Load(), rc.Out.Load(), rc.Suppressed.Load(), rc.Quarantined.Load(), rc.FilteredByCategory.Load(), rc.Failed.Load(),
-			holds(rc.In.Load() == rc.Out.Load()+rc.Suppressed.Load()+rc.Quarantined.Load()+rc.FilteredByCategory.Load()+rc.Failed.Load()))
+			holds(rc.In.Load() == rc.Out.Load()+rc.Suppressed.Load()+rc.Quarantined.Load()+rc.FilteredByCategory.Load()+rc.Failed.Load()+uint64(max(rc.Held.Load(), 0))+rc.Revoked.Load()))
+		if h, rv := rc.Held.Load(), rc.Revoked.Load(); h != 0 || rv != 0 {
+			fmt.Fprintf(out, "   k-anonymity: %d held undecided, %d left to the next owner at shutdown\n", h, rv)
+		}
+		if g := w.gates[name]; g != nil {
+			st := g.Stats()
+			fmt.Fprintf(out, "   gate: %d checked, %d quarantined to %s", st.Checked, st.Quarantined, cfg.Kafka.QuarantineTopic)
+			st.Each(func(reason string, n uint64) { fmt.Fprintf(out, "; %s %d", reason, n) })
+			fmt.Fprintln(out)
+		} else {
+			fmt.Fprintln(out, "   gate: off")
+		}
 		if rc.Out.Load() > 0 {
 			before, after, hdrs, err := demoExample(ctx, cfg.Kafka.Brokers, r.Config.Topic)
 			if err != nil {

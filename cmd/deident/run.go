@@ -22,6 +22,8 @@ import (
 	"github.com/deident/deident/pipeline"
 	kafkasink "github.com/deident/deident/sinks/kafka"
 	kafkasrc "github.com/deident/deident/sources/kafka"
+	"github.com/deident/deident/transforms/gate"
+	"github.com/deident/deident/transforms/kanon"
 	"github.com/deident/deident/transforms/route"
 )
 
@@ -67,7 +69,7 @@ commits within kafka.shutdown_grace, then exits 0.`,
 				os.Exit(1)
 			}()
 			log.Info("worker starting", "group", cfg.Kafka.GroupID, "topics", w.topics, "routes", len(w.routes))
-			if err := w.run(ctx); err != nil {
+			if err := runExit(w.run(ctx)); err != nil {
 				return err
 			}
 			log.Info("worker stopped", "consumed", w.runner.Counters().Worker.Consumed.Load())
@@ -78,6 +80,15 @@ commits within kafka.shutdown_grace, then exits 0.`,
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
+}
+
+// runExit maps the worker's error to the process's: exit 4 (as apply)
+// when a route's gate failed closed, 1 for any other error.
+func runExit(err error) error {
+	if err != nil && errors.Is(err, gate.ErrFailClosed) {
+		return &exitError{code: exitFailClosed, err: err}
+	}
+	return err
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -98,6 +109,10 @@ type workerOptions struct {
 	autoCreateTopics bool
 	// sinkMaxAttempts overrides the sink's retry budget per batch (10).
 	sinkMaxAttempts int
+	// now is the clock of the gates and k-anonymity stages; time.Now when nil.
+	now func() time.Time
+	// stageInterval overrides how often stages are advanced (1s).
+	stageInterval time.Duration
 }
 
 // worker is the wiring shared by run, demo and the tests: a consumer-group
@@ -106,6 +121,7 @@ type worker struct {
 	cfg    *config.Config
 	log    *slog.Logger
 	routes map[string]*route.Route
+	gates  map[string]*gate.Gate // routes with an enabled gate
 	topics []string
 	source *kafkasrc.Source
 	sink   *kafkasink.Sink
@@ -140,6 +156,11 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		inputs[s.Topic] = pipeline.Input{Category: string(s.Category), Decode: decodeJSON(cfg.Limits.MaxRecordBytes)}
 		topics = append(topics, s.Topic)
 	}
+	now := opt.now
+	if now == nil {
+		now = time.Now
+	}
+	gates := map[string]*gate.Gate{}
 	var prs []pipeline.Route
 	for _, name := range sortedNames(cfg.Vendors) {
 		r := routes[name]
@@ -154,13 +175,41 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 			errs = append(errs, fmt.Errorf("vendors.%s.output: %s is not supported by run yet (json only)", name, r.Config.Output))
 			continue
 		}
-		prs = append(prs, pipeline.Route{
+		pr := pipeline.Route{
 			Name:       name,
 			Topic:      r.Config.Topic,
 			Version:    r.Version,
 			Allows:     func(c string) bool { return r.Allows(config.Category(c)) },
 			NewApplier: func() pipeline.Applier { return r.NewApplier() },
-		})
+		}
+		g, err := gate.New(name, r.Config, gate.WithClock(now))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if g.Enabled() {
+			gates[name] = g
+			pr.NewChecker = func(a pipeline.Applier) pipeline.Checker {
+				c := &gateChecker{g: g, c: g.NewChecker()}
+				if ra, ok := a.(*route.Applier); ok {
+					ra.SetObserver(c.c) // the gate learns raw identifiers as the route reads them
+					c.observed = true
+				}
+				return c
+			}
+		}
+		if kc := r.Config.KAnon; kc != nil {
+			// Compile once to report config errors at start-up; each claim gets its own.
+			if _, err := kanon.New(*kc, cfg.Dir, kanon.Options{Now: now}); err != nil {
+				errs = append(errs, fmt.Errorf("vendors.%s.%w", name, err))
+				continue
+			}
+			pr.NewStage = func() pipeline.Stage {
+				s, _ := kanon.New(*kc, cfg.Dir, kanon.Options{Now: now})
+				return &kanonStage{s: s}
+			}
+		}
+		prs = append(prs, pr)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -169,6 +218,9 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		Inputs:          inputs,
 		Routes:          prs,
 		DeadLetterTopic: cfg.Kafka.DeadLetterTopic,
+		QuarantineTopic: cfg.Kafka.QuarantineTopic,
+		StageInterval:   opt.stageInterval,
+		Now:             now,
 		MaxInFlight:     cfg.Kafka.MaxInFlight,
 		ShutdownGrace:   cfg.Kafka.ShutdownGrace,
 		CommitInterval:  opt.commitInterval,
@@ -196,7 +248,105 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if err != nil {
 		return nil, err
 	}
-	return &worker{cfg: cfg, log: log, routes: routes, topics: topics, source: src, sink: sink, runner: runner}, nil
+	return &worker{cfg: cfg, log: log, routes: routes, gates: gates, topics: topics, source: src, sink: sink, runner: runner}, nil
+}
+
+// gateChecker is a route's gate as the runner sees it: one per claim.
+type gateChecker struct {
+	g *gate.Gate
+	c *gate.Checker
+	// observed: the claim's route.Applier reports raw identifiers to c, so
+	// the input needs no second pass.
+	observed bool
+}
+
+var _ pipeline.Checker = (*gateChecker)(nil)
+
+func (c *gateChecker) Check(in, out []byte) (pipeline.Verdict, error) {
+	if c.observed {
+		return c.verdict(c.c.Check(out))
+	}
+	return c.verdict(c.c.CheckRecord(in, out))
+}
+
+func (c *gateChecker) Observe(in []byte) {
+	if !c.observed {
+		c.c.Observe(in)
+	}
+}
+
+func (c *gateChecker) CheckClass(out []byte, distinct int) (pipeline.Verdict, error) {
+	return c.verdict(c.c.CheckClass(out, distinct))
+}
+
+func (c *gateChecker) verdict(v gate.Verdict) (pipeline.Verdict, error) {
+	err := c.g.Tally(v)
+	if v.Pass() {
+		return pipeline.Verdict{Pass: true}, err
+	}
+	return pipeline.Verdict{Reasons: v.Reasons.Append(nil), Paths: v.AppendPaths(nil)}, err
+}
+
+// kanonStage is a route's k-anonymity stage for one claim (one partition).
+// Aggregates are not checked by the gate (its schema is the route's record
+// schema); their distinct-entity count is at least k by construction.
+type kanonStage struct {
+	s    *kanon.Stage
+	rec  kanon.Record
+	outs []kanon.Output
+}
+
+var _ pipeline.Stage = (*kanonStage)(nil)
+
+func (k *kanonStage) Add(dst []pipeline.Decision, rec *pipeline.Record, out []byte) ([]pipeline.Decision, error) {
+	if err := k.s.Extract(&k.rec, out); err != nil {
+		return dst, err
+	}
+	k.rec.Topic, k.rec.Partition, k.rec.Offset = rec.Topic, rec.Partition, rec.Offset
+	k.outs = k.s.Add(k.outs[:0], k.rec)
+	k.rec.Payload = nil // Add copied what it keeps; out is not retained
+	return k.decisions(dst), nil
+}
+
+func (k *kanonStage) Advance(dst []pipeline.Decision, now time.Time) []pipeline.Decision {
+	k.outs = k.s.Advance(k.outs[:0], now)
+	return k.decisions(dst)
+}
+
+func (k *kanonStage) Held() int64 {
+	h := k.s.Held() // one claim: at most one partition
+	if len(h) == 0 {
+		return -1
+	}
+	return h[0].Offset
+}
+
+func (k *kanonStage) decisions(dst []pipeline.Decision) []pipeline.Decision {
+	for i := range k.outs {
+		o := &k.outs[i]
+		d := pipeline.Decision{Payload: o.Payload, Entities: o.Entities, Count: o.Count, First: -1, Last: -1}
+		for _, sp := range o.Spans {
+			if d.First < 0 || sp.First < d.First {
+				d.First = sp.First
+			}
+			d.Last = max(d.Last, sp.Last)
+		}
+		switch o.Kind {
+		case kanon.Released:
+			d.Kind = pipeline.Release
+		case kanon.Aggregate:
+			d.Kind = pipeline.Aggregate
+		case kanon.Suppressed, kanon.Late:
+			d.Kind, d.Payload = pipeline.Suppress, nil
+		case kanon.LateCount:
+			d.Kind, d.Count = pipeline.Info, 0
+		default:
+			continue
+		}
+		dst = append(dst, d)
+		o.Payload = nil
+	}
+	return dst
 }
 
 // run consumes until ctx is done (nil after draining) or a fatal error,
@@ -276,7 +426,7 @@ func (w *worker) httpHandler() http.Handler {
 // time, so there is one source of truth and nothing is counted twice.
 var (
 	descRoute = prometheus.NewDesc("deident_route_records_total",
-		"Records per vendor route and outcome; in = out + suppressed + quarantined + filtered_by_category + failed (failed: sent to the dead-letter topic).",
+		"Records per vendor route and outcome; in = out + suppressed + quarantined + filtered_by_category + failed + deident_route_records_held + revoked (failed: sent to the dead-letter topic; revoked: held by a k-anonymity stage when the partition was revoked, reprocessed by its next owner).",
 		[]string{"route", "outcome"}, nil)
 	descConsumed     = prometheus.NewDesc("deident_records_consumed_total", "Records read from source topics; consumed = decoded + dead_lettered.", nil, nil)
 	descDecoded      = prometheus.NewDesc("deident_records_decoded_total", "Records decoded.", nil, nil)
@@ -288,6 +438,12 @@ var (
 	descGenerations  = prometheus.NewDesc("deident_consumer_generations_total", "Consumer-group generations joined.", nil, nil)
 	descAssigned     = prometheus.NewDesc("deident_assigned_partitions", "Partitions assigned in the current generation.", nil, nil)
 	descReady        = prometheus.NewDesc("deident_ready", "1 while /readyz answers 200.", nil, nil)
+	descHeld         = prometheus.NewDesc("deident_route_records_held", "Records a route's k-anonymity stage holds undecided (their offsets are not committed).", []string{"route"}, nil)
+	descGateQuar     = prometheus.NewDesc("deident_gate_quarantined_total",
+		"Records the re-identification gate quarantined, per route and reason code; a record failing two checks counts under both.",
+		[]string{"route", "reason"}, nil)
+	descGateChecked = prometheus.NewDesc("deident_gate_checked_total", "Records the re-identification gate checked, per route.", []string{"route"}, nil)
+	descGateClosed  = prometheus.NewDesc("deident_gate_failed_closed", "1 once the route's quarantine rate has passed max_quarantine_rate.", []string{"route"}, nil)
 )
 
 // workerCollector is a prometheus.Collector over a worker's counters.
@@ -296,7 +452,7 @@ type workerCollector struct{ w *worker }
 var _ prometheus.Collector = (*workerCollector)(nil)
 
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRoute, descConsumed, descDecoded, descDeadLettered, descAcked, descCommits, descInFlight, descMaxInFlight, descGenerations, descAssigned, descReady} {
+	for _, d := range []*prometheus.Desc{descRoute, descConsumed, descDecoded, descDeadLettered, descAcked, descCommits, descInFlight, descMaxInFlight, descGenerations, descAssigned, descReady, descHeld, descGateQuar, descGateChecked, descGateClosed} {
 		ch <- d
 	}
 }
@@ -317,6 +473,18 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRoute, r.Quarantined.Load(), name, "quarantined")
 		counter(descRoute, r.FilteredByCategory.Load(), name, "filtered_by_category")
 		counter(descRoute, r.Failed.Load(), name, "failed")
+		counter(descRoute, r.Revoked.Load(), name, "revoked")
+		ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(r.Held.Load()), name)
+		if g := c.w.gates[name]; g != nil {
+			s := g.Stats()
+			counter(descGateChecked, s.Checked, name)
+			s.Each(func(reason string, n uint64) { counter(descGateQuar, n, name, reason) })
+			closed := 0.0
+			if g.Err() != nil {
+				closed = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descGateClosed, prometheus.GaugeValue, closed, name)
+		}
 	}
 	wc := &cnt.Worker
 	counter(descConsumed, wc.Consumed.Load())

@@ -39,10 +39,12 @@ func testConfig(t *testing.T, brokers []string) *config.Config {
 	cfg.Kafka.Brokers = brokers
 	cfg.Kafka.GroupID = kafkatest.Topic(t, "deident-group")
 	cfg.Kafka.DeadLetterTopic = kafkatest.Topic(t, "dead-letter")
+	cfg.Kafka.QuarantineTopic = kafkatest.Topic(t, "quarantine")
 	cfg.Kafka.BatchTimeout = 5 * time.Millisecond
 	cfg.Kafka.MetricsAddr = "off"
 	cfg.Kafka.ShutdownGrace = 10 * time.Second
 	kafkatest.CreateTopic(t, brokers, cfg.Kafka.DeadLetterTopic, 1)
+	kafkatest.CreateTopic(t, brokers, cfg.Kafka.QuarantineTopic, 1)
 	for name, s := range cfg.Sources {
 		s.Topic = kafkatest.Topic(t, name)
 		cfg.Sources[name] = s
