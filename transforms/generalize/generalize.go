@@ -215,7 +215,7 @@ func ParseHierarchy(r io.Reader, sep byte, level int, def string) (*Table, error
 	line := 0
 	for sc.Scan() {
 		line++
-		text := strings.TrimSuffix(sc.Text(), "\r")
+		text := sc.Text() // bufio.ScanLines has dropped one \r before the \n
 		if strings.TrimSpace(text) == "" {
 			continue
 		}
