@@ -3,8 +3,9 @@ package kanon
 import (
 	"math"
 	"slices"
-	"sort"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/internal/jsonscan"
@@ -18,35 +19,120 @@ import (
 // short below the top is suppressed.
 
 type group struct {
-	rep     []string // level-0 QI values of one member: every member shares its generalization
+	rep     int32 // offset in the window's reps of the level-0 QI values of one member: every member shares its generalization
+	first   int32 // insertion order within the window, for a deterministic output order
 	ents    distinct
 	sens    []string // up to l distinct sensitive values
 	count   int
-	sums    []float64
-	mins    []float64
-	maxs    []float64
+	last    uint64    // the last entity hash added: repeats skip the set
+	acc     []float64 // per metric: sum, min, max
 	spans   []Span
 	offsets []Position
 }
 
+// heldPart is the lowest offset a window holds of one partition.
+type heldPart struct {
+	topic     string
+	partition int
+	low       int64
+}
+
+// A window and its groups are recycled when it closes: group slices keep
+// their capacity, so a stream in the steady state adds records without
+// allocating.
 type window struct {
 	start  int64 // Unix nanoseconds
-	groups map[string]*group
-	held   map[part]int64
+	groups []group
+	keys   keyTable // level-0 class key -> index in groups
+	reps   []string // level-0 QI values, len(qis) per group
+	held   []heldPart
 	n      int
 }
 
 type aggState struct {
 	windows  map[int64]*window
+	last     *window // the window the last record went to
+	nextEnd  int64   // the earliest end of an open window
+	free     []*window
 	maxEvent int64
 	seen     bool
 	groups   int
 	records  int
 	late     map[int64]int
+
+	// closing scratch, reused
+	cur, next []int32
+	roll      map[uint64]int32 // hash of a class's value IDs -> first group
+	chain     []int32          // per group: next group with the same hash, -1 at the end
+	ids       []int32          // per group, len(qis) level-0 value IDs
+	cids      []int32          // per group, len(qis) value IDs at the current level vector
+	vals      []valTable       // per QI
+}
+
+// valTable interns one quasi-identifier's values while a window closes:
+// level-0 values (raw JSON text) and, per level, their generalizations, so
+// a roll-up generalizes each distinct value once and compares classes as
+// tuples of small integers.
+type valTable struct {
+	raw  map[string]int32   // level-0 value -> ID
+	gen  []map[string]int32 // per level >= 1: generalized value -> ID
+	up   [][]int32          // per level >= 1: level-0 ID -> generalized ID (-1: not yet)
+	text []string           // level-0 ID -> value
 }
 
 func newAggState() *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64}
+}
+
+// keyTable maps class keys (byte strings) to int32 values through their
+// 64-bit hashes, verifying the full key, so a hash collision never merges
+// two classes. Reset keeps its memory.
+type keyTable struct {
+	idx   map[uint64]int32 // hash -> first entry
+	ents  []keyEntry
+	arena []byte
+}
+
+type keyEntry struct {
+	off, end int32
+	next     int32 // next entry with the same hash, -1 at the end
+	val      int32
+}
+
+func (t *keyTable) reset() {
+	if t.idx == nil {
+		t.idx = map[uint64]int32{}
+	}
+	clear(t.idx)
+	t.ents = t.ents[:0]
+	t.arena = t.arena[:0]
+}
+
+// get returns the value of key (hash h), or -1.
+func (t *keyTable) get(h uint64, key []byte) int32 {
+	i, ok := t.idx[h]
+	if !ok {
+		return -1
+	}
+	for ; i >= 0; i = t.ents[i].next {
+		e := &t.ents[i]
+		if string(t.arena[e.off:e.end]) == string(key) {
+			return e.val
+		}
+	}
+	return -1
+}
+
+// put adds key (hash h, not in t) with value v.
+func (t *keyTable) put(h uint64, key []byte, v int32) {
+	next := int32(-1)
+	if i, ok := t.idx[h]; ok {
+		next = i
+	}
+	off := int32(len(t.arena))
+	t.arena = append(t.arena, key...)
+	t.ents = append(t.ents, keyEntry{off: off, end: int32(len(t.arena)), next: next, val: v})
+	t.idx[h] = int32(len(t.ents) - 1)
 }
 
 // Group is a published aggregate.
@@ -135,7 +221,7 @@ func (s *Stage) decidedOne(rec *Record, kind Kind, reason Reason, ws int64) Outp
 	return o
 }
 
-func (s *Stage) addAggregate(dst []Output, rec Record) []Output {
+func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	a := s.agg
 	ws := s.windowStart(rec.EventTime)
 	if a.seen && ws+int64(s.cfg.Window) <= s.watermark() {
@@ -143,68 +229,138 @@ func (s *Stage) addAggregate(dst []Output, rec Record) []Output {
 		if s.cfg.Late == config.LateCount {
 			a.late[ws]++
 		}
-		return append(dst, s.decidedOne(&rec, Late, 0, ws))
+		return append(dst, s.decidedOne(rec, Late, 0, ws))
 	}
 	if t := rec.EventTime.UnixNano(); !a.seen || t > a.maxEvent {
 		a.maxEvent, a.seen = t, true
 	}
-	w := a.windows[ws]
-	if w == nil {
-		w = &window{start: ws, groups: map[string]*group{}, held: map[part]int64{}}
-		a.windows[ws] = w
+	w := a.last
+	if w == nil || w.start != ws {
+		w = a.windows[ws]
+		if w == nil {
+			w = s.openWindow(ws)
+		}
+		a.last = w
 	}
 	s.key = appendKey(s.key[:0], s.qis, rec.QI, s.seq[0])
-	g := w.groups[string(s.key)]
-	if (g == nil && a.groups >= s.cfg.MaxOpenClasses) || a.records >= s.cfg.MaxBufferedRecords {
+	h := xxhash.Sum64(s.key)
+	gi := w.keys.get(h, s.key)
+	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= s.cfg.MaxBufferedRecords {
 		s.stats.Suppressed++
 		s.stats.SuppressedCap++
-		dst = append(dst, s.decidedOne(&rec, Suppressed, Cap, ws))
+		dst = append(dst, s.decidedOne(rec, Suppressed, Cap, ws))
 		return s.closeWindows(dst, s.watermark())
 	}
-	if g == nil {
-		g = &group{rep: slices.Clone(rec.QI)}
-		for range s.metrics {
-			g.sums = append(g.sums, 0)
-			g.mins = append(g.mins, math.Inf(1))
-			g.maxs = append(g.maxs, math.Inf(-1))
-		}
-		w.groups[string(s.key)] = g
-		a.groups++
+	if gi < 0 {
+		gi = s.newGroup(w, rec.QI)
+		w.keys.put(h, s.key, gi)
 	}
-	g.ents.add(entityHash(rec.Entity), s.m)
+	g := &w.groups[gi]
+	if eh := entityHash(rec.Entity); eh != g.last || g.count == 0 {
+		g.ents.add(eh, s.m)
+		g.last = eh
+	}
 	if s.l > 0 && len(g.sens) < s.l && !slices.Contains(g.sens, rec.Sensitive) {
 		g.sens = append(g.sens, rec.Sensitive)
 	}
 	g.count++
-	for i := range s.metrics {
-		if i < len(rec.Metrics) && !math.IsNaN(rec.Metrics[i]) {
-			x := rec.Metrics[i]
-			g.sums[i] += x
-			g.mins[i] = min(g.mins[i], x)
-			g.maxs[i] = max(g.maxs[i], x)
+	for i, x := range rec.Metrics[:min(len(rec.Metrics), len(g.acc)/3)] {
+		if !math.IsNaN(x) {
+			acc := g.acc[3*i : 3*i+3]
+			acc[0] += x
+			acc[1] = min(acc[1], x)
+			acc[2] = max(acc[2], x)
 		}
 	}
 	g.spans = addSpan(g.spans, rec.Topic, rec.Partition, rec.Offset, rec.Offset, 1)
 	if s.list {
 		g.offsets = append(g.offsets, Position{rec.Topic, rec.Partition, rec.Offset})
 	}
-	pk := part{rec.Topic, rec.Partition}
-	if o, ok := w.held[pk]; !ok || rec.Offset < o {
-		w.held[pk] = rec.Offset
-	}
+	w.hold(rec.Topic, rec.Partition, rec.Offset)
 	w.n++
 	a.records++
 	s.stats.Held++
-	return s.closeWindows(dst, s.watermark())
+	if wm := s.watermark(); wm >= a.nextEnd {
+		return s.closeWindows(dst, wm)
+	}
+	return dst
+}
+
+func (w *window) hold(topic string, partition int, off int64) {
+	for i := range w.held {
+		hp := &w.held[i]
+		if hp.partition == partition && hp.topic == topic {
+			hp.low = min(hp.low, off)
+			return
+		}
+	}
+	w.held = append(w.held, heldPart{topic, partition, off})
+}
+
+// openWindow opens (or reuses a closed) window starting at ws.
+func (s *Stage) openWindow(ws int64) *window {
+	a := s.agg
+	var w *window
+	if n := len(a.free); n > 0 {
+		w, a.free = a.free[n-1], a.free[:n-1]
+	} else {
+		w = &window{}
+		w.keys.reset()
+	}
+	w.start = ws
+	a.windows[ws] = w
+	a.nextEnd = min(a.nextEnd, ws+int64(s.cfg.Window))
+	return w
+}
+
+// recycle empties a closed window for reuse, keeping its memory.
+func (s *Stage) recycle(w *window) {
+	w.groups = w.groups[:0]
+	w.keys.reset()
+	clear(w.reps)
+	w.reps = w.reps[:0]
+	w.held = w.held[:0]
+	w.n = 0
+	s.agg.free = append(s.agg.free, w)
+}
+
+// newGroup appends a group for qi to w, reusing a recycled group's memory.
+func (s *Stage) newGroup(w *window, qi []string) int32 {
+	a := s.agg
+	n := len(w.groups)
+	if n < cap(w.groups) {
+		w.groups = w.groups[:n+1]
+	} else {
+		w.groups = append(w.groups, group{})
+	}
+	g := &w.groups[n]
+	rep := int32(len(w.reps))
+	for i := range s.qis {
+		w.reps = append(w.reps, qiAt(qi, i))
+	}
+	*g = group{rep: rep, first: int32(n),
+		ents: distinct{h: g.ents.h[:0]}, sens: g.sens[:0],
+		acc: g.acc[:0], spans: g.spans[:0], offsets: g.offsets[:0]}
+	for range s.metrics {
+		g.acc = append(g.acc, 0, math.Inf(1), math.Inf(-1))
+	}
+	a.groups++
+	return int32(n)
 }
 
 // closeWindows closes, oldest first, every window ending at or before wm.
 func (s *Stage) closeWindows(dst []Output, wm int64) []Output {
 	a := s.agg
+	if wm < a.nextEnd {
+		return dst
+	}
 	var due []int64
+	a.nextEnd = math.MaxInt64
 	for ws := range a.windows {
-		if ws+int64(s.cfg.Window) <= wm {
+		if end := ws + int64(s.cfg.Window); end <= wm {
 			due = append(due, ws)
+		} else {
+			a.nextEnd = min(a.nextEnd, end)
 		}
 	}
 	if len(due) == 0 {
@@ -212,8 +368,13 @@ func (s *Stage) closeWindows(dst []Output, wm int64) []Output {
 	}
 	slices.Sort(due)
 	for _, ws := range due {
-		dst = s.closeWindow(dst, a.windows[ws])
+		w := a.windows[ws]
+		dst = s.closeWindow(dst, w)
 		delete(a.windows, ws)
+		if a.last == w {
+			a.last = nil
+		}
+		s.recycle(w)
 	}
 	return s.lateCounts(dst)
 }
@@ -251,11 +412,6 @@ func (s *Stage) lateCounts(dst []Output) []Output {
 	return dst
 }
 
-type keyed struct {
-	key string
-	g   *group
-}
-
 func (s *Stage) merge(into, g *group) {
 	into.ents.merge(&g.ents, s.m)
 	for _, v := range g.sens {
@@ -264,10 +420,10 @@ func (s *Stage) merge(into, g *group) {
 		}
 	}
 	into.count += g.count
-	for i := range into.sums {
-		into.sums[i] += g.sums[i]
-		into.mins[i] = min(into.mins[i], g.mins[i])
-		into.maxs[i] = max(into.maxs[i], g.maxs[i])
+	for i := 0; i < len(into.acc); i += 3 {
+		into.acc[i] += g.acc[i]
+		into.acc[i+1] = min(into.acc[i+1], g.acc[i+1])
+		into.acc[i+2] = max(into.acc[i+2], g.acc[i+2])
 	}
 	for _, sp := range g.spans {
 		into.spans = addSpan(into.spans, sp.Topic, sp.Partition, sp.First, sp.Last, sp.Count)
@@ -279,100 +435,197 @@ func (s *Stage) okGroup(g *group) bool {
 	return len(g.ents.h) >= s.k && (s.l == 0 || len(g.sens) >= s.l)
 }
 
-// closeWindow publishes, rolls up and suppresses one window's groups.
+// closeWindow publishes, rolls up and suppresses one window's groups, in
+// the order the groups opened (at roll-ups, the order of each merged
+// class's first group).
 func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	a := s.agg
 	a.groups -= len(w.groups)
 	a.records -= w.n
 	s.stats.Held -= uint64(w.n)
-	cur := make([]keyed, 0, len(w.groups))
-	for k, g := range w.groups {
-		cur = append(cur, keyed{k, g})
-	}
-	sort.Slice(cur, func(i, j int) bool { return cur[i].key < cur[j].key })
 	start := time.Unix(0, w.start).UTC()
-	for j := 0; j < s.top && len(cur) > 0; j++ {
-		if j > 0 {
-			merged := map[string]*group{}
-			var order []keyed
-			for _, kg := range cur {
-				s.key = appendKey(s.key[:0], s.qis, kg.g.rep, s.seq[j])
-				if m := merged[string(s.key)]; m != nil {
-					s.merge(m, kg.g)
-					continue
-				}
-				merged[string(s.key)] = kg.g
-				order = append(order, keyed{string(s.key), kg.g})
-			}
-			sort.Slice(order, func(i, j int) bool { return order[i].key < order[j].key })
-			cur = order
+	nq := int32(len(s.qis))
+	cur := a.cur[:0]
+	for i := range w.groups {
+		if g := &w.groups[i]; s.okGroup(g) {
+			dst = append(dst, s.publish(g, w.reps[g.rep:g.rep+nq], 0, start))
+			continue
 		}
-		next := cur[:0]
-		for _, kg := range cur {
-			if s.okGroup(kg.g) {
-				dst = append(dst, s.publish(kg.g, j, start))
+		cur = append(cur, int32(i))
+	}
+	if len(cur) > 0 && s.top > 1 {
+		s.internReps(w, cur)
+	}
+	for j := 1; j < s.top && len(cur) > 0; j++ {
+		lv := s.seq[j]
+		if a.roll == nil {
+			a.roll = map[uint64]int32{}
+		}
+		clear(a.roll)
+		next := a.next[:0]
+		for _, gi := range cur {
+			ids := a.cids[int(gi)*int(nq) : int(gi+1)*int(nq)]
+			h := uint64(14695981039346656037)
+			for i := range ids {
+				ids[i] = s.upID(i, int(lv[i]), a.ids[int(gi)*int(nq)+i])
+				h = (h ^ uint64(uint32(ids[i]))) * 1099511628211
+			}
+			m, ok := a.roll[h]
+			for ok && m >= 0 && !slices.Equal(a.cids[int(m)*int(nq):int(m+1)*int(nq)], ids) {
+				m = a.chain[m]
+			}
+			if ok && m >= 0 {
+				s.merge(&w.groups[m], &w.groups[gi])
 				continue
 			}
-			next = append(next, kg)
+			a.chain[gi] = -1
+			if first, ok := a.roll[h]; ok {
+				a.chain[gi] = first
+			}
+			a.roll[h] = gi
+			next = append(next, gi)
+		}
+		cur, a.next = next, cur
+		next = cur[:0]
+		for _, gi := range cur {
+			if g := &w.groups[gi]; s.okGroup(g) {
+				dst = append(dst, s.publish(g, w.reps[g.rep:g.rep+nq], j, start))
+				continue
+			}
+			next = append(next, gi)
 		}
 		cur = next
 	}
 	if len(cur) > 0 {
 		o := Output{Kind: Suppressed, Reason: Short, Window: start}
-		for _, kg := range cur {
-			o.Count += kg.g.count
-			for _, sp := range kg.g.spans {
+		for _, gi := range cur {
+			g := &w.groups[gi]
+			o.Count += g.count
+			for _, sp := range g.spans {
 				o.Spans = addSpan(o.Spans, sp.Topic, sp.Partition, sp.First, sp.Last, sp.Count)
 			}
-			o.Offsets = append(o.Offsets, kg.g.offsets...)
+			o.Offsets = append(o.Offsets, g.offsets...)
 		}
 		s.stats.Suppressed += uint64(o.Count)
 		s.stats.Classes += uint64(len(cur))
 		dst = append(dst, o)
 	}
+	a.cur = cur[:0]
 	return dst
 }
 
-func (s *Stage) publish(g *group, j int, start time.Time) Output {
+// internReps sets, for the groups in cur, their level-0 value IDs.
+func (s *Stage) internReps(w *window, cur []int32) {
+	a := s.agg
+	nq := len(s.qis)
+	if a.vals == nil {
+		a.vals = make([]valTable, nq)
+		for i, l := range s.qis {
+			v := &a.vals[i]
+			v.raw = map[string]int32{}
+			v.gen = make([]map[string]int32, l.height+1)
+			v.up = make([][]int32, l.height+1)
+			for lv := 1; lv <= l.height; lv++ {
+				v.gen[lv] = map[string]int32{}
+			}
+		}
+	}
+	for i := range a.vals {
+		v := &a.vals[i]
+		clear(v.raw)
+		clear(v.text)
+		v.text = v.text[:0]
+		for lv := 1; lv < len(v.gen); lv++ {
+			clear(v.gen[lv])
+			v.up[lv] = v.up[lv][:0]
+		}
+	}
+	a.ids = slices.Grow(a.ids[:0], len(w.groups)*nq)[:len(w.groups)*nq]
+	a.cids = slices.Grow(a.cids[:0], len(w.groups)*nq)[:len(w.groups)*nq]
+	a.chain = slices.Grow(a.chain[:0], len(w.groups))[:len(w.groups)]
+	for _, gi := range cur {
+		g := &w.groups[gi]
+		for i := range nq {
+			v := &a.vals[i]
+			x := w.reps[int(g.rep)+i]
+			id, ok := v.raw[x]
+			if !ok {
+				id = int32(len(v.text))
+				v.raw[x] = id
+				v.text = append(v.text, x)
+				for lv := 1; lv < len(v.up); lv++ {
+					v.up[lv] = append(v.up[lv], -1)
+				}
+			}
+			a.ids[int(gi)*nq+i] = id
+		}
+	}
+}
+
+// upID maps a level-0 value ID of QI i to its ID at level lv,
+// generalizing each distinct value once per window.
+func (s *Stage) upID(i, lv int, id int32) int32 {
+	if lv == 0 {
+		return id
+	}
+	v := &s.agg.vals[i]
+	if u := v.up[lv][id]; u >= 0 {
+		return u
+	}
+	s.key = s.qis[i].gen(s.key[:0], v.text[id], lv)
+	u, ok := v.gen[lv][string(s.key)]
+	if !ok {
+		u = int32(len(v.gen[lv]))
+		v.gen[lv][string(s.key)] = u
+	}
+	v.up[lv][id] = u
+	return u
+}
+
+func (s *Stage) publish(g *group, rep []string, j int, start time.Time) Output {
 	lv := s.seq[j]
 	gr := &Group{
 		Start: start, End: start.Add(s.cfg.Window),
-		Paths: s.QuasiIdentifiers(), Levels: lv,
+		Paths: s.qiPaths, Levels: lv,
 		Count: g.count, Entities: g.ents.count(s.m),
 		SumFields: s.cfg.Sums, MinFields: s.cfg.Min, MaxFields: s.cfg.Max,
 	}
 	for i, l := range s.qis {
-		gr.Values = append(gr.Values, string(l.gen(nil, g.rep[i], int(lv[i]))))
+		gr.Values = append(gr.Values, string(l.gen(nil, rep[i], int(lv[i]))))
 	}
-	pick := func(idx []int, vals []float64) []float64 {
-		out := make([]float64, len(idx))
-		for i, x := range idx {
-			out[i] = vals[x]
-			if math.IsInf(out[i], 0) {
-				out[i] = math.NaN()
+	vals := make([]float64, 0, len(s.sumIdx)+len(s.minIdx)+len(s.maxIdx))
+	pick := func(idx []int, which int) []float64 {
+		n := len(vals)
+		for _, x := range idx {
+			v := g.acc[3*x+which]
+			if math.IsInf(v, 0) {
+				v = math.NaN()
 			}
+			vals = append(vals, v)
 		}
-		return out
+		return vals[n:len(vals):len(vals)]
 	}
-	gr.Sums, gr.Min, gr.Max = pick(s.sumIdx, g.sums), pick(s.minIdx, g.mins), pick(s.maxIdx, g.maxs)
+	gr.Sums, gr.Min, gr.Max = pick(s.sumIdx, 0), pick(s.minIdx, 1), pick(s.maxIdx, 2)
 	s.stats.Released += uint64(g.count)
 	s.stats.Groups++
-	s.loss(g.rep, lv, g.count)
+	s.loss(rep, lv, g.count)
 	if s.cfg.Noise != nil {
 		b := 2 / s.cfg.Noise.Epsilon
 		gr.Entities = s.noisy(gr.Entities, b, s.k)
 		gr.Count = s.noisy(gr.Count, b, gr.Entities)
 	}
+	// The group's memory is recycled with its window: the output gets copies.
 	return Output{Kind: Aggregate, Payload: gr.AppendJSON(nil), Levels: lv, Entities: gr.Entities,
-		Count: g.count, Window: start, Spans: g.spans, Offsets: g.offsets, Group: gr}
+		Count: g.count, Window: start, Spans: slices.Clone(g.spans), Offsets: slices.Clone(g.offsets), Group: gr}
 }
 
 func (a *aggState) heldPositions() []Position {
 	low := map[part]int64{}
 	for _, w := range a.windows {
-		for pk, o := range w.held {
-			if cur, ok := low[pk]; !ok || o < cur {
-				low[pk] = o
+		for _, hp := range w.held {
+			pk := part{hp.topic, hp.partition}
+			if cur, ok := low[pk]; !ok || hp.low < cur {
+				low[pk] = hp.low
 			}
 		}
 	}

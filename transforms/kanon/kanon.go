@@ -24,7 +24,6 @@ package kanon
 
 import (
 	crand "crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -200,6 +199,9 @@ type Stage struct {
 	k, l    int
 	m       int // distinct-entity sketch size: exact up to m
 	qis     []*ladder
+	qiPaths []string // shared by published Groups
+	off     []int    // per QI: its first level's index in pending.gh
+	offN    int
 	seq     [][]uint8
 	top     int // index of the all-top vector in seq
 	metrics []string
@@ -247,6 +249,11 @@ func New(cfg config.KAnon, dir string, opts Options) (*Stage, error) {
 			return nil, fmt.Errorf("k_anonymity.quasi_identifiers[%d].ladder: %w", i, err)
 		}
 		s.qis = append(s.qis, l)
+	}
+	s.qiPaths = s.QuasiIdentifiers()
+	for _, l := range s.qis {
+		s.off = append(s.off, s.offN)
+		s.offN += l.height + 1
 	}
 	s.seq = sequence(s.qis)
 	s.top = len(s.seq) - 1
@@ -321,7 +328,7 @@ func (s *Stage) Add(dst []Output, rec Record) []Output {
 	if s.rec != nil {
 		return s.addRecord(dst, rec, s.now())
 	}
-	return s.addAggregate(dst, rec)
+	return s.addAggregate(dst, &rec)
 }
 
 // Advance appends what the clock decides at now: records that waited
@@ -372,6 +379,9 @@ func entityHash(e string) uint64 { return xxhash.Sum64String(e) }
 type distinct struct{ h []uint64 }
 
 func (d *distinct) add(x uint64, m int) {
+	if n := len(d.h); n >= m && x >= d.h[n-1] {
+		return // full, and not among the m smallest
+	}
 	i, found := slices.BinarySearch(d.h, x)
 	if found {
 		return
@@ -428,11 +438,10 @@ func (s *Stage) noisy(n int, scale float64, lo int) int {
 	return max(v, lo)
 }
 
-func classID(j int, key []byte) uint64 {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], uint64(j))
+func classID(lv []uint8, key []byte) uint64 {
 	d := xxhash.New()
-	_, _ = d.Write(b[:])
+	_, _ = d.Write(lv)
+	_, _ = d.Write([]byte{0xff})
 	_, _ = d.Write(key)
 	return d.Sum64()
 }

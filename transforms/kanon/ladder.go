@@ -32,6 +32,7 @@ type ladder struct {
 	times  []*generalize.TimeBucket
 	nums   []*generalize.NumericBucket
 	hier   map[string][]string // value -> the configured columns, finest first
+	hierQ  map[string][]string // the same, as JSON strings
 	leaves []map[string]int    // per level, leaves under each node (for NCP)
 	nLeaf  int
 	ip4    []int
@@ -181,6 +182,7 @@ func (l *ladder) parseHierarchy(r io.Reader, sep byte, levels []int) error {
 		}
 	}
 	l.hier = make(map[string][]string, len(rows))
+	l.hierQ = make(map[string][]string, len(rows))
 	l.leaves = make([]map[string]int, len(levels)+1)
 	parent := make([]map[string]string, len(levels))
 	for i := range l.leaves {
@@ -205,6 +207,11 @@ func (l *ladder) parseHierarchy(r io.Reader, sep byte, levels []int) error {
 			l.leaves[i+1][r[lv]]++
 		}
 		l.hier[r[0]] = out
+		q := make([]string, len(out))
+		for i, v := range out {
+			q[i] = string(jsonscan.AppendQuoted(nil, []byte(v)))
+		}
+		l.hierQ[r[0]] = q
 		l.leaves[0][r[0]] = 1
 	}
 	l.nLeaf = len(rows)
@@ -247,11 +254,11 @@ func (l *ladder) gen(dst []byte, v string, level int) []byte {
 	case ladderNumeric:
 		dst, err = l.nums[level-1].Append(dst, []byte(t))
 	case ladderHierarchy:
-		cols, ok := l.hier[t]
+		cols, ok := l.hierQ[t]
 		if !ok {
 			return append(dst, star...)
 		}
-		return jsonscan.AppendQuoted(dst, []byte(cols[level-1]))
+		return append(dst, cols[level-1]...)
 	case ladderIP:
 		a, perr := netip.ParseAddr(t)
 		bits := l.ip4

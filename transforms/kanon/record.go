@@ -2,33 +2,48 @@ package kanon
 
 import (
 	"container/heap"
+	"math"
 	"slices"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
-// Record mode. Every held record sits in its class at every level vector
-// of the roll-up sequence at once (idx[j] maps the record's key at level
-// vector j to the class entry), so "merge one level up" is a lookup:
+// Record mode, in the spirit of CASTLE (Cao, Carminati, Ferrari and Tan,
+// IEEE TDSC 2011). Every held record sits in its class at every level
+// vector of the roll-up sequence at once (idx[j] maps the record's key at
+// level vector j to the class entry), which finds candidates quickly:
 //
 //   - a record whose level-0 class reaches k distinct entities (and l
 //     sensitive values) releases that class at once;
-//   - a record matching a class released recently (live for max_delay, or
-//     max_delay_records records) at some level is released at once with it,
-//     at the most specific such level;
-//   - when the oldest held record has waited max_delay (or
-//     max_delay_records), its class climbs the sequence: the first level
-//     vector at which it holds k entities releases the whole class there
-//     (younger members included); if none below the top does, the record is
-//     suppressed;
+//   - a record covered by a class released recently (live for max_delay,
+//     or max_delay_records records) is released at once with it when that
+//     costs it no more information than the running average of released
+//     clusters (CASTLE's tau);
+//   - when the oldest held record p has waited max_delay (or
+//     max_delay_records), a cluster is built around it from the held
+//     records of its smallest class of k entities along the sequence
+//     (widened while it stays small): greedily, the record whose addition
+//     raises the normalized certainty penalty (NCP) least, then every
+//     record that costs nothing more, oldest first, until k entities (and
+//     l values). The cluster is released at its least common
+//     generalization, any level vector, not only the sequence's; if a live
+//     class covers p at a lower cost, p joins it instead; if neither
+//     exists below the top, p is suppressed;
 //   - over max_buffered_records or max_open_classes, the oldest held record
 //     is expired early the same way.
+//
+// A released class is identified by its level vector and its generalized
+// values: all it ever releases share them and hold at least k entities.
 
 type pending struct {
 	rec    Record
 	ent    uint64
 	seq    uint64
 	at     time.Time
-	keys   []string // per level vector j < top
+	keys   []string  // per level vector j < top
+	gh     []uint64  // per QI i and level l (at Stage.off[i]+l): hash of the generalized value
+	gncp   []float32 // the same: NCP of the value at that level
 	done   bool
 	capped bool
 }
@@ -45,19 +60,19 @@ type liveClass struct {
 	untilSeq uint64
 	entities int
 	id       uint64
-}
-
-type liveRef struct {
-	j   int
-	key string
-	c   *liveClass
+	h        uint64  // hash of lv and the generalized values (see classHash)
+	lv       []uint8 // level vector; shared by its outputs
+	key      string  // generalized values (appendKey at lv)
 }
 
 type recState struct {
 	idx     []map[string]*entry
-	live    []map[string]*liveClass
-	liveQ   []liveRef
+	live    map[uint64]*liveClass // by classHash
+	lvs     map[string]int        // level vectors of live classes, with how many
+	liveQ   []*liveClass
 	nLive   int
+	tau     float64 // running mean NCP of recently released records (CASTLE's tau)
+	nTau    int
 	queue   []*pending
 	qhead   int
 	held    map[part]*offHeap
@@ -66,10 +81,9 @@ type recState struct {
 }
 
 func newRecState(top int) *recState {
-	r := &recState{held: map[part]*offHeap{}}
+	r := &recState{held: map[part]*offHeap{}, live: map[uint64]*liveClass{}, lvs: map[string]int{}}
 	for range top {
 		r.idx = append(r.idx, map[string]*entry{})
-		r.live = append(r.live, map[string]*liveClass{})
 	}
 	return r
 }
@@ -90,24 +104,18 @@ func (s *Stage) addRecord(dst []Output, rec Record, now time.Time) []Output {
 		s.key = appendKey(s.key[:0], s.qis, p.rec.QI, s.seq[j])
 		p.keys[j] = string(s.key)
 	}
+	s.generalizations(p)
 	dst = s.pruneLive(dst, now, false)
-	switch {
-	case s.liveAt(0, p, now) != nil:
-		dst = s.releaseOne(dst, p, 0, s.liveAt(0, p, now))
-	default:
-		p.rec.Payload = slices.Clone(rec.Payload)
-		s.insert(p)
-		if e := r.idx[0][p.keys[0]]; s.ok(e) {
-			dst = s.releaseEntry(dst, 0, p.keys[0], e, now)
-			break
-		}
-		for j := 1; j < s.top; j++ {
-			if c := s.liveAt(j, p, now); c != nil {
-				s.remove(p)
-				dst = s.releaseOne(dst, p, j, c)
-				break
-			}
-		}
+	if c := s.liveAt(s.seq[0], p, now); c != nil {
+		return s.expire(s.releaseOne(dst, p, c), now, false)
+	}
+	p.rec.Payload = slices.Clone(rec.Payload)
+	s.insert(p)
+	if e := r.idx[0][p.keys[0]]; s.ok(e) {
+		dst = s.releaseEntry(dst, 0, p.keys[0], e, now)
+	} else if c, cost := s.bestLive(p, now); c != nil && (r.nTau == 0 || cost <= r.tau+1e-9) {
+		s.remove(p)
+		dst = s.releaseOne(dst, p, c)
 	}
 	// Memory caps: expire the oldest held records early.
 	for r.pending > s.cfg.MaxBufferedRecords || len(r.idx[0])+r.nLive > s.cfg.MaxOpenClasses {
@@ -125,15 +133,67 @@ func (s *Stage) addRecord(dst []Output, rec Record, now time.Time) []Output {
 	return s.expire(dst, now, false)
 }
 
-func (s *Stage) liveAt(j int, p *pending, now time.Time) *liveClass {
-	if j >= s.top {
+// generalizations fills p.gh and p.gncp.
+func (s *Stage) generalizations(p *pending) {
+	p.gh = make([]uint64, s.offN)
+	p.gncp = make([]float32, s.offN)
+	for i, l := range s.qis {
+		v := qiAt(p.rec.QI, i)
+		for lv := 0; lv <= l.height; lv++ {
+			s.key = l.gen(s.key[:0], v, lv)
+			p.gh[s.off[i]+lv] = xxhash.Sum64(s.key)
+			p.gncp[s.off[i]+lv] = float32(l.ncp(v, lv))
+		}
+	}
+}
+
+// classHash hashes p's generalized values at lv, with lv.
+func (s *Stage) classHash(p *pending, lv []uint8) uint64 {
+	h := uint64(14695981039346656037)
+	for i := range s.qis {
+		h = (h ^ p.gh[s.off[i]+int(lv[i])]) * 1099511628211
+		h = (h ^ uint64(lv[i])) * 1099511628211
+	}
+	return h
+}
+
+// cost is p's mean NCP over the quasi-identifiers at lv.
+func (s *Stage) cost(p *pending, lv []uint8) float64 {
+	var c float64
+	for i := range s.qis {
+		c += float64(p.gncp[s.off[i]+int(lv[i])])
+	}
+	return c / float64(len(s.qis))
+}
+
+// liveAt returns the live class at level vector lv covering p, if any.
+func (s *Stage) liveAt(lv []uint8, p *pending, now time.Time) *liveClass {
+	c := s.rec.live[s.classHash(p, lv)]
+	if c == nil || !s.alive(c, now) || string(c.lv) != string(lv) {
 		return nil
 	}
-	c := s.rec.live[j][p.keys[j]]
-	if c == nil || !s.alive(c, now) {
+	s.key = appendKey(s.key[:0], s.qis, p.rec.QI, lv)
+	if string(s.key) != c.key {
 		return nil
 	}
 	return c
+}
+
+// bestLive returns the live class covering p at the least cost to p.
+func (s *Stage) bestLive(p *pending, now time.Time) (*liveClass, float64) {
+	var best *liveClass
+	bestCost := math.Inf(1)
+	for lvs := range s.rec.lvs {
+		lv := []uint8(lvs)
+		cost := s.cost(p, lv)
+		if cost > bestCost || (cost == bestCost && best != nil && lvs > string(best.lv)) {
+			continue
+		}
+		if c := s.liveAt(lv, p, now); c != nil {
+			best, bestCost = c, cost
+		}
+	}
+	return best, bestCost
 }
 
 func (s *Stage) alive(c *liveClass, now time.Time) bool {
@@ -145,22 +205,30 @@ func (s *Stage) alive(c *liveClass, now time.Time) bool {
 func (s *Stage) pruneLive(dst []Output, now time.Time, force bool) []Output {
 	r := s.rec
 	for len(r.liveQ) > 0 {
-		ref := r.liveQ[0]
-		if r.live[ref.j][ref.key] != ref.c {
+		c := r.liveQ[0]
+		if r.live[c.h] != c {
 			r.liveQ = r.liveQ[1:]
 			continue
 		}
-		if !force && s.alive(ref.c, now) {
+		if !force && s.alive(c, now) {
 			break
 		}
-		delete(r.live[ref.j], ref.key)
-		r.nLive--
+		s.forget(c)
 		r.liveQ = r.liveQ[1:]
 		if force {
 			break
 		}
 	}
 	return dst
+}
+
+func (s *Stage) forget(c *liveClass) {
+	r := s.rec
+	delete(r.live, c.h)
+	r.nLive--
+	if r.lvs[string(c.lv)]--; r.lvs[string(c.lv)] == 0 {
+		delete(r.lvs, string(c.lv))
+	}
 }
 
 func (s *Stage) insert(p *pending) {
@@ -220,43 +288,57 @@ func (s *Stage) remove(p *pending) {
 // releaseEntry releases every held member of e at level vector j and keeps
 // the class live for later members.
 func (s *Stage) releaseEntry(dst []Output, j int, key string, e *entry, now time.Time) []Output {
-	c := s.makeLive(j, key, len(e.ents), now)
+	var first *pending
+	for _, m := range e.members {
+		if !m.done {
+			first = m
+			break
+		}
+	}
+	c := s.makeLive(s.seq[j], first, key, len(e.ents), now)
 	for _, m := range slices.Clone(e.members) {
 		if !m.done {
 			s.remove(m)
-			dst = s.releaseOne(dst, m, j, c)
+			dst = s.releaseOne(dst, m, c)
 		}
 	}
 	return dst
 }
 
-// makeLive registers a class released at level vector j, live for later
-// members for max_delay (and max_delay_records).
-func (s *Stage) makeLive(j int, key string, entities int, now time.Time) *liveClass {
+// makeLive registers a class released at level vector lv with generalized
+// values key (those of p), live for later members for max_delay (and
+// max_delay_records).
+func (s *Stage) makeLive(lv []uint8, p *pending, key string, entities int, now time.Time) *liveClass {
 	r := s.rec
+	h := s.classHash(p, lv)
 	c := &liveClass{
 		until:    now.Add(s.cfg.MaxDelay),
 		untilSeq: r.seq + uint64(s.cfg.MaxDelayRecords),
 		entities: entities,
-		id:       classID(j, []byte(key)),
+		id:       classID(lv, []byte(key)),
+		h:        h,
+		lv:       lv,
+		key:      key,
 	}
-	if old := r.live[j][key]; old != nil && s.alive(old, now) {
-		c.entities += old.entities // the same visible class grows
+	if old := r.live[h]; old != nil {
+		if s.alive(old, now) && string(old.lv) == string(lv) && old.key == key {
+			c.entities += old.entities // the same visible class grows
+		}
+		s.forget(old)
 	}
-	if r.live[j][key] == nil {
-		r.nLive++
-	}
-	r.live[j][key] = c
-	r.liveQ = append(r.liveQ, liveRef{j, key, c})
+	r.nLive++
+	r.live[h] = c
+	r.lvs[string(lv)]++
+	r.liveQ = append(r.liveQ, c)
 	s.stats.Classes++
 	return c
 }
 
-// releaseOne emits p released at level vector j in class c. p is out of
-// the indexes (or was never in them).
-func (s *Stage) releaseOne(dst []Output, p *pending, j int, c *liveClass) []Output {
+// releaseOne emits p released in class c. p is out of the indexes (or was
+// never in them).
+func (s *Stage) releaseOne(dst []Output, p *pending, c *liveClass) []Output {
 	p.done = true
-	lv := s.seq[j]
+	lv := c.lv
 	o := Output{Kind: Released, Levels: lv, Class: c.id, Entities: c.entities, Count: 1}
 	if p.rec.Payload != nil {
 		o.Payload = s.rewrite(nil, p.rec.Payload, p.rec.QI, lv)
@@ -267,6 +349,9 @@ func (s *Stage) releaseOne(dst []Output, p *pending, j int, c *liveClass) []Outp
 	}
 	s.stats.Released++
 	s.loss(p.rec.QI, lv, 1)
+	r := s.rec
+	r.nTau++
+	r.tau += (s.cost(p, lv) - r.tau) / float64(min(r.nTau, tauWindow))
 	return append(dst, o)
 }
 
@@ -321,19 +406,31 @@ func (s *Stage) expire(dst []Output, now time.Time, flush bool) []Output {
 	return dst
 }
 
-// expireOne climbs p's class up the sequence to the first level vector
-// where it holds k entities (and l values) and releases p there with the
-// oldest members that make up k, or where a live released class takes p;
-// if none below the top, p is suppressed.
+// expireOne decides p, which waited long enough: released in the cluster
+// built around it or in the live class covering it, whichever costs p
+// less; suppressed when there is neither below the top.
 func (s *Stage) expireOne(dst []Output, p *pending, now time.Time) []Output {
+	live, liveCost := s.bestLive(p, now)
 	for j := 0; j < s.top; j++ {
 		if e := s.rec.idx[j][p.keys[j]]; s.ok(e) {
-			return s.releaseOldest(dst, j, p.keys[j], e, p, now)
+			take, lv := s.cluster(p, j)
+			if take == nil {
+				break
+			}
+			if live != nil && liveCost <= s.cost(p, lv) {
+				break
+			}
+			c := s.makeLive(lv, p, string(s.key), s.entities(take), now)
+			for _, m := range take {
+				s.remove(m)
+				dst = s.releaseOne(dst, m, c)
+			}
+			return dst
 		}
-		if c := s.liveAt(j, p, now); c != nil {
-			s.remove(p)
-			return s.releaseOne(dst, p, j, c)
-		}
+	}
+	if live != nil {
+		s.remove(p)
+		return s.releaseOne(dst, p, live)
 	}
 	if p.capped {
 		return s.suppressOne(dst, p, Cap)
@@ -341,67 +438,127 @@ func (s *Stage) expireOne(dst []Output, p *pending, now time.Time) []Output {
 	return s.suppressOne(dst, p, Short)
 }
 
-// releaseOldest releases p and the oldest held members of e until they
-// hold k distinct entities (and l values); younger members keep waiting
-// for a more specific class, or join this one once it is live.
-func (s *Stage) releaseOldest(dst []Output, j int, key string, e *entry, p *pending, now time.Time) []Output {
-	take := []*pending{p}
-	ents := map[uint64]bool{p.ent: true}
-	sens := map[string]bool{p.rec.Sensitive: true}
-	members := slices.Clone(e.members)
-	slices.SortFunc(members, func(a, b *pending) int { return int(a.seq) - int(b.seq) })
-	for _, m := range members {
-		if len(ents) >= s.k && (s.l == 0 || len(sens) >= s.l) {
-			break
-		}
+// tauWindow is about how many recent releases tau averages over.
+var tauWindow = 1000
+
+// candCap bounds the held records a cluster is chosen from: the candidate
+// class widens along the sequence while it holds at most this many.
+const candCap = 2048
+
+// cluster builds the cluster of p from the members of its class at level
+// vector j (which holds k entities) or a wider one, and returns it with
+// its level vector, leaving the cluster's generalized values in s.key; nil
+// if the members do not generalize as the ladders promise (never for
+// valid ladders).
+func (s *Stage) cluster(p *pending, j int) ([]*pending, []uint8) {
+	r := s.rec
+	jc := j
+	for jc+1 < s.top && r.idx[jc+1][p.keys[jc+1]].live <= candCap {
+		jc++
+	}
+	nq := len(s.qis)
+	var cands []*pending
+	var lcas []uint8 // per candidate, nq least common levels with p
+	for _, m := range r.idx[jc][p.keys[jc]].members {
 		if m.done || m == p {
 			continue
 		}
-		take = append(take, m)
-		ents[m.ent] = true
-		sens[m.rec.Sensitive] = true
-	}
-	c := s.makeLive(j, key, len(ents), now)
-	for _, m := range take {
-		s.remove(m)
-		dst = s.releaseOne(dst, m, j, c)
-	}
-	return dst
-}
-
-// flushRecords decides every held record the way aggregate mode closes a
-// window: level vector by level vector, every class of k entities is
-// released whole and members of classes released at that level join them;
-// what is left at the top is suppressed.
-func (s *Stage) flushRecords(dst []Output, now time.Time) []Output {
-	r := s.rec
-	for j := 0; j < s.top; j++ {
-		keys := make([]string, 0, len(r.idx[j]))
-		for k := range r.idx[j] {
-			keys = append(keys, k)
+		n := len(lcas)
+		ok := true
+		for i, l := range s.qis {
+			lv := 0
+			for lv <= l.height && m.gh[s.off[i]+lv] != p.gh[s.off[i]+lv] {
+				lv++
+			}
+			if lv > l.height {
+				ok = false
+				break
+			}
+			lcas = append(lcas, uint8(lv))
 		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			if e := r.idx[j][k]; e != nil && s.ok(e) {
-				dst = s.releaseEntry(dst, j, k, e, now)
+		if !ok {
+			lcas = lcas[:n]
+			continue
+		}
+		cands = append(cands, m)
+	}
+	lv := make([]uint8, nq)
+	taken := make([]bool, len(cands))
+	take := []*pending{p}
+	ents := map[uint64]bool{p.ent: true}
+	sens := map[string]bool{p.rec.Sensitive: true}
+	done := func() bool { return len(ents) >= s.k && (s.l == 0 || len(sens) >= s.l) }
+	within := func(c int) bool {
+		for i := range nq {
+			if lcas[c*nq+i] > lv[i] {
+				return false
 			}
 		}
-		for _, k := range keys {
-			e := r.idx[j][k]
-			c := r.live[j][k]
-			if e == nil || c == nil || !s.alive(c, now) {
-				continue
-			}
-			for _, m := range slices.Clone(e.members) {
-				if !m.done {
-					s.remove(m)
-					dst = s.releaseOne(dst, m, j, c)
+		return true
+	}
+	scratch := make([]uint8, nq)
+	for !done() {
+		// Every candidate already within lv costs nothing more: oldest first.
+		for c, m := range cands {
+			if !taken[c] && within(c) {
+				taken[c] = true
+				take = append(take, m)
+				ents[m.ent] = true
+				sens[m.rec.Sensitive] = true
+				if done() {
+					break
 				}
 			}
 		}
+		if done() {
+			break
+		}
+		// Then the one that raises p's NCP least.
+		best, bestCost := -1, math.Inf(1)
+		for c := range cands {
+			if taken[c] {
+				continue
+			}
+			for i := range nq {
+				scratch[i] = max(lv[i], lcas[c*nq+i])
+			}
+			if cost := s.cost(p, scratch); cost < bestCost {
+				best, bestCost = c, cost
+			}
+		}
+		if best < 0 {
+			return nil, nil
+		}
+		for i := range nq {
+			lv[i] = max(lv[i], lcas[best*nq+i])
+		}
 	}
+	// Verify: every member shares p's generalized values at lv.
+	var keyBuf []byte
+	keyBuf = appendKey(keyBuf, s.qis, p.rec.QI, lv)
+	for _, m := range take[1:] {
+		s.key = appendKey(s.key[:0], s.qis, m.rec.QI, lv)
+		if string(s.key) != string(keyBuf) {
+			return nil, nil
+		}
+	}
+	s.key = append(s.key[:0], keyBuf...)
+	return take, lv
+}
+
+func (s *Stage) entities(ps []*pending) int {
+	ents := map[uint64]bool{}
+	for _, m := range ps {
+		ents[m.ent] = true
+	}
+	return len(ents)
+}
+
+// flushRecords decides every held record as if it expired now, oldest
+// first.
+func (s *Stage) flushRecords(dst []Output, now time.Time) []Output {
 	for p := s.oldest(); p != nil; p = s.oldest() {
-		dst = s.suppressOne(dst, p, Short)
+		dst = s.expireOne(dst, p, now)
 	}
 	return dst
 }

@@ -293,6 +293,20 @@ func Compile(name string, rc config.Route, dir string, limits config.Limits) (*R
 		return nil, err
 	}
 	r.root.index()
+	if rc.KAnon != nil {
+		// The k-anonymity ladders' hierarchy files are policy too.
+		for i, q := range rc.KAnon.QuasiIdentifiers {
+			if h := q.Ladder.Hierarchy; h != nil {
+				if _, ok := digests[h.File]; !ok {
+					digest, err := fileDigest(dir, h.File)
+					if err != nil {
+						return nil, fmt.Errorf("%s.k_anonymity.quasi_identifiers[%d].ladder.hierarchy.file: %w", prefix, i, err)
+					}
+					digests[h.File] = digest
+				}
+			}
+		}
+	}
 	r.Version = version(name, rc, ring, digests)
 	return r, nil
 }
@@ -323,6 +337,18 @@ func pseudoFormat(f config.FieldRule, ns string) *pseudonym.Format {
 		enc = pseudonym.Base64URL
 	}
 	return &pseudonym.Format{Namespace: []byte(ns), Bytes: f.Bits / 8, Encoding: enc, Prefix: []byte(f.Prefix)}
+}
+
+func fileDigest(dir, path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 func loadHierarchy(dir string, h *config.Hierarchy) (*generalize.Table, string, error) {
@@ -398,7 +424,9 @@ func version(name string, rc config.Route, ring *pseudonym.KeyRing, digests map[
 		Keys        []key              `json:"keys"`
 		Fields      []config.FieldRule `json:"fields"`
 		Hierarchies map[string]string  `json:"hierarchies"`
-	}{name, rc.Vendor, rc.Purpose, slices.Sorted(slices.Values(rc.Categories)), rc.OptIn, rc.Topic, rc.Output, rc.EventTime, nil, rc.Fields, digests}
+		KAnon       *config.KAnon      `json:"k_anonymity"`
+		Gate        config.Gate        `json:"gate"`
+	}{name, rc.Vendor, rc.Purpose, slices.Sorted(slices.Values(rc.Categories)), rc.OptIn, rc.Topic, rc.Output, rc.EventTime, nil, rc.Fields, digests, rc.KAnon, rc.Gate}
 	for i := range ring.Len() {
 		canon.Keys = append(canon.Keys, key{ring.ID(i), ring.From(i).UTC().Format("2006-01-02T15:04:05Z07:00")})
 	}

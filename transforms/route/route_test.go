@@ -300,6 +300,10 @@ func TestVersionChangesWithPolicyNotWithKeyMaterialOrder(t *testing.T) {
 	if a.Version == c.Version {
 		t.Error("bits changed but version did not")
 	}
+	d := compile(t, "      - {path: u, action: pseudonymize}\n", "gate: {echo: false}")
+	if a.Version == d.Version {
+		t.Error("the gate was loosened but the version did not change")
+	}
 	if strings.Contains(a.Version, testKeyHex[:8]) {
 		t.Error("version leaks the key")
 	}
