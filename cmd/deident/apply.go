@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/deident/deident/internal/avrocodec"
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/transforms/gate"
 	"github.com/deident/deident/transforms/route"
@@ -30,14 +31,17 @@ func applyCmd() *cobra.Command {
 	var cfgPath, routeName, source, in, out, rejects, quarantine string
 	cmd := &cobra.Command{
 		Use:   "apply --config FILE --route NAME [--in FILE] [--out FILE]",
-		Short: "Apply one vendor route to JSON lines (stdin to stdout by default)",
+		Short: "Apply one vendor route to JSON lines or an Avro container file (stdin to stdout by default)",
 		Long: `Apply one vendor route to JSON lines, the way a user tries a policy on a sample.
 Records that cannot be de-identified (malformed JSON, a value of the wrong type,
 an oversized line, invalid UTF-8) go to the rejects file with their line number
 and the reason, never the value; apply goes on with the next record. The route's
 re-identification gate checks every output; a record it fails goes to the
 quarantine file (internal: it holds the de-identified record, the reason codes and
-the field paths). Exit status: 0 when every record was applied, 3 when some were
+the field paths). Input is an Avro object container file when --source says avro
+or the input starts like one; output is one when the route's output is avro (its
+schema derived from the input's and the route's rules); a reject then names the
+record number. Exit status: 0 when every record was applied, 3 when some were
 rejected or quarantined, 4 when the gate failed closed, 1 on a fatal error.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(cfgPath)
@@ -52,8 +56,10 @@ rejected or quarantined, 4 when the gate failed closed, 1 on a fatal error.`,
 			if !ok {
 				return fmt.Errorf("--route: no vendor route %q in %s", routeName, cfgPath)
 			}
+			var srcCfg *config.Source
 			if source != "" {
 				s, ok := cfg.Sources[source]
+				srcCfg = &s
 				if !ok {
 					return fmt.Errorf("--source: no source %q in %s", source, cfgPath)
 				}
@@ -91,8 +97,13 @@ rejected or quarantined, 4 when the gate failed closed, 1 on a fatal error.`,
 				return err
 			}
 			rf, qf := &lazyFile{path: rejects}, &lazyFile{path: quarantine}
-			job := &applyJob{r: r, ks: ks, gate: g, maxRecord: cfg.Limits.MaxRecordBytes, rejects: rf, quarantine: qf}
-			sum, runErr := job.run(src, dst)
+			inBuf := bufio.NewReaderSize(src, 1<<16)
+			avroIn, avroOut, err := avroFormats(inBuf, dst, r, srcCfg)
+			if err != nil {
+				return err
+			}
+			job := &applyJob{r: r, ks: ks, gate: g, maxRecord: cfg.Limits.MaxRecordBytes, rejects: rf, quarantine: qf, avroIn: avroIn, avroOut: avroOut}
+			sum, runErr := job.run(inBuf, dst)
 			if err := errors.Join(rf.Close(), qf.Close()); err != nil && runErr == nil {
 				runErr = err
 			}
@@ -155,6 +166,7 @@ func (s applySummary) cache() string {
 }
 
 // reject is one line of the rejects file: where and why, never the value.
+// Line is the record number for Avro container input.
 type reject struct {
 	Line   int64  `json:"line"`
 	Bytes  int    `json:"bytes"`
@@ -180,6 +192,10 @@ type applyJob struct {
 	gate                *gate.Gate
 	maxRecord           int
 	rejects, quarantine io.Writer
+	// avroIn, when set, is the input (an Avro container file) instead of
+	// JSON lines; avroOut, when set, receives the output instead of JSON lines.
+	avroIn  *avrocodec.OCFReader
+	avroOut *avrocodec.OCFWriter
 
 	check *gate.Checker
 	bw    *bufio.Writer
@@ -199,6 +215,9 @@ func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 	rw := json.NewEncoder(j.rejects)
 	var out, long []byte
 	err := func() error {
+		if j.avroIn != nil {
+			return j.runAvro(a, rw)
+		}
 		for lineNo := int64(1); ; lineNo++ {
 			line, size, err := readLine(br, &long, j.maxRecord)
 			if err == io.EOF {
@@ -210,28 +229,7 @@ func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 			if len(bytes.TrimSpace(line)) == 0 && err == nil {
 				continue
 			}
-			j.sum.in++
-			if err == nil {
-				out, err = a.Apply(out[:0], line)
-			}
-			if err == nil && j.ks != nil {
-				err = j.ks.add(j.emitClass, lineNo, out)
-				if err == nil {
-					continue
-				}
-			}
-			if err != nil {
-				var trip *gate.TripError
-				if errors.As(err, &trip) {
-					return err
-				}
-				j.sum.rejected++
-				if werr := rw.Encode(reject{Line: lineNo, Bytes: size, Reason: err.Error()}); werr != nil {
-					return fmt.Errorf("writing rejects: %w", werr)
-				}
-				continue
-			}
-			if _, err := j.emit(lineNo, j.check.Check(out), out); err != nil {
+			if out, err = j.one(a, rw, lineNo, size, line, err, out); err != nil {
 				return err
 			}
 		}
@@ -249,7 +247,46 @@ func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 	if ferr := j.bw.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("writing output: %w", ferr)
 	}
+	if j.avroOut != nil {
+		if ferr := j.avroOut.Flush(); err == nil && ferr != nil {
+			err = fmt.Errorf("writing output: %w", ferr)
+		}
+	}
 	return j.sum, err
+}
+
+// one applies the route, the k-anonymity stage and the gate to one input
+// record (readErr: why it could not be read whole), rejecting what cannot
+// be de-identified. It returns out for reuse and a fatal error only.
+func (j *applyJob) one(a *route.Applier, rw *json.Encoder, lineNo int64, size int, rec []byte, readErr error, out []byte) ([]byte, error) {
+	j.sum.in++
+	err := readErr
+	if err == nil {
+		out, err = a.Apply(out[:0], rec)
+	}
+	if err == nil && j.ks != nil {
+		err = j.ks.add(j.emitClass, lineNo, out)
+		if err == nil {
+			return out, nil
+		}
+	}
+	if err != nil {
+		var trip *gate.TripError
+		if errors.As(err, &trip) {
+			return out, err
+		}
+		return out, j.reject(rw, lineNo, size, err)
+	}
+	_, err = j.emit(lineNo, j.check.Check(out), out)
+	return out, err
+}
+
+func (j *applyJob) reject(rw *json.Encoder, lineNo int64, size int, reason error) error {
+	j.sum.rejected++
+	if werr := rw.Encode(reject{Line: lineNo, Bytes: size, Reason: reason.Error()}); werr != nil {
+		return fmt.Errorf("writing rejects: %w", werr)
+	}
+	return nil
 }
 
 // emit writes rec when the gate passes it, or quarantines it.
@@ -266,6 +303,19 @@ func (j *applyJob) emit(line int64, v gate.Verdict, rec []byte) (passed bool, er
 	}
 	if !v.Pass() {
 		return false, nil
+	}
+	if j.avroOut != nil {
+		if err := j.avroOut.Write(rec); err != nil {
+			var pe *avrocodec.PathError
+			if !errors.As(err, &pe) {
+				return false, err
+			}
+			return false, j.reject(json.NewEncoder(j.rejects), line, len(rec), fmt.Errorf("encoding avro output: %w", err))
+		}
+		if j.ks == nil {
+			j.sum.out++
+		}
+		return true, nil
 	}
 	if _, err := j.bw.Write(rec); err != nil {
 		return false, fmt.Errorf("writing output: %w", err)

@@ -17,10 +17,11 @@ func genCmd() *cobra.Command {
 		seed  uint64
 		users int
 		out   string
+		form  string
 	)
 	cmd := &cobra.Command{
 		Use:   "gen",
-		Short: "Write synthetic telemetry (JSON lines) with skewed values, reproducible from a seed",
+		Short: "Write synthetic telemetry (JSON lines, or an Avro container file) with skewed values, reproducible from a seed",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if kind != string(gen.Threat) && kind != string(gen.Workflow) {
 				return fmt.Errorf("--kind must be threat or workflow, got %q", kind)
@@ -34,7 +35,18 @@ func genCmd() *cobra.Command {
 				defer f.Close()
 				w = bufio.NewWriterSize(f, 1<<16)
 			}
-			if err := gen.Write(w, gen.Options{Kind: gen.Kind(kind), Count: count, Seed: seed, Users: users}); err != nil {
+			opt := gen.Options{Kind: gen.Kind(kind), Count: count, Seed: seed, Users: users}
+			switch form {
+			case "json":
+			case "avro":
+				if err := writeAvro(w, opt); err != nil {
+					return err
+				}
+				return w.Flush()
+			default:
+				return fmt.Errorf("--format must be json or avro, got %q", form)
+			}
+			if err := gen.Write(w, opt); err != nil {
 				return fmt.Errorf("writing records: %w", err)
 			}
 			return w.Flush()
@@ -45,5 +57,6 @@ func genCmd() *cobra.Command {
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "random seed; the same seed gives the same bytes")
 	cmd.Flags().IntVar(&users, "users", 5000, "distinct users")
 	cmd.Flags().StringVarP(&out, "out", "o", "-", "output file, - for stdout")
+	cmd.Flags().StringVar(&form, "format", "json", "json (JSON lines) or avro (an Avro object container file; --kind workflow, schema configs/avro/workflow.avsc)")
 	return cmd
 }
