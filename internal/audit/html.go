@@ -154,7 +154,8 @@ func timelineSVG(bs []Bucket) string {
 			fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s: %d %s</title></rect>`, x, y, colW-2, ph, part.color, b.Start.UTC().Format(time.RFC3339), part.n, part.what)
 		}
 	}
-	step := max(1, len(bs)/6)
+	// A label is about 100 px wide: label every step-th column so they never overlap.
+	step := max(1, len(bs)/6, (110+colW-1)/colW)
 	for i := 0; i < len(bs); i += step {
 		fmt.Fprintf(&sb, `<text x="%d" y="%d" class="num">%s</text>`, left+i*colW, h-bottom+16, bs[i].Start.UTC().Format("01-02 15:04:05"))
 	}
