@@ -1,74 +1,249 @@
 package gate
 
 import (
+	"encoding/binary"
 	"math"
 	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
 )
 
-// bloom is a Bloom filter over 64-bit xxhash values with double hashing
-// (Kirsch and Mitzenmacher: index i is h1 + i*h2, reduced to the filter's
-// size by a multiply-shift). Bits are set and read atomically, so one
+// Blocked Bloom filter geometry: every value's probes fall in one block of
+// 512 bits, one 64-byte cache line, so a lookup or an insert touches one
+// line of a multi-megabyte array instead of k of them.
+const (
+	blockBits  = 512
+	blockWords = blockBits / 64
+	lineBytes  = 64
+)
+
+// bloom is a blocked Bloom filter over 64-bit xxhash values (Putze,
+// Sanders and Singler, "Cache-, hash- and space-efficient Bloom filters"):
+// the hash picks a block by a multiply-shift; a 64-bit finalizer of it
+// seeds a linear congruential sequence whose top nine bits are the k bit
+// positions inside the block. Bits are set and read atomically, so one
 // filter is shared by every worker of a route.
 type bloom struct {
-	words []atomic.Uint64
+	words  []atomic.Uint64 // blocks*blockWords, the first one cache-line aligned
+	blocks uint64
+	// summary is a small filter in front of the blocks, sized to stay in a
+	// core's cache and indexed by prehash, which is much cheaper than
+	// xxhash on short strings: each value sets three bits of one word of
+	// it. A value whose summary bits are not all set is absent without being
+	// hashed by xxhash or touching the blocks; while the generation holds
+	// up to about a hundred thousand values that answers nearly every
+	// negative lookup. (add and has, on hashes, leave it out; the Checker
+	// uses insert and contains.)
+	summary []atomic.Uint64
+	sumMask uint64
+	// sig is a smaller filter in front of the summary, 8 KiB, indexed
+	// without hashing the value: one bit per (length, first byte, last
+	// byte). Identifiers share few such triples (names end in digits,
+	// addresses in a top-level domain), so most other tokens stop here.
+	sig   [sigWords]atomic.Uint64
 	m     uint64 // bits
 	k     int    // probes
 	added atomic.Int64
 	start time.Time
 }
 
-// bloomSize returns the bits and probes of a filter holding n values at
-// false-positive rate p: m = -n ln p / (ln 2)^2, k = m/n ln 2.
+// bloomSize returns the bits (a whole number of blocks) and probes of a
+// blocked filter holding n values at false-positive rate p. The number of
+// values in a block is Poisson with mean λ = n/blocks; a value not in the
+// filter is a false positive when its k probes hit bits its block's values
+// set: FP = Σ_j Pois(j; λ) (1 - (1-1/512)^(kj))^k. For each k the fewest
+// blocks meeting p are found by bisection; the smallest filter wins. At
+// p = 1e-6 that takes about 38.5 bits per value with k = 16, against 28.8
+// for a classic filter: the price of one cache line per lookup.
 func bloomSize(n int, p float64) (m uint64, k int) {
-	fm := math.Ceil(-float64(n) * math.Log(p) / (math.Ln2 * math.Ln2))
-	m = max(64, (uint64(fm)+63)&^63)
-	k = int(math.Round(float64(m) / float64(n) * math.Ln2))
-	return m, min(max(k, 1), 32)
+	// A blocked filter needs at least the bits of a classic one,
+	// -n ln p / (ln 2)^2, so the search starts there.
+	classic := math.Ceil(-float64(n) * math.Log(p) / (math.Ln2 * math.Ln2))
+	floor := max(1, uint64(classic)/blockBits)
+	best, bestK := uint64(math.MaxUint64), 1
+	for k := 1; k <= 32; k++ {
+		lo, hi := floor, floor
+		for blockedFP(hi, n, k) > p && hi < 1<<40 {
+			lo, hi = hi, hi*2
+		}
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			if blockedFP(mid, n, k) <= p {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		if hi < best {
+			best, bestK = hi, k
+		}
+	}
+	return best * blockBits, bestK
+}
+
+// blockedFP is the false-positive rate of n values in the given number of
+// blocks with k probes each.
+func blockedFP(blocks uint64, n, k int) float64 {
+	lam := float64(n) / float64(blocks)
+	if lam == 0 {
+		return 0
+	}
+	sd := math.Sqrt(lam)
+	lo, hi := int(max(0, lam-12*sd-10)), int(lam+12*sd+20)
+	logLam, q := math.Log(lam), math.Log1p(-1.0/blockBits)
+	sum := 0.0
+	for j := lo; j <= hi; j++ {
+		lg, _ := math.Lgamma(float64(j + 1))
+		lp := float64(j)*logLam - lam - lg
+		f := -math.Expm1(float64(k*j) * q) // 1 - (1-1/512)^(kj)
+		if f > 0 {
+			sum += math.Exp(lp + float64(k)*math.Log(f))
+		}
+	}
+	return sum
 }
 
 func newBloom(n int, p float64, start time.Time) *bloom {
 	m, k := bloomSize(n, p)
-	return &bloom{words: make([]atomic.Uint64, m/64), m: m, k: k, start: start}
+	blocks := m / blockBits
+	// Over-allocate by one line and start at a line boundary, so no block
+	// straddles two cache lines.
+	raw := make([]atomic.Uint64, blocks*blockWords+lineBytes/8)
+	off := 0
+	if r := uintptr(unsafe.Pointer(&raw[0])) % lineBytes; r != 0 {
+		off = int(lineBytes-r) / 8
+	}
+	sum := uint64(1)
+	for sum < min(m/32/64, maxSummaryWords) {
+		sum *= 2
+	}
+	return &bloom{
+		words: raw[off : off+int(blocks*blockWords)], blocks: blocks, m: m, k: k, start: start,
+		summary: make([]atomic.Uint64, sum), sumMask: sum - 1,
+	}
 }
 
-// probes derives the second hash from the first with a 64-bit finalizer,
-// forced odd so that the probe sequence does not collapse.
-func probes(h uint64) (h1, h2 uint64) {
+// maxSummaryWords bounds a generation's summary at 64 KiB (a thirty-second
+// of the blocks below that): small enough to stay in a core's L2 cache,
+// large enough that about 0.1% of absent values get through to the blocks
+// with 16,000 values in the generation (the benchmark route), 8% with
+// 100,000; from a few hundred thousand on it lets nearly everything by.
+const maxSummaryWords = 1 << 13
+
+const sigWords = 1 << 10
+
+// sigBit returns the word and bit of v's signature; v is not empty.
+func sigBit(v []byte) (int, uint64) {
+	x := uint32(min(len(v), 255))<<16 | uint32(v[0])<<8 | uint32(v[len(v)-1])
+	x *= 0x9e3779b1
+	return int(x >> 22), 1 << (x >> 16 & 63)
+}
+
+// summaryBits is the three bits a prehash p sets in its summary word.
+func summaryBits(p uint64) uint64 { return 1<<(p>>46&63) | 1<<(p>>52&63) | 1<<(p>>58) }
+
+// mayHave reports whether the summary lets a value with prehash p through.
+func (b *bloom) mayHave(p uint64) bool {
+	sb := summaryBits(p)
+	return b.summary[p&b.sumMask].Load()&sb == sb
+}
+
+// addValue inserts a value by its prehash p and xxhash h and reports
+// whether has or mayHave may have been false for it before.
+func (b *bloom) addValue(v []byte, p, h uint64) bool {
+	changed := false
+	if len(v) > 0 {
+		if i, bit := sigBit(v); b.sig[i].Load()&bit == 0 {
+			b.sig[i].Or(bit)
+			changed = true
+		}
+	}
+	if w, sb := &b.summary[p&b.sumMask], summaryBits(p); w.Load()&sb != sb {
+		w.Or(sb)
+		changed = true
+	}
+	return b.add(h) || changed
+}
+
+// prehash is a cheap hash of a short string for the summaries and the
+// memo's slots (a wyhash-style chain of folded 64-bit multiplies, much
+// cheaper than xxhash on strings of a few dozen bytes). It is never
+// trusted alone: the summaries are only ever a filter in front of the
+// blocks, and the memo compares the whole string.
+func prehash(v []byte) uint64 { return prehashSeeded(v, 0x8bb84b93962eacc9) }
+
+// prehashSeeded is prehash with a seed of its own: with a secret random
+// seed nobody can pick values whose hashes collide.
+func prehashSeeded(v []byte, seed uint64) uint64 {
+	n := len(v)
+	var a, z uint64
+	switch {
+	case n > 16:
+		for i := 0; n-i > 16; i += 16 {
+			hi, lo := bits.Mul64(binary.LittleEndian.Uint64(v[i:])^0x2d358dccaa6c78a5, binary.LittleEndian.Uint64(v[i+8:])^seed)
+			seed = hi ^ lo
+		}
+		// The last sixteen bytes, overlapping what went before.
+		a, z = binary.LittleEndian.Uint64(v[n-16:]), binary.LittleEndian.Uint64(v[n-8:])
+	case n >= 8:
+		a, z = binary.LittleEndian.Uint64(v), binary.LittleEndian.Uint64(v[n-8:])
+	case n >= 4:
+		a, z = uint64(binary.LittleEndian.Uint32(v)), uint64(binary.LittleEndian.Uint32(v[n-4:]))
+	case n > 0:
+		a = uint64(v[0])<<16 | uint64(v[n>>1])<<8 | uint64(v[n-1])
+	}
+	hi, lo := bits.Mul64(a^0x2d358dccaa6c78a5, z^seed)
+	hi, lo = bits.Mul64(hi^lo^uint64(n), 0x4b33a62ed433d4a3)
+	return hi ^ lo
+}
+
+// LCG constants (Knuth's MMIX); the top bits of the sequence are the probes.
+const (
+	lcgMul = 6364136223846793005
+	lcgInc = 1442695040888963407
+)
+
+// locate returns h's block and the seed of its probe sequence.
+func (b *bloom) locate(h uint64) (*[blockWords]atomic.Uint64, uint64) {
+	i, _ := bits.Mul64(h, b.blocks)
+	blk := (*[blockWords]atomic.Uint64)(b.words[i*blockWords : i*blockWords+blockWords])
 	x := h ^ h>>33
 	x *= 0xff51afd7ed558ccd
 	x ^= x >> 33
 	x *= 0xc4ceb9fe1a85ec53
 	x ^= x >> 33
-	return h, x | 1
+	return blk, x
 }
 
+// has reports whether h's bits are all set (the summary is not consulted).
 func (b *bloom) has(h uint64) bool {
-	h1, h2 := probes(h)
+	blk, x := b.locate(h)
 	for range b.k {
-		i, _ := bits.Mul64(h1, b.m)
-		if b.words[i>>6].Load()&(1<<(i&63)) == 0 {
+		p := x >> (64 - 9)
+		if blk[p>>6].Load()&(1<<(p&63)) == 0 {
 			return false
 		}
-		h1 += h2
+		x = x*lcgMul + lcgInc
 	}
 	return true
 }
 
 // add sets h's bits and reports whether any was newly set (h was absent).
 func (b *bloom) add(h uint64) bool {
-	h1, h2 := probes(h)
+	blk, x := b.locate(h)
 	changed := false
 	for range b.k {
-		i, _ := bits.Mul64(h1, b.m)
-		w, bit := &b.words[i>>6], uint64(1)<<(i&63)
+		p := x >> (64 - 9)
+		w, bit := &blk[p>>6], uint64(1)<<(p&63)
 		if w.Load()&bit == 0 {
 			w.Or(bit)
 			changed = true
 		}
-		h1 += h2
+		x = x*lcgMul + lcgInc
 	}
 	return changed
 }
@@ -93,18 +268,62 @@ type rotatingBloom struct {
 
 	gens atomic.Pointer[generations]
 	mu   sync.Mutex // serialises rotation
+
+	_ [lineBytes]byte
+	// version moves (after the bits are set) whenever an insert changes
+	// what contains reports for some value: a lookup that was negative at
+	// version v is negative while the version is still v. Rotation only
+	// drops bits, so it leaves negatives negative and the version alone.
+	// Versions start at 1.
+	version atomic.Uint64
+	_       [lineBytes - 8]byte
 }
 
 func newRotatingBloom(capacity int, fpRate float64, every time.Duration, now func() time.Time) *rotatingBloom {
 	r := &rotatingBloom{capacity: capacity, fpRate: fpRate, every: every, now: now}
 	r.gens.Store(&generations{cur: newBloom(capacity, fpRate, now())})
+	r.version.Store(1)
 	return r
 }
 
-// has reports whether h is (probably) in either generation.
+// has reports whether the hash h is (probably) in either generation's
+// blocks.
 func (r *rotatingBloom) has(h uint64) bool {
 	g := r.gens.Load()
 	return g.cur.has(h) || (g.prev != nil && g.prev.has(h))
+}
+
+// contains reports whether the value v (not empty) is (probably) in either
+// generation: the signatures and summaries first, then, for a generation
+// whose summary lets v through, its blocks by v's xxhash.
+func (r *rotatingBloom) contains(v []byte) bool {
+	g := r.gens.Load()
+	i, bit := sigBit(v)
+	cur := g.cur.sig[i].Load()&bit != 0
+	prev := g.prev != nil && g.prev.sig[i].Load()&bit != 0
+	if !cur && !prev {
+		return false
+	}
+	p := prehash(v)
+	cur = cur && g.cur.mayHave(p)
+	prev = prev && g.prev.mayHave(p)
+	if !cur && !prev {
+		return false
+	}
+	h := xxhash.Sum64(v)
+	return (cur && g.cur.has(h)) || (prev && g.prev.has(h))
+}
+
+// insert puts the value v into g's current generation, rotating early when
+// the generation reaches its capacity, and moves the version when that
+// changed what contains reports.
+func (r *rotatingBloom) insert(g *generations, v []byte, now time.Time) {
+	if g.cur.addValue(v, prehash(v), xxhash.Sum64(v)) {
+		r.version.Add(1)
+		if g.cur.added.Add(1) >= int64(r.capacity) {
+			r.rotate(g, now)
+		}
+	}
 }
 
 // current returns the generations to insert into, rotating first when the
@@ -134,17 +353,22 @@ func (r *rotatingBloom) rotate(g *generations, now time.Time) *generations {
 // add inserts h into g's current generation, rotating early when the
 // generation reaches its capacity.
 func (r *rotatingBloom) add(g *generations, h uint64, now time.Time) {
-	if g.cur.add(h) && g.cur.added.Add(1) >= int64(r.capacity) {
-		r.rotate(g, now)
+	if g.cur.add(h) {
+		r.version.Add(1)
+		if g.cur.added.Add(1) >= int64(r.capacity) {
+			r.rotate(g, now)
+		}
 	}
 }
 
 // memoryBytes is the size of the live generations' bit arrays.
 func (r *rotatingBloom) memoryBytes() int {
 	g := r.gens.Load()
-	n := len(g.cur.words) * 8
+	n := g.cur.memoryBytes()
 	if g.prev != nil {
-		n += len(g.prev.words) * 8
+		n += g.prev.memoryBytes()
 	}
 	return n
 }
+
+func (b *bloom) memoryBytes() int { return (len(b.words) + len(b.summary) + len(b.sig)) * 8 }

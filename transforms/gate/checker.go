@@ -1,18 +1,22 @@
 package gate
 
 import (
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
+	"unsafe"
 
 	"github.com/deident/deident/internal/jsonscan"
 )
 
-// Checker checks records for one worker. It owns scratch buffers and a
-// small cache of raw values it has recently put into the Bloom filter; the
-// filter, counters and fail-closed tracker are the Gate's. Not safe for
-// concurrent use; no input or output slice is retained after a call.
+// Checker checks records for one worker. It owns scratch buffers and
+// caches (about 290 KiB in all): fingerprints of raw values it has recently
+// put into the Bloom filter, a memo of the verdicts on short strings, and
+// the shapes of records it has vetted in full (shape.go); the filter,
+// counters and fail-closed tracker are the Gate's. Not safe for concurrent
+// use; no input or output slice is retained after a call (the memo and the
+// shapes keep copies).
 type Checker struct {
 	g        *Gate
 	s        jsonscan.Scanner
@@ -23,14 +27,67 @@ type Checker struct {
 	reasons  Reasons
 	k        int64 // value of the k field, -1 when absent or unreadable
 
-	// recent caches hashes this Checker inserted into generation recentSeq,
-	// so a repeated raw value costs one hash instead of k probes.
-	recent    [1 << 15]uint64
-	recentSeq uint64
-	gens      *generations
-	now       time.Time
+	// version is the Bloom filter's version read at the start of a check,
+	// before any lookup: a negative echo lookup made during the check is
+	// still negative while the filter's version is unchanged.
+	version uint64
+	// memo remembers, per distinct string (compared in full, the hash only
+	// picks the slot), the patterns it holds and the version at which its
+	// echo test was last negative, so a repeated value costs one hash and
+	// one compare.
+	memo         [memoSlots]memoEntry
+	memoText     [memoSlots * memoMax]byte
+	memoLong     [memoLongSlots]memoEntry
+	memoLongText [memoLongSlots * memoLongMax]byte
+
+	// shapes are the record shapes this Checker has vetted in full (see
+	// shape.go); rec records a full pass so that it can become one.
+	shapes    [maxShapes]shape
+	lastShape int
+	tick      uint64
+	rec       recorder
+
+	// seen holds fingerprints of the raw identifiers this Checker has put
+	// into generation seenSeq, so a repeated raw value costs a hash and a
+	// few compares in one cache line instead of folding, deriving, hashing
+	// and inserting its forms again. The fingerprint is 64 bits of a hash
+	// seeded at random per Checker: a false match (a new value skipped)
+	// takes a 2^-64 coincidence that nobody can aim at.
+	seen     [seenSlots]uint64
+	seenSeed uint64
+	seenSeq  uint64
+	gens     *generations
+	now      time.Time
 	// sinceRefresh counts identifiers remembered since the clock was read.
 	sinceRefresh int
+
+	// reference turns the shapes and the memo off (tests compare verdicts
+	// with and without them).
+	reference bool
+}
+
+// The text memo: direct-mapped tables of strings up to memoMax bytes and
+// of those up to memoLongMax (command lines, URLs, user agents); longer
+// ones are checked every time.
+const (
+	memoSlots     = 1 << 10
+	memoMax       = 64
+	memoLongSlots = 1 << 8
+	memoLongMax   = 255
+)
+
+// The seen cache: sets of four fingerprints (one 32-byte group), 16384 in
+// all (128 KiB); on the benchmark route about 98% of raw values hit.
+const (
+	seenSlots = 1 << 14
+	seenWays  = 4
+)
+
+type memoEntry struct {
+	h       uint64     // the string's prehash; any value with n == 0: empty slot
+	version uint64     // Bloom version of the last negative echo test; 0: none
+	pats    patternSet // patterns found, of all the route tests
+	n       uint8      // the string's length
 }
 
 // NewChecker returns a Checker for g.
@@ -41,6 +98,7 @@ func (g *Gate) NewChecker() *Checker {
 		fold:     make([]byte, 0, 256),
 		skel:     make([]byte, 0, 64),
 		findings: make([]Finding, 0, 8),
+		seenSeed: rand.Uint64(),
 	}
 }
 
@@ -77,6 +135,17 @@ func (c *Checker) check(out []byte, distinct int64) Verdict {
 	if !g.on {
 		return Verdict{}
 	}
+	if g.echo != nil {
+		c.version = g.echo.version.Load()
+	}
+	if !c.reference && c.fast(out, distinct) {
+		return Verdict{}
+	}
+	c.findings, c.reasons, c.k = c.findings[:0], 0, -1
+	c.rec = recorder{on: len(out) > 0, ok: true, events: c.rec.events[:0]}
+	if len(out) > 0 {
+		c.rec.base = uintptr(unsafe.Pointer(unsafe.SliceData(out)))
+	}
 	c.s.Reset(out)
 	var err error
 	if c.s.Peek() != jsonscan.Object {
@@ -87,7 +156,17 @@ func (c *Checker) check(out []byte, distinct int64) Verdict {
 	if err != nil {
 		c.fail(ReasonSchema, "(record)") // unreadable output is never vetted
 	}
-	if g.minK > 0 {
+	c.checkK(distinct)
+	if c.reasons == 0 && c.rec.on && c.rec.ok && !c.reference {
+		c.learn(out)
+	}
+	c.rec.on = false
+	return Verdict{Reasons: c.reasons, Findings: c.findings}
+}
+
+// checkK runs the k check on the k field's value or the given count.
+func (c *Checker) checkK(distinct int64) {
+	if g := c.g; g.minK > 0 {
 		k := c.k
 		if distinct >= 0 {
 			k = distinct
@@ -96,7 +175,6 @@ func (c *Checker) check(out []byte, distinct int64) Verdict {
 			c.fail(ReasonK, g.kField)
 		}
 	}
-	return Verdict{Reasons: c.reasons, Findings: c.findings}
 }
 
 // name returns a member name, unescaped if need be (into c.unesc).
@@ -114,12 +192,8 @@ func (c *Checker) object(n *gnode, top bool) error {
 	}
 	var seen uint64
 	for first := true; ; first = false {
-		more, err := c.s.NextMember(first)
+		key, escaped, more, err := c.s.NextKey(first)
 		if err != nil || !more {
-			return err
-		}
-		key, escaped, err := c.s.Key()
-		if err != nil {
 			return err
 		}
 		name := c.name(key, escaped)
@@ -129,10 +203,15 @@ func (c *Checker) object(n *gnode, top bool) error {
 			}
 			continue
 		}
-		child := n.kids[string(name)]
+		child := n.child(name)
 		if child == nil {
 			if c.g.schema {
 				c.fail(ReasonSchema, n.anyPath)
+			}
+			if escaped {
+				c.rec.abort() // the name is not the record's bytes
+			} else {
+				c.rec.name(name, n.anyPath)
 			}
 			c.text(name, n.anyPath, true)
 			if err := c.free(n.anyPath); err != nil {
@@ -156,16 +235,23 @@ func (c *Checker) kValue() error {
 		_, err := c.s.Skip()
 		return err
 	}
+	start := c.s.Pos()
 	raw, err := c.s.Number()
 	if err != nil {
 		return err
 	}
+	c.rec.value(evKNumber, start, c.s.Pos(), nil, "")
+	c.kNumber(raw)
+	return nil
+}
+
+// kNumber reads the k field's number.
+func (c *Checker) kNumber(raw []byte) {
 	if v, perr := strconv.ParseInt(str(raw), 10, 64); perr == nil {
 		c.k = v
 	} else {
 		c.fail(ReasonSchema, c.g.kField)
 	}
-	return nil
 }
 
 func (c *Checker) value(n *gnode, arrays int) error {
@@ -214,21 +300,33 @@ func (c *Checker) leaf(n *gnode, kind jsonscan.Kind) error {
 		return err
 	}
 	if kind == jsonscan.Number && l.kind == kindTime {
+		start := c.s.Pos()
 		_, err := c.s.Number()
+		c.rec.value(evTimeNumber, start, c.s.Pos(), nil, "")
 		return err
 	}
 	if kind != jsonscan.String {
 		return c.wrongShape(n)
 	}
+	start := c.s.Pos()
 	raw, escaped, err := c.s.String()
 	if err != nil {
 		return err
 	}
+	c.rec.value(evLeafString, start, c.s.Pos(), n, "")
 	val := raw
 	if escaped {
 		c.unesc = jsonscan.AppendUnescaped(c.unesc[:0], raw)
 		val = c.unesc
 	}
+	c.leafString(n, val, escaped)
+	return nil
+}
+
+// leafString checks the string val at leaf n (escaped: it was written with
+// escapes, which no action produces).
+func (c *Checker) leafString(n *gnode, val []byte, escaped bool) {
+	l := n.leaf
 	ok := true
 	switch l.kind {
 	case kindPseudonym:
@@ -239,7 +337,7 @@ func (c *Checker) leaf(n *gnode, kind jsonscan.Kind) error {
 		ok = !escaped && ipLeafOK(l, val)
 	default: // generalized labels and times: free text to the other checks
 		c.text(val, n.path, true)
-		return nil
+		return
 	}
 	if !ok {
 		// Not what the action writes: the transform cannot be trusted
@@ -249,7 +347,6 @@ func (c *Checker) leaf(n *gnode, kind jsonscan.Kind) error {
 		}
 		c.text(val, n.path, true)
 	}
-	return nil
 }
 
 // free scans any value, testing every string, member name and (for cards)
@@ -257,10 +354,12 @@ func (c *Checker) leaf(n *gnode, kind jsonscan.Kind) error {
 func (c *Checker) free(path string) error {
 	switch c.s.Peek() {
 	case jsonscan.String:
+		start := c.s.Pos()
 		raw, escaped, err := c.s.String()
 		if err != nil {
 			return err
 		}
+		c.rec.value(evFreeString, start, c.s.Pos(), nil, path)
 		if escaped {
 			c.unesc = jsonscan.AppendUnescaped(c.unesc[:0], raw)
 			raw = c.unesc
@@ -268,13 +367,13 @@ func (c *Checker) free(path string) error {
 		c.text(raw, path, true)
 		return nil
 	case jsonscan.Number:
+		start := c.s.Pos()
 		raw, err := c.s.Number()
 		if err != nil {
 			return err
 		}
-		if c.g.patterns.has(patCard) && len(raw) >= 13 && hasCard(raw) {
-			c.fail(ReasonPattern+Reason(patCard), path)
-		}
+		c.rec.value(evFreeNumber, start, c.s.Pos(), nil, path)
+		c.freeNumber(raw, path)
 		return nil
 	case jsonscan.Object:
 		if err := c.s.BeginObject(); err != nil {
@@ -288,6 +387,11 @@ func (c *Checker) free(path string) error {
 			key, escaped, err := c.s.Key()
 			if err != nil {
 				return err
+			}
+			if escaped {
+				c.rec.abort()
+			} else {
+				c.rec.name(key, path)
 			}
 			c.text(c.name(key, escaped), path, true)
 			if err := c.free(path); err != nil {
@@ -312,25 +416,67 @@ func (c *Checker) free(path string) error {
 	return err
 }
 
-// text runs the pattern and echo checks on one string.
+// freeNumber tests a number in free text for a card number.
+func (c *Checker) freeNumber(raw []byte, path string) {
+	if c.g.patterns.has(patCard) && len(raw) >= 13 && hasCard(raw) {
+		c.fail(ReasonPattern+Reason(patCard), path)
+	}
+}
+
+// text runs the pattern and echo checks on one string, through the memo
+// when the string is short enough to be kept there.
 func (c *Checker) text(s []byte, path string, ipPatterns bool) {
 	if len(s) == 0 {
 		return
 	}
-	if want := c.g.patterns; want != 0 {
-		if !ipPatterns {
-			want &^= 1<<patIPv4 | 1<<patIPv6
-		}
-		if found := scanPatterns(s, want); found != 0 {
-			for p := range numPatterns {
-				if found.has(p) {
-					c.fail(ReasonPattern+Reason(p), path)
-				}
-			}
-		}
+	g := c.g
+	want := g.patterns
+	if !ipPatterns {
+		want &^= 1<<patIPv4 | 1<<patIPv6
 	}
-	if c.g.echo != nil && c.echoes(s) {
+	if len(s) > memoLongMax || c.reference {
+		c.report(scanPatterns(s, want), path)
+		if g.echo != nil && c.echoes(s) {
+			c.fail(ReasonEcho, path)
+		}
+		return
+	}
+	h := prehash(s)
+	var e *memoEntry
+	var kept []byte
+	if len(s) <= memoMax {
+		i := h & (memoSlots - 1)
+		e, kept = &c.memo[i], c.memoText[i*memoMax:i*memoMax+uint64(len(s))]
+	} else {
+		i := h & (memoLongSlots - 1)
+		e, kept = &c.memoLong[i], c.memoLongText[i*memoLongMax:i*memoLongMax+uint64(len(s))]
+	}
+	if e.h != h || int(e.n) != len(s) || string(kept) != string(s) {
+		// A miss: the patterns are a function of the string alone, so they
+		// are found once, for every pattern the route tests.
+		*e = memoEntry{h: h, n: uint8(len(s)), pats: scanPatterns(s, g.patterns)}
+		copy(kept, s)
+	}
+	c.report(e.pats&want, path)
+	if g.echo == nil || e.version == c.version {
+		return
+	}
+	if c.echoes(s) {
 		c.fail(ReasonEcho, path)
+		return
+	}
+	e.version = c.version
+}
+
+// report fails path with every pattern in found.
+func (c *Checker) report(found patternSet, path string) {
+	if found == 0 {
+		return
+	}
+	for p := range numPatterns {
+		if found.has(p) {
+			c.fail(ReasonPattern+Reason(p), path)
+		}
 	}
 }
 
@@ -376,101 +522,144 @@ var coarse = func() (t [256]bool) {
 // and each coarse token's skeleton (without . - _) are looked up.
 func (c *Checker) echoes(s []byte) bool {
 	b := c.g.echo
-	c.fold = foldDecode(c.fold[:0], s)
-	f := c.fold
-	if tokenOK(f) && b.has(xxhash.Sum64(f)) {
-		return true
-	}
-	for i := 0; i < len(f); {
-		for i < len(f) && coarseSep(f[i]) {
-			i++
-		}
-		j := i
-		inner := false
-		for j < len(f) && !coarseSep(f[j]) {
-			if ch := f[j]; ch == '.' || ch == '-' || ch == '_' || ch == '@' {
-				inner = true
+	// One pass folds, decodes and cuts s into coarse tokens, each looked
+	// up as soon as it ends; the whole folded string last.
+	f := slices.Grow(c.fold[:0], len(s))[:len(s)]
+	c.fold = f
+	w, start := 0, 0
+	var flags uint8 // of the current token: innerAny, innerAt, innerDot
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if foldSpecial[ch] {
+			switch {
+			case ch == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+				ch = unhex(s[i+1])<<4 | unhex(s[i+2])
+				i += 2
+			case ch == '+':
+				ch = ' '
 			}
-			j++
 		}
-		if j > i && c.tokenEchoes(f[i:j], len(f[i:j]) != len(f), inner) {
+		ch = foldLower[ch]
+		f[w] = ch
+		w++
+		if !coarse[ch] {
+			flags |= innerFlags[ch]
+			continue
+		}
+		if tok := f[start : w-1]; len(tok) > 0 && c.tokenEchoes(tok, true, flags) {
 			return true
 		}
-		i = j
+		start, flags = w, 0
 	}
-	return false
+	f = f[:w]
+	// The last token is the whole string when nothing separated it.
+	if tok := f[start:]; len(tok) > 0 && c.tokenEchoes(tok, start > 0, flags) {
+		return true
+	}
+	return tokenOK(f) && b.contains(f)
 }
 
-func (c *Checker) tokenEchoes(t []byte, test, inner bool) bool {
+// innerFlags marks the bytes that split a coarse token further.
+const (
+	innerAny = 1 << iota // . - _ @
+	innerAt              // @
+	innerDot             // .
+)
+
+var innerFlags = [256]uint8{'.': innerAny | innerDot, '-': innerAny, '_': innerAny, '@': innerAny | innerAt}
+
+func (c *Checker) tokenEchoes(t []byte, test bool, flags uint8) bool {
 	b := c.g.echo
-	if test && tokenOK(t) && b.has(xxhash.Sum64(t)) {
+	if test && tokenOK(t) && b.contains(t) {
 		return true
 	}
-	if !inner {
+	if flags&innerAny == 0 {
 		return false
 	}
-	// Parts around '@', then their dot-separated parts.
-	for p := range splitAny(t, '@', '@') {
-		if len(p) != len(t) && tokenOK(p) && b.has(xxhash.Sum64(p)) {
-			return true
-		}
-		for q := range splitAny(p, '.', '@') {
-			if len(q) != len(p) && tokenOK(q) && b.has(xxhash.Sum64(q)) {
-				return true
+	if flags&(innerAt|innerDot) != 0 {
+		// Parts around '@', then their dot-separated parts.
+		for start, k := 0, 0; k <= len(t); k++ {
+			if k < len(t) && t[k] != '@' {
+				continue
 			}
+			if p := t[start:k]; len(p) > 0 {
+				if len(p) != len(t) && tokenOK(p) && b.contains(p) {
+					return true
+				}
+				if flags&innerDot != 0 {
+					for qs, m := 0, 0; m <= len(p); m++ {
+						if m < len(p) && p[m] != '.' {
+							continue
+						}
+						if q := p[qs:m]; len(q) > 0 && len(q) != len(p) && tokenOK(q) && b.contains(q) {
+							return true
+						}
+						qs = m + 1
+					}
+				}
+			}
+			start = k + 1
 		}
 	}
 	c.skel = skeleton(c.skel[:0], t)
-	return len(c.skel) != len(t) && len(c.skel) >= minSkel && tokenOK(c.skel) && b.has(xxhash.Sum64(c.skel))
-}
-
-// splitAny yields the non-empty parts of t between bytes a or b.
-func splitAny(t []byte, a, b byte) func(func([]byte) bool) {
-	return func(yield func([]byte) bool) {
-		start := 0
-		for i := 0; i <= len(t); i++ {
-			if i == len(t) || t[i] == a || t[i] == b {
-				if i > start && !yield(t[start:i]) {
-					return
-				}
-				start = i + 1
-			}
-		}
-	}
+	return len(c.skel) != len(t) && len(c.skel) >= minSkel && tokenOK(c.skel) && b.contains(c.skel)
 }
 
 // skeleton appends t without '.', '-' and '_', so "Alice_17" and "alice.17"
 // compare equal.
 func skeleton(dst, t []byte) []byte {
+	n := len(dst)
+	dst = slices.Grow(dst, len(t))[:n+len(t)]
+	w := n
 	for _, c := range t {
+		dst[w] = c
 		if c != '.' && c != '-' && c != '_' {
-			dst = append(dst, c)
+			w++
 		}
 	}
-	return dst
+	return dst[:w]
 }
 
 // foldDecode appends s lower-cased (ASCII; other bytes as they are) with
 // %XX escapes decoded and '+' read as a space, as in URL queries.
 func foldDecode(dst, s []byte) []byte {
+	n := len(dst)
+	dst = slices.Grow(dst, len(s))[:n+len(s)]
+	out := dst[n:]
+	w := 0
 	for i := 0; i < len(s); i++ {
 		ch := s[i]
+		if !foldSpecial[ch] {
+			out[w] = foldLower[ch]
+			w++
+			continue
+		}
 		switch {
-		case 'A' <= ch && ch <= 'Z':
-			ch += 'a' - 'A'
 		case ch == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
-			ch = unhex(s[i+1])<<4 | unhex(s[i+2])
-			if 'A' <= ch && ch <= 'Z' {
-				ch += 'a' - 'A'
-			}
+			ch = foldLower[unhex(s[i+1])<<4|unhex(s[i+2])]
 			i += 2
 		case ch == '+':
 			ch = ' '
 		}
-		dst = append(dst, ch)
+		out[w] = ch
+		w++
 	}
-	return dst
+	return dst[:n+w]
 }
+
+// foldLower lower-cases ASCII letters; foldSpecial marks '%' and '+'.
+var (
+	foldLower = func() (t [256]byte) {
+		for c := range t {
+			t[c] = byte(c)
+			if 'A' <= c && c <= 'Z' {
+				t[c] += 'a' - 'A'
+			}
+		}
+		return t
+	}()
+	foldSpecial = [256]bool{'%': true, '+': true}
+)
 
 func unhex(c byte) byte {
 	switch {
@@ -527,9 +716,9 @@ func (c *Checker) refresh() {
 	c.sinceRefresh = 0
 	c.now = g.now()
 	c.gens = g.echo.current(c.now)
-	if c.gens.seq != c.recentSeq {
-		clear(c.recent[:])
-		c.recentSeq = c.gens.seq
+	if c.gens.seq != c.seenSeq {
+		clear(c.seen[:])
+		c.seenSeq = c.gens.seq
 	}
 }
 
@@ -546,7 +735,7 @@ func (c *Checker) observeObject(n *gnode) error {
 		if err != nil {
 			return err
 		}
-		child := n.kids[string(c.name(key, escaped))]
+		child := n.child(c.name(key, escaped))
 		if child == nil || !child.ident {
 			if _, err := c.s.Skip(); err != nil {
 				return err
@@ -599,8 +788,30 @@ func (c *Checker) observeValue(n *gnode, arrays int) error {
 	return err
 }
 
-// remember puts a raw identifier and its derived forms into the filter.
+// remember puts a raw identifier and its derived forms into the filter,
+// unless this Checker has already done so in the current generation.
 func (c *Checker) remember(raw []byte, l *gleaf) {
+	seed := c.seenSeed
+	if l.hostish { // it also remembers the first label
+		seed = ^seed
+	}
+	fp := prehashSeeded(raw, seed) | 1 // 0: empty
+	set := (*[seenWays]uint64)(c.seen[fp&(seenSlots-1)&^(seenWays-1):])
+	for i, x := range set {
+		if x == fp {
+			if i > 0 { // most recent first
+				copy(set[1:i+1], set[:i])
+				set[0] = fp
+			}
+			return
+		}
+	}
+	c.rememberForms(raw, l)
+	copy(set[1:], set[:seenWays-1])
+	set[0] = fp
+}
+
+func (c *Checker) rememberForms(raw []byte, l *gleaf) {
 	c.fold = foldDecode(c.fold[:0], trimSpace(raw))
 	v := c.fold
 	c.addWithSkeleton(v)
@@ -625,13 +836,7 @@ func (c *Checker) add(v []byte) {
 	if !tokenOK(v) {
 		return
 	}
-	h := xxhash.Sum64(v)
-	slot := &c.recent[h&(uint64(len(c.recent))-1)]
-	if *slot == h|1 {
-		return
-	}
-	*slot = h | 1
-	c.g.echo.add(c.gens, h, c.now)
+	c.g.echo.insert(c.gens, v, c.now)
 }
 
 func trimSpace(b []byte) []byte {

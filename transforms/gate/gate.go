@@ -33,9 +33,11 @@
 package gate
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -198,8 +200,9 @@ type gnode struct {
 	path    string // the rule path up to here
 	anyPath string // path of members no rule names: path + ".*"
 	arrays  int
-	kids    map[string]*gnode
-	bit     uint64 // this member's bit in its parent's duplicate mask (0 beyond 64)
+	kids    map[string]*gnode // used while compiling
+	members memberTable       // kids, indexed for the hot path
+	bit     uint64            // this member's bit in its parent's duplicate mask (0 beyond 64)
 	leaf    *gleaf
 	ident   bool // a direct-identifier field is at or below this node
 }
@@ -208,10 +211,12 @@ type gleaf struct {
 	kind       leafKind
 	prefix     string
 	b64        bool
-	chars      int  // pseudonym length after the prefix
-	domainHash bool // email_split with domain: pseudonymize
-	v4, v6     int  // ip_truncate bits
-	hostish    bool // the path names a host: also remember the first label
+	charClass  uint8 // class bits of the encoding's characters
+	hexPlain   bool  // pseudonymize to hex with a printable ASCII prefix (no '"' or '\\')
+	chars      int   // pseudonym length after the prefix
+	domainHash bool  // email_split with domain: pseudonymize
+	v4, v6     int   // ip_truncate bits
+	hostish    bool  // the path names a host: also remember the first label
 }
 
 // New compiles the gate of route name from its config (defaults are
@@ -268,6 +273,7 @@ func New(name string, rc config.Route, opts ...Option) (*Gate, error) {
 			return nil, fmt.Errorf("%s.k_field: %q is also a field the route outputs", prefix, g.kField)
 		}
 	}
+	g.root.index()
 	if g.on && gc.EchoOn() {
 		g.echo = newRotatingBloom(gc.BloomCapacity, gc.BloomFPRate, gc.BloomRotate, o.now)
 	}
@@ -293,11 +299,17 @@ func compileLeaf(f config.FieldRule) (*gleaf, error) {
 		l.b64 = f.Encoding == "base64url"
 		if l.b64 {
 			l.chars = (bits/8*8 + 5) / 6
+			l.charClass = cB64URL
 		} else {
 			l.chars = bits / 8 * 2
+			l.charClass = cHexLower
 		}
 		low := strings.ToLower(f.Path)
 		l.hostish = strings.Contains(low, "host") || strings.Contains(low, "domain") || strings.Contains(low, "fqdn")
+		l.hexPlain = l.kind == kindPseudonym && !l.b64
+		for _, c := range []byte(l.prefix) {
+			l.hexPlain = l.hexPlain && c >= 0x20 && c < 0x7f && c != '"' && c != '\\'
+		}
 	case config.IPPrefixPreserving:
 		l.kind = kindIPPrefix
 	case config.IPTruncate:
@@ -404,6 +416,12 @@ func (s Stats) Each(f func(reason string, n uint64)) {
 
 // ipLeafOK reports whether val is what an IP action writes.
 func ipLeafOK(l *gleaf, val []byte) bool {
+	if a, ok := parseIPv4(val); ok && (l.kind != kindIPTruncate || 0 <= l.v4 && l.v4 <= 32) {
+		if l.kind != kindIPTruncate {
+			return true
+		}
+		return a&(1<<(32-l.v4)-1) == 0
+	}
 	ip, err := netip.ParseAddr(str(val))
 	if err != nil || ip.Zone() != "" {
 		return false
@@ -420,17 +438,75 @@ func ipLeafOK(l *gleaf, val []byte) bool {
 	return err == nil && p.Addr() == ip
 }
 
+// parseIPv4 parses a dotted quad as netip.ParseAddr does (four decimal
+// fields up to 255, no leading zeros). ok false means "not this way", not
+// "invalid": the caller asks netip then.
+func parseIPv4(b []byte) (addr uint32, ok bool) {
+	if len(b) < 7 || len(b) > 15 {
+		return 0, false
+	}
+	fields, v, digits := 0, uint32(0), 0
+	for i := 0; i <= len(b); i++ {
+		if i == len(b) || b[i] == '.' {
+			if digits == 0 || v > 255 {
+				return 0, false
+			}
+			addr = addr<<8 | v
+			fields++
+			v, digits = 0, 0
+			continue
+		}
+		c := b[i]
+		if c < '0' || c > '9' || (digits == 1 && v == 0) {
+			return 0, false
+		}
+		v = v*10 + uint32(c-'0')
+		digits++
+	}
+	return addr, fields == 4
+}
+
 // pseudonymOK reports whether val is prefix + chars of the encoding.
 func pseudonymOK(l *gleaf, val []byte) bool {
 	if len(val) != len(l.prefix)+l.chars || string(val[:len(l.prefix)]) != l.prefix {
 		return false
 	}
-	for _, c := range val[len(l.prefix):] {
-		if l.b64 {
-			if class[c]&cB64URL == 0 {
-				return false
-			}
-		} else if !(isDigit(c) || ('a' <= c && c <= 'f')) {
+	body := val[len(l.prefix):]
+	if !l.b64 {
+		return hexLower(body)
+	}
+	want := l.charClass
+	for _, c := range body {
+		if class[c]&want == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// hexLower8 reports whether all eight bytes of x are 0-9 or a-f. Bytes
+// below 0x80 leave room to add up to 0x80 without carrying into the next,
+// so b+(0x80-lo) has its top bit set exactly when b >= lo.
+func hexLower8(x uint64) bool {
+	const lsb, msb = 0x0101010101010101, 0x8080808080808080
+	if x&msb != 0 {
+		return false
+	}
+	digit := (x + lsb*(0x80-'0')) &^ (x + lsb*(0x80-'9'-1))
+	letter := (x + lsb*(0x80-'a')) &^ (x + lsb*(0x80-'f'-1))
+	return (digit|letter)&msb == msb
+}
+
+// hexLower reports whether every byte of b is 0-9 or a-f.
+func hexLower(b []byte) bool {
+	for len(b) >= 8 {
+		if !hexLower8(binary.LittleEndian.Uint64(b)) {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if class[c]&cHexLower == 0 {
 			return false
 		}
 	}
@@ -452,4 +528,87 @@ func emailOK(l *gleaf, val []byte) bool {
 		}
 	}
 	return true
+}
+
+// memberTable finds a node's member by name with a small open-addressing
+// table over the name's length and first eight bytes (as in the route's
+// compiled tree): at a few dozen names that beats a map with string keys.
+type memberTable struct {
+	names []memberName
+	nodes []*gnode
+	slots []int16 // index into names, -1 when empty; length a power of two
+	shift uint8   // 64 - log2(len(slots))
+}
+
+// memberName is a member name with its first eight bytes as a number, so
+// a lookup mostly compares two integers.
+type memberName struct {
+	prefix uint64
+	name   string
+}
+
+// namePrefix packs up to the first eight bytes of b, little-endian.
+func namePrefix(b []byte) uint64 {
+	if len(b) >= 8 {
+		return binary.LittleEndian.Uint64(b)
+	}
+	var x uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		x = x<<8 | uint64(b[i])
+	}
+	return x
+}
+
+func slotOf(prefix uint64, n int, shift uint8) uint32 {
+	return uint32(((prefix ^ uint64(n)) * 0x9E3779B97F4A7C15) >> shift)
+}
+
+// child returns the member named name, or nil.
+func (n *gnode) child(name []byte) *gnode {
+	t := &n.members
+	if len(t.nodes) == 0 {
+		return nil
+	}
+	pre := namePrefix(name)
+	mask := uint32(len(t.slots) - 1)
+	for h := slotOf(pre, len(name), t.shift); ; h = (h + 1) & mask {
+		k := t.slots[h]
+		if k < 0 {
+			return nil
+		}
+		if m := &t.names[k]; m.prefix == pre && len(m.name) == len(name) && (len(name) <= 8 || m.name[8:] == string(name[8:])) {
+			return t.nodes[k]
+		}
+	}
+}
+
+// index builds the member tables of n and everything below it.
+func (n *gnode) index() {
+	names := make([]string, 0, len(n.kids))
+	for name := range n.kids {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	size, bits := 4, 2
+	for size < 2*len(names) {
+		size, bits = size*2, bits+1
+	}
+	t := &n.members
+	t.names, t.nodes = nil, nil
+	t.slots = make([]int16, size)
+	t.shift = uint8(64 - bits)
+	for i := range t.slots {
+		t.slots[i] = -1
+	}
+	for i, name := range names {
+		pre := namePrefix([]byte(name))
+		t.names = append(t.names, memberName{pre, name})
+		t.nodes = append(t.nodes, n.kids[name])
+		h := slotOf(pre, len(name), t.shift)
+		for t.slots[h] >= 0 {
+			h = (h + 1) & uint32(size-1)
+		}
+		t.slots[h] = int16(i)
+		n.kids[name].index()
+	}
 }

@@ -48,9 +48,10 @@ const (
 	cHexLetter
 	cLetter
 	cUpper
-	cLocal  // e-mail local part: letters, digits, ._%+-
-	cDomain // e-mail domain: letters, digits, .-
-	cB64URL // base64url: letters, digits, _-
+	cLocal    // e-mail local part: letters, digits, ._%+-
+	cDomain   // e-mail domain: letters, digits, .-
+	cB64URL   // base64url: letters, digits, _-
+	cHexLower // lower-case hex: digits, a-f
 )
 
 var class = func() (t [256]uint8) {
@@ -63,6 +64,9 @@ var class = func() (t [256]uint8) {
 	}
 	for _, c := range "abcdefABCDEF" {
 		t[c] |= cHexLetter
+	}
+	for _, c := range "0123456789abcdef" {
+		t[c] |= cHexLower
 	}
 	for _, c := range "._%+-" {
 		t[c] |= cLocal
@@ -84,30 +88,46 @@ func isAlnum(c byte) bool { return class[c]&(cDigit|cLetter) != 0 }
 func alnumAt(s []byte, i int) bool { return i >= 0 && i < len(s) && isAlnum(s[i]) }
 
 // scanPatterns returns the patterns (of want) that s holds. Each check is
-// guarded by byte counts gathered in one pass, so most strings run none.
+// guarded by counts gathered in one pass, so most strings run none.
 func scanPatterns(s []byte, want patternSet) patternSet {
 	var at, dot, colon, dash, digit, pct, ibanStarts int
-	var prev [3]uint8 // classes of the three bytes before c
+	// run counts the digits of the current run of digit groups joined by a
+	// space or dash (as card numbers and SSNs are written); maxRun is the
+	// longest. A separator after a non-digit ends the run, so this may
+	// overcount a run but never undercount one.
+	var run, maxRun int
+	doubleColon, prevColon := false, false
+	var hist uint32 // classes of the last three bytes, the latest lowest
 	for _, c := range s {
 		cl := class[c]
-		if cl&cDigit != 0 && prev[2]&cDigit != 0 && prev[1]&cLetter != 0 && prev[0]&cLetter != 0 {
-			ibanStarts++
-		}
-		prev = [3]uint8{prev[1], prev[2], cl}
-		switch {
-		case cl&cDigit != 0:
+		wasColon := prevColon
+		prevColon = c == ':'
+		if cl&cDigit != 0 {
 			digit++
-		case c == '.':
-			dot++
-		case c == ':':
-			colon++
-		case c == '-':
-			dash++
-		case c == '@':
-			at++
-		case c == '%':
-			pct++
+			run++
+			maxRun = max(maxRun, run)
+			if hist&cDigit != 0 && hist>>8&cLetter != 0 && hist>>16&cLetter != 0 {
+				ibanStarts++
+			}
+		} else {
+			if (c != ' ' && c != '-') || hist&cDigit == 0 {
+				run = 0
+			}
+			switch c {
+			case '.':
+				dot++
+			case ':':
+				colon++
+				doubleColon = doubleColon || wasColon
+			case '-':
+				dash++
+			case '@':
+				at++
+			case '%':
+				pct++
+			}
 		}
+		hist = hist<<8 | uint32(cl)
 	}
 	var found patternSet
 	test := func(p pattern, guard bool, f func([]byte) bool) {
@@ -117,11 +137,12 @@ func scanPatterns(s []byte, want patternSet) patternSet {
 	}
 	test(patEmail, at > 0 || pct > 0, hasEmail)
 	test(patIPv4, dot >= 3 && digit >= 4, hasIPv4)
-	test(patIPv6, colon >= 2, hasIPv6)
+	// IPv6: a run with "::" or seven colons.
+	test(patIPv6, colon >= 2 && (doubleColon || colon >= 7), hasIPv6)
 	test(patMAC, colon >= 5 || dash >= 5 || dot >= 2, hasMAC)
-	test(patCard, digit >= 13, hasCard)
+	test(patCard, maxRun >= 13, hasCard)
 	test(patIBAN, ibanStarts > 0 && len(s) >= 15, hasIBAN)
-	test(patSSN, digit >= 9, hasSSN)
+	test(patSSN, maxRun >= 9, hasSSN)
 	test(patJWT, dot >= 2 && len(s) >= 30, hasJWT)
 	test(patCloudKey, len(s) >= 20 && (bytes.IndexByte(s, 'A') >= 0 || bytes.IndexByte(s, '_') >= 0), hasCloudKey)
 	test(patPrivateKey, dash >= 10, hasPrivateKey)

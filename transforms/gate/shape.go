@@ -1,0 +1,330 @@
+package gate
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/deident/deident/internal/jsonscan"
+)
+
+// The outputs of one route are mostly the same bytes with different
+// values: the same members in the same order, the same punctuation. A
+// Checker that has vetted a record in full keeps its shape, the bytes
+// between the scalar values (member names, braces, commas, and the
+// literals true, false and null) and, for every value, which check the full
+// pass ran on it. A later record whose bytes between values are the same
+// parses the same way, so checking it is comparing those bytes, scanning
+// each value as the full pass would and running the same per-value checks.
+// Anything else (a different byte, an escape, a failed check) sends the
+// record through the full pass, which decides the verdict and its
+// findings.
+
+// maxShapes is how many shapes a Checker keeps.
+const maxShapes = 4
+
+type eventKind uint8
+
+const (
+	evLeafString eventKind = iota // a string at a rule's leaf: leafString
+	evTimeNumber                  // a number at a time-bucket leaf: nothing to test
+	evFreeString                  // a string in free text: text
+	evFreeNumber                  // a number in free text: freeNumber
+	evKNumber                     // the k field: kNumber
+	evName                        // a member name in free text: text, no value
+)
+
+// shapeEvent is one value of a shape. The literal before it ends at lit in
+// the shape's text and starts where the previous event's ends.
+type shapeEvent struct {
+	lit     uint32
+	nameLen uint32 // evName: the name is the last nameLen bytes of the literal
+	kind    eventKind
+	node    *gnode // evLeafString
+	path    string // the path findings would report
+}
+
+type shape struct {
+	text   []byte
+	events []shapeEvent
+	used   uint64 // when last matched, for eviction
+}
+
+// recorder notes, during a full pass, where each value was and what was
+// done with it, so that a passing record can become a shape.
+type recorder struct {
+	on, ok bool
+	base   uintptr // address of the record's first byte
+	events []recEvent
+}
+
+type recEvent struct {
+	start, end int // the value's bytes in the record; a name: end of the name
+	nameLen    int
+	kind       eventKind
+	node       *gnode
+	path       string
+}
+
+// value notes a scalar at out[start:end] (a string with its quotes).
+func (r *recorder) value(kind eventKind, start, end int, n *gnode, path string) {
+	if r.on {
+		r.events = append(r.events, recEvent{start: start, end: end, kind: kind, node: n, path: path})
+	}
+}
+
+// name notes a member name tested as text; name must lie in the record
+// (unescaped).
+func (r *recorder) name(name []byte, path string) {
+	if !r.on || len(name) == 0 {
+		return
+	}
+	end := int(uintptr(unsafe.Pointer(unsafe.SliceData(name)))-r.base) + len(name)
+	r.events = append(r.events, recEvent{start: end, end: end, nameLen: len(name), kind: evName, path: path})
+}
+
+// abort gives up on making a shape of this record.
+func (r *recorder) abort() { r.ok = false }
+
+// learn turns the recorded pass over out into a shape, replacing the one
+// used least recently.
+func (c *Checker) learn(out []byte) {
+	victim := &c.shapes[0]
+	for i := range c.shapes {
+		if s := &c.shapes[i]; s.used < victim.used {
+			victim = s
+		}
+	}
+	sh := victim
+	sh.text, sh.events = sh.text[:0], sh.events[:0]
+	prev := 0
+	for _, e := range c.rec.events {
+		if e.start < prev || e.end < e.start || e.end > len(out) {
+			sh.used = 0
+			sh.events = sh.events[:0]
+			return // not in order: no shape (cannot happen with a sound recorder)
+		}
+		sh.text = append(sh.text, out[prev:e.start]...)
+		sh.events = append(sh.events, shapeEvent{lit: uint32(len(sh.text)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path})
+		prev = e.end
+	}
+	sh.text = append(sh.text, out[prev:]...)
+	c.tick++
+	sh.used = c.tick
+}
+
+// fast checks out against the kept shapes. It reports false, with the
+// Checker's findings in any state, when no shape matches or a check fails.
+func (c *Checker) fast(out []byte, distinct int64) bool {
+	for i := range c.shapes {
+		sh := &c.shapes[(c.lastShape+i)%maxShapes]
+		if sh.used == 0 {
+			continue
+		}
+		if c.matches(sh, out, distinct) {
+			c.tick++
+			sh.used = c.tick
+			c.lastShape = (c.lastShape + i) % maxShapes
+			return true
+		}
+		if c.reasons != 0 {
+			return false // the shape matched far enough to find a problem
+		}
+	}
+	return false
+}
+
+func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
+	pos, prev := 0, uint32(0)
+	text := sh.text
+	for i := range sh.events {
+		e := &sh.events[i]
+		lit := text[prev:e.lit]
+		prev = e.lit
+		if len(out)-pos < len(lit) || !equal(out[pos:pos+len(lit)], lit) {
+			return false
+		}
+		pos += len(lit)
+		switch e.kind {
+		case evName:
+			c.text(lit[len(lit)-int(e.nameLen):], e.path, true)
+		case evLeafString, evFreeString:
+			if e.kind == evLeafString && e.node.leaf.hexPlain {
+				// A hex pseudonym: its bytes are all plain, so where the
+				// scanner would end the string and whether the leaf
+				// accepts it are one test.
+				l := e.node.leaf
+				n := 1 + len(l.prefix) + l.chars
+				if pos+n < len(out) && out[pos] == '"' && out[pos+n] == '"' &&
+					string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix && hexLower(out[pos+1+len(l.prefix):pos+n]) {
+					pos += n + 1
+					break
+				}
+			}
+			end, escaped, ok := scanString(out, pos)
+			if !ok {
+				return false
+			}
+			val := out[pos+1 : end-1]
+			pos = end
+			if escaped {
+				c.unesc = jsonscan.AppendUnescaped(c.unesc[:0], val)
+				val = c.unesc
+			}
+			if e.kind == evLeafString {
+				c.leafString(e.node, val, escaped)
+			} else {
+				c.text(val, e.path, true)
+			}
+		default:
+			end := numberEnd(out, pos)
+			if end < 0 {
+				return false
+			}
+			num := out[pos:end]
+			pos = end
+			switch e.kind {
+			case evFreeNumber:
+				c.freeNumber(num, e.path)
+			case evKNumber:
+				c.kNumber(num)
+			}
+		}
+		if c.reasons != 0 {
+			return false
+		}
+	}
+	tail := text[prev:]
+	if len(out)-pos != len(tail) || string(out[pos:]) != string(tail) {
+		return false
+	}
+	c.checkK(distinct)
+	return c.reasons == 0
+}
+
+// equal reports whether a and b, of the same length, are equal: inline,
+// eight bytes at a time, for the short literals of a shape.
+func equal(a, b []byte) bool {
+	n := len(b)
+	if n < 8 || len(a) != n {
+		return string(a) == string(b)
+	}
+	for i := 0; i < n-8; i += 8 {
+		if binary.LittleEndian.Uint64(a[i:]) != binary.LittleEndian.Uint64(b[i:]) {
+			return false
+		}
+	}
+	return binary.LittleEndian.Uint64(a[n-8:]) == binary.LittleEndian.Uint64(b[n-8:])
+}
+
+// scanString scans the string starting with the quote at d[i] as the
+// scanner does and returns the index after its closing quote and whether
+// it holds escapes. ok is false where the scanner would fail (a bad escape,
+// a control byte, invalid UTF-8, the end of the record) or there is no
+// string.
+func scanString(d []byte, i int) (end int, escaped, ok bool) {
+	if i >= len(d) || d[i] != '"' {
+		return 0, false, false
+	}
+	j, high := i+1, false
+	for {
+		// Eight bytes at a time: find the first '"', '\\', control or
+		// non-ASCII byte, as jsonscan does.
+		for j+8 <= len(d) {
+			x := binary.LittleEndian.Uint64(d[j:])
+			q := x ^ (lsb * '"')
+			b := x ^ (lsb * '\\')
+			t := (((x - lsb*0x20) &^ x) | ((q - lsb) &^ q) | ((b - lsb) &^ b) | x) & msb
+			if t != 0 {
+				j += bits.TrailingZeros64(t) / 8
+				goto found
+			}
+			j += 8
+		}
+		for j < len(d) && d[j] >= 0x20 && d[j] != '"' && d[j] != '\\' && d[j] < 0x80 {
+			j++
+		}
+	found:
+		if j >= len(d) {
+			return 0, false, false
+		}
+		switch c := d[j]; {
+		case c == '"':
+			if high && !utf8.Valid(d[i+1:j]) {
+				return 0, false, false
+			}
+			return j + 1, escaped, true
+		case c >= 0x80:
+			high = true
+			j++
+		case c == '\\':
+			escaped = true
+			if j+1 >= len(d) {
+				return 0, false, false
+			}
+			switch d[j+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j += 2
+			case 'u':
+				if j+6 > len(d) || !isHex(d[j+2]) || !isHex(d[j+3]) || !isHex(d[j+4]) || !isHex(d[j+5]) {
+					return 0, false, false
+				}
+				j += 6
+			default:
+				return 0, false, false
+			}
+		default: // a control byte
+			return 0, false, false
+		}
+	}
+}
+
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+// numberEnd returns the end of the JSON number at d[i] (the bytes the
+// scanner's Number reads), or -1 when there is none.
+func numberEnd(d []byte, i int) int {
+	if i < len(d) && d[i] == '-' {
+		i++
+	}
+	switch {
+	case i >= len(d):
+		return -1
+	case d[i] == '0':
+		i++
+	case d[i] >= '1' && d[i] <= '9':
+		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+			i++
+		}
+	default:
+		return -1
+	}
+	if i < len(d) && d[i] == '.' {
+		i++
+		j := i
+		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+			i++
+		}
+		if i == j {
+			return -1
+		}
+	}
+	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
+		i++
+		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+			i++
+		}
+		j := i
+		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+			i++
+		}
+		if i == j {
+			return -1
+		}
+	}
+	return i
+}

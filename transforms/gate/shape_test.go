@@ -1,0 +1,347 @@
+package gate
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/deident/deident/internal/config"
+	"github.com/deident/deident/internal/gen"
+)
+
+// TestShapesMatchFullPass: a Checker with its shapes and memo gives the
+// same verdicts, findings included, as one that checks every record in
+// full, on the corpus (clean, with planted leaks, and with outputs altered
+// the ways a shape must notice: other bytes between values, escapes,
+// whitespace, extra or missing members, values of another type).
+func TestShapesMatchFullPass(t *testing.T) {
+	r := corpusRoute(t)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, full := g.NewChecker(), g.NewChecker()
+	full.reference = true
+	a := r.NewApplier()
+	uas := zeekUserAgents(t)
+	gn := gen.New(gen.Options{Seed: 11})
+	rng := rand.New(rand.NewPCG(1, 2))
+	mutate := []func(string) string{
+		func(s string) string { return s },
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"comment" : "`, 1) },
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"comment":"\u00e9t\u00e9 `, 1) },
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"comment":"été `, 1) },
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"comment":"bad \xff `, 1) },
+		func(s string) string {
+			return strings.Replace(s, `"comment":"`, `"comment":"tab\there \"q\" \\ \/ `, 1)
+		},
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"comment":"bad \x `, 1) },
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"comment":"bad \u12G4 `, 1) },
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"comment":"ctl `+"\x01"+` `, 1) },
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"comment":"\u0041nn.Lee \ud800 `, 1) },
+		func(s string) string { return strings.Replace(s, `"comment":"`, `"extra":"x","comment":"`, 1) },
+		func(s string) string {
+			return strings.Replace(s, `"comment":"`, `"comment":4111111111111111,"c2":"`, 1)
+		},
+		func(s string) string { return strings.Replace(s, `"time":"`, `"time":null,"t":"`, 1) },
+		func(s string) string { return strings.Replace(s, `"class_uid":`, `"class_uid":-0.5e+3,"x":`, 1) },
+		func(s string) string { return strings.Replace(s, `"class_uid":`, `"class_uid":01,"x":`, 1) },
+		func(s string) string { return strings.Replace(s, `"name":"`, `"name":"ABC`, 1) },
+		func(s string) string { return strings.Replace(s, `"name":"`, `"na\u006de":"`, 1) },
+		func(s string) string { return s + " " },
+		func(s string) string { return s + "x" },
+		func(s string) string { return s[:len(s)-1] },
+		func(s string) string {
+			return strings.Replace(s, `"comment":"`, `"comment":{"bob.x":[1,true,"a@b.example"]},"c":"`, 1)
+		},
+		func(s string) string {
+			return strings.Replace(s, `"user_agent":"`, `"user_agent":"`+strings.Repeat("long text ", 10), 1)
+		},
+	}
+	var out []byte
+	checked := 0
+	for i := range 6000 {
+		base := gn.Append(nil)
+		txt := [4]string{cleanCmds[i%len(cleanCmds)], uas[i%len(uas)], cleanURLs[i%len(cleanURLs)], cleanComments[i%len(cleanComments)]}
+		if i%7 == 3 {
+			l := leaks[rng.IntN(len(leaks))]
+			field := map[string]int{"actor.process.cmd_line": 0, "http_request.user_agent": 1, "http_request.url": 2, "comment": 3}[l.field]
+			txt[field] = l.plant(identOf(t, base), rng.IntN(3))
+		}
+		in := corpusRecord(base, txt[0], txt[1], txt[2], txt[3])
+		if out, err = a.Apply(out[:0], in); err != nil {
+			t.Fatal(err)
+		}
+		fast.Observe(in)
+		full.Observe(in)
+		variants := []string{string(out)}
+		if i%5 == 0 {
+			variants = append(variants, mutate[rng.IntN(len(mutate))](string(out)))
+		}
+		for _, o := range variants {
+			want := verdictString(full.Check([]byte(o)))
+			if got := verdictString(fast.Check([]byte(o))); got != want {
+				t.Fatalf("record %d: with shapes %s, in full %s\n%s", i, got, want, o)
+			}
+			if rng.IntN(4) == 0 { // k from the caller
+				n := rng.IntN(4)
+				want := verdictString(full.CheckClass([]byte(o), n))
+				if got := verdictString(fast.CheckClass([]byte(o), n)); got != want {
+					t.Fatalf("record %d, class of %d: with shapes %s, in full %s", i, n, got, want)
+				}
+			}
+			checked++
+		}
+	}
+	t.Logf("%d outputs compared", checked)
+}
+
+// TestMemoSeesNewIdentifiers: a string the memo has vetted is an echo as
+// soon as a raw identifier equal to it (or to one of its tokens) arrives,
+// on this Checker or another one of the route.
+func TestMemoSeesNewIdentifiers(t *testing.T) {
+	t.Setenv("GATE_TEST_KEY", strings.Repeat("7e", 32))
+	cfg, err := config.Parse([]byte(`
+vendors:
+  v:
+    purpose: p
+    categories: [threat_telemetry]
+    keys: [{env: GATE_TEST_KEY}]
+    fields:
+      - {path: user.name, action: pseudonymize}
+      - {path: note, action: keep}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New("v", cfg.Vendors["v"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, other := g.NewChecker(), g.NewChecker()
+	pseudo := strings.Repeat("ab", 16)
+	out := []byte(`{"user":{"name":"` + pseudo + `"},"note":"owner quinn.zed, see ticket"}`)
+	for range 3 {
+		if v := c.Check(out); !v.Pass() {
+			t.Fatalf("before: %s", verdictString(v))
+		}
+	}
+	other.Observe([]byte(`{"user":{"name":"Quinn.Zed"}}`))
+	if v := c.Check(out); !v.Reasons.Has(ReasonEcho) {
+		t.Fatalf("after another Checker saw the identifier: %s", verdictString(v))
+	}
+	out2 := []byte(`{"user":{"name":"` + pseudo + `"},"note":"owner rex_9000, see ticket"}`)
+	if v := c.Check(out2); !v.Pass() {
+		t.Fatalf("before: %s", verdictString(v))
+	}
+	c.ObserveIdentifier(0, []byte("REX.9000"))
+	if v := c.Check(out2); !v.Reasons.Has(ReasonEcho) {
+		t.Fatalf("after the identifier arrived: %s", verdictString(v))
+	}
+}
+
+// TestPatternGuards: the byte counts that spare scanPatterns its checks
+// never hide a pattern the check would find.
+func TestPatternGuards(t *testing.T) {
+	checks := []func([]byte) bool{
+		patEmail: hasEmail, patIPv4: hasIPv4, patIPv6: hasIPv6, patMAC: hasMAC, patCard: hasCard,
+		patIBAN: hasIBAN, patSSN: hasSSN, patJWT: hasJWT, patCloudKey: hasCloudKey, patPrivateKey: hasPrivateKey,
+	}
+	all := patternSet(1<<numPatterns - 1)
+	var inputs []string
+	for _, l := range leaks {
+		for v := range 3 {
+			inputs = append(inputs, l.plant(ident{"ann.lee", "ann.lee@corp.example", "wks-9.corp.example", "10.1.2.3"}, v))
+		}
+	}
+	inputs = append(inputs, cleanCmds...)
+	inputs = append(inputs, cleanURLs...)
+	inputs = append(inputs, cleanComments...)
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte("0123456789abcdefAEZ :-.@%_ ")
+	for range 200000 {
+		b := make([]byte, 8+rng.IntN(40))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		inputs = append(inputs, string(b))
+	}
+	for _, s := range inputs {
+		var want patternSet
+		for p, f := range checks {
+			if f([]byte(s)) {
+				want |= 1 << p
+			}
+		}
+		if got := scanPatterns([]byte(s), all); got != want {
+			t.Fatalf("%q: guarded %b, unguarded %b", s, got, want)
+		}
+	}
+}
+
+// TestPrehashSpreads: the summaries' hash spreads similar short strings.
+func TestPrehashSpreads(t *testing.T) {
+	seen := map[uint64]string{}
+	for i := range 100000 {
+		for _, s := range []string{fmt.Sprint(i), fmt.Sprintf("user.%d", i), fmt.Sprintf("wks-%d.corp.example", i)} {
+			h := prehash([]byte(s))
+			if o, dup := seen[h]; dup && o != s {
+				t.Fatalf("%q and %q share a prehash", o, s)
+			}
+			seen[h] = s
+		}
+	}
+}
+
+// TestHexLower8 compares the eight-byte hex test with the class table on
+// every byte in every position.
+func TestHexLower8(t *testing.T) {
+	for c := range 256 {
+		for pos := range 8 {
+			w := []byte("0123abcd")
+			w[pos] = byte(c)
+			want := true
+			for _, b := range w {
+				want = want && class[b]&cHexLower != 0
+			}
+			if got := hexLower8(binary.LittleEndian.Uint64(w)); got != want {
+				t.Fatalf("%q: %v, want %v", w, got, want)
+			}
+		}
+	}
+}
+
+// TestIPLeafFastPath: the dotted-quad parser agrees with netip on the
+// verdicts of the IP leaves.
+func TestIPLeafFastPath(t *testing.T) {
+	leaves := []*gleaf{{kind: kindIPPrefix}, {kind: kindIPTruncate, v4: 24, v6: 48}, {kind: kindIPTruncate, v4: 16, v6: 64}, {kind: kindIPTruncate, v4: 32, v6: 128}, {kind: kindIPTruncate, v4: 0, v6: 0}, {kind: kindIPTruncate, v4: 33, v6: 129}}
+	in := []string{"10.0.1.0", "10.0.1.1", "10.0.0.0", "255.255.255.255", "256.1.1.0", "01.2.3.0", "1.2.3", "1.2.3.4.5", "1..2.3", "1.2.3.0.", ".1.2.3", "0.0.0.0", "00.0.0.0", "1.2.3.00", "1.2.3.-0", "::ffff:10.0.1.0", "2001:db8::", "10.0.1.0%eth0", "1.2.3.4x", "1234.1.1.1", "1.2.3.0 "}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 50000 {
+		b := make([]byte, 7+rng.IntN(9))
+		for i := range b {
+			b[i] = "0123456789...."[rng.IntN(14)]
+		}
+		in = append(in, string(b))
+	}
+	for _, l := range leaves {
+		for _, s := range in {
+			want := func() bool {
+				ip, err := netip.ParseAddr(s)
+				if err != nil || ip.Zone() != "" {
+					return false
+				}
+				if l.kind != kindIPTruncate {
+					return true
+				}
+				ip = ip.Unmap()
+				bits := l.v6
+				if ip.Is4() {
+					bits = l.v4
+				}
+				p, err := ip.Prefix(bits)
+				return err == nil && p.Addr() == ip
+			}()
+			if got := ipLeafOK(l, []byte(s)); got != want {
+				t.Fatalf("%+v %q: %v, want %v", *l, s, got, want)
+			}
+		}
+	}
+}
+
+// echoesReference is the echo test as first written (fold and decode,
+// then tokens, their parts around '@', their dot-separated parts and
+// skeletons, each looked up on its own), kept to check the one-pass
+// version against.
+func echoesReference(b *rotatingBloom, s []byte) bool {
+	f := foldDecode(nil, s)
+	if tokenOK(f) && b.contains(f) {
+		return true
+	}
+	split := func(t []byte, a, c byte) (parts [][]byte) {
+		start := 0
+		for i := 0; i <= len(t); i++ {
+			if i == len(t) || t[i] == a || t[i] == c {
+				if i > start {
+					parts = append(parts, t[start:i])
+				}
+				start = i + 1
+			}
+		}
+		return parts
+	}
+	for i := 0; i < len(f); {
+		for i < len(f) && coarseSep(f[i]) {
+			i++
+		}
+		j, inner := i, false
+		for j < len(f) && !coarseSep(f[j]) {
+			inner = inner || f[j] == '.' || f[j] == '-' || f[j] == '_' || f[j] == '@'
+			j++
+		}
+		t := f[i:j]
+		if j > i {
+			if len(t) != len(f) && tokenOK(t) && b.contains(t) {
+				return true
+			}
+			if inner {
+				for _, p := range split(t, '@', '@') {
+					if len(p) != len(t) && tokenOK(p) && b.contains(p) {
+						return true
+					}
+					for _, q := range split(p, '.', '@') {
+						if len(q) != len(p) && tokenOK(q) && b.contains(q) {
+							return true
+						}
+					}
+				}
+				sk := skeleton(nil, t)
+				if len(sk) != len(t) && len(sk) >= minSkel && tokenOK(sk) && b.contains(sk) {
+					return true
+				}
+			}
+		}
+		i = j
+	}
+	return false
+}
+
+// TestEchoesMatchReference: the one-pass echo test finds what the
+// reference finds, on random text built from remembered values, their
+// parts and noise.
+func TestEchoesMatchReference(t *testing.T) {
+	r := corpusRoute(t)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.NewChecker()
+	var l gleaf
+	l.hostish = true
+	c.refresh()
+	words := []string{"ann.lee", "Bob_Ray@Corp.Example", "wks-9.corp.example", "10.1.2.3", "s-1-5-21-77", "q%40x", "zed"}
+	for _, w := range words[:4] {
+		c.remember([]byte(w), &l)
+	}
+	pieces := append(words, "ANN.LEE", "ann-lee", "annlee", "bob_ray", "BOBRAY", "corp", "wks-9", "WKS9", "2026-11-01T00:00:01.054Z", "%41nn.lee", "a+b", "%2F", "%", "@", ".", "-", "_", " ", "/", "\\", "=", "&", "?", ":", ",", "é", "x")
+	rng := rand.New(rand.NewPCG(7, 8))
+	hits := 0
+	for range 100000 {
+		var sb strings.Builder
+		for range 1 + rng.IntN(6) {
+			sb.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		s := []byte(sb.String())
+		want := echoesReference(g.echo, s)
+		if got := c.echoes(s); got != want {
+			t.Fatalf("%q: %v, reference %v", s, got, want)
+		}
+		if want {
+			hits++
+		}
+	}
+	t.Logf("%d of 100000 echo", hits)
+}
