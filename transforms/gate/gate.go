@@ -45,6 +45,7 @@ import (
 
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/internal/fieldpath"
+	"github.com/deident/deident/internal/jsonscan"
 )
 
 // Header names on quarantined records.
@@ -201,7 +202,8 @@ type gnode struct {
 	anyPath string // path of members no rule names: path + ".*"
 	arrays  int
 	kids    map[string]*gnode // used while compiling
-	members memberTable       // kids, indexed for the hot path
+	names   *jsonscan.Names   // kids' names, indexed for the hot path
+	members []*gnode          // kids in the order of names
 	bit     uint64            // this member's bit in its parent's duplicate mask (0 beyond 64)
 	leaf    *gleaf
 	ident   bool // a direct-identifier field is at or below this node
@@ -530,56 +532,12 @@ func emailOK(l *gleaf, val []byte) bool {
 	return true
 }
 
-// memberTable finds a node's member by name with a small open-addressing
-// table over the name's length and first eight bytes (as in the route's
-// compiled tree): at a few dozen names that beats a map with string keys.
-type memberTable struct {
-	names []memberName
-	nodes []*gnode
-	slots []int16 // index into names, -1 when empty; length a power of two
-	shift uint8   // 64 - log2(len(slots))
-}
-
-// memberName is a member name with its first eight bytes as a number, so
-// a lookup mostly compares two integers.
-type memberName struct {
-	prefix uint64
-	name   string
-}
-
-// namePrefix packs up to the first eight bytes of b, little-endian.
-func namePrefix(b []byte) uint64 {
-	if len(b) >= 8 {
-		return binary.LittleEndian.Uint64(b)
-	}
-	var x uint64
-	for i := len(b) - 1; i >= 0; i-- {
-		x = x<<8 | uint64(b[i])
-	}
-	return x
-}
-
-func slotOf(prefix uint64, n int, shift uint8) uint32 {
-	return uint32(((prefix ^ uint64(n)) * 0x9E3779B97F4A7C15) >> shift)
-}
-
 // child returns the member named name, or nil.
 func (n *gnode) child(name []byte) *gnode {
-	t := &n.members
-	if len(t.nodes) == 0 {
-		return nil
+	if i := n.names.Index(name); i >= 0 {
+		return n.members[i]
 	}
-	pre := namePrefix(name)
-	mask := uint32(len(t.slots) - 1)
-	for h := slotOf(pre, len(name), t.shift); ; h = (h + 1) & mask {
-		k := t.slots[h]
-		if k < 0 {
-			return nil
-		}
-		if m := &t.names[k]; m.prefix == pre && len(m.name) == len(name) && (len(name) <= 8 || m.name[8:] == string(name[8:])) {
-			return t.nodes[k]
-		}
-	}
+	return nil
 }
 
 // index builds the member tables of n and everything below it.
@@ -589,26 +547,10 @@ func (n *gnode) index() {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	size, bits := 4, 2
-	for size < 2*len(names) {
-		size, bits = size*2, bits+1
-	}
-	t := &n.members
-	t.names, t.nodes = nil, nil
-	t.slots = make([]int16, size)
-	t.shift = uint8(64 - bits)
-	for i := range t.slots {
-		t.slots[i] = -1
-	}
-	for i, name := range names {
-		pre := namePrefix([]byte(name))
-		t.names = append(t.names, memberName{pre, name})
-		t.nodes = append(t.nodes, n.kids[name])
-		h := slotOf(pre, len(name), t.shift)
-		for t.slots[h] >= 0 {
-			h = (h + 1) & uint32(size-1)
-		}
-		t.slots[h] = int16(i)
+	n.names = jsonscan.NewNames(names)
+	n.members = n.members[:0]
+	for _, name := range names {
+		n.members = append(n.members, n.kids[name])
 		n.kids[name].index()
 	}
 }

@@ -7,7 +7,6 @@ package route
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/internal/fieldpath"
+	"github.com/deident/deident/internal/jsonscan"
 	"github.com/deident/deident/transforms/generalize"
 	"github.com/deident/deident/transforms/pseudonym"
 )
@@ -66,80 +66,31 @@ type node struct {
 	children map[string]*node // used while compiling
 	leaf     *leaf
 
-	// The members, indexed for the hot path by a small open-addressing
-	// table over the name's length and first eight bytes: at this size
-	// that beats both Go's map and comparing every name.
-	names []memberName
+	// The members, for the hot path: names finds a member's position
+	// in kids.
+	names *jsonscan.Names
 	kids  []*node
-	slots []int16 // index into kids, -1 when empty; length a power of two
-	shift uint8   // 64 - log2(len(slots))
-}
-
-// memberName is a member name with its first eight bytes as a number, so a
-// lookup mostly compares two integers.
-type memberName struct {
-	prefix uint64
-	name   []byte
-}
-
-// namePrefix packs up to the first eight bytes of b, little-endian.
-func namePrefix(b []byte) uint64 {
-	if len(b) >= 8 {
-		return binary.LittleEndian.Uint64(b)
-	}
-	var x uint64
-	for i := len(b) - 1; i >= 0; i-- {
-		x = x<<8 | uint64(b[i])
-	}
-	return x
-}
-
-func slotOf(prefix uint64, n int, shift uint8) uint32 {
-	return uint32(((prefix ^ uint64(n)) * 0x9E3779B97F4A7C15) >> shift)
 }
 
 // child returns the member named name, or nil.
 func (n *node) child(name []byte) *node {
-	if len(n.kids) == 0 {
-		return nil
+	if i := n.names.Index(name); i >= 0 {
+		return n.kids[i]
 	}
-	pre := namePrefix(name)
-	mask := uint32(len(n.slots) - 1)
-	for h := slotOf(pre, len(name), n.shift); ; h = (h + 1) & mask {
-		k := n.slots[h]
-		if k < 0 {
-			return nil
-		}
-		if m := n.names[k]; m.prefix == pre && len(m.name) == len(name) && (len(name) <= 8 || string(m.name[8:]) == string(name[8:])) {
-			return n.kids[k]
-		}
-	}
+	return nil
 }
 
-// index builds the lookup tables of n and everything below it.
+// index builds the member tables of n and everything below it.
 func (n *node) index() {
 	names := make([]string, 0, len(n.children))
 	for name := range n.children {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	size, bits := 4, 2
-	for size < 2*len(names) {
-		size, bits = size*2, bits+1
-	}
-	n.slots = make([]int16, size)
-	n.shift = uint8(64 - bits)
-	for i := range n.slots {
-		n.slots[i] = -1
-	}
-	for i, name := range names {
-		n.names = append(n.names, memberName{namePrefix([]byte(name)), []byte(name)})
+	n.names = jsonscan.NewNames(names)
+	n.kids = n.kids[:0]
+	for _, name := range names {
 		n.kids = append(n.kids, n.children[name])
-		h := slotOf(namePrefix([]byte(name)), len(name), n.shift)
-		for n.slots[h] >= 0 {
-			h = (h + 1) & uint32(size-1)
-		}
-		n.slots[h] = int16(i)
 		n.children[name].index()
 	}
 }
