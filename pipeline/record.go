@@ -90,7 +90,9 @@ type Output struct {
 type Sink interface {
 	// Produce queues outs. It may return before they are acknowledged; it
 	// calls outs[i].Done.Acked exactly once for each, from any goroutine.
-	// Safe for concurrent use.
+	// It does not keep outs itself (the caller reuses it), and must not
+	// modify the outputs' keys, values or headers: they may be shared
+	// between outputs. Safe for concurrent use.
 	Produce(ctx context.Context, outs []Output) error
 }
 
@@ -106,6 +108,19 @@ type Claim interface {
 	// Commit stores next (the offset of the next record to consume) as the
 	// group's committed offset for this partition.
 	Commit(next int64) error
+}
+
+// ReadyClaim is a Claim that can tell whether more records are ready. The
+// runner then hands the outputs of consecutive records to the sink in one
+// Produce call while Ready is true (up to a bounded batch, and never
+// holding them longer than a millisecond waiting for the next record);
+// without it, every record's outputs are produced before the next Fetch.
+type ReadyClaim interface {
+	Claim
+	// Ready reports whether Fetch is expected to return a record without
+	// waiting for the broker (a hint; a wrong answer costs latency up to
+	// the runner's linger, never a record). Called from the claim's goroutine.
+	Ready() bool
 }
 
 // ClaimHandler processes one claim. ctx is done when the claim is revoked
@@ -224,6 +239,16 @@ type Route struct {
 	NewChecker func(a Applier) Checker
 	// NewStage returns a fresh k-anonymity Stage; nil: the route has none.
 	NewStage func() Stage
+	// Decodes declares that the route's Apply reads the whole input value
+	// and accepts only values its input's Decode accepts (a successful
+	// Apply implies a successful Decode). When the first route that may
+	// receive a record's category Decodes, the runner does not call Decode
+	// before it: a successful Apply stands for it, and only when that Apply
+	// fails does Decode tell an undecodable record (dead-lettered at stage
+	// "decode", counted dead_lettered) from one the route cannot
+	// de-identify (stage "apply", counted failed). Counts and outputs are
+	// the same either way.
+	Decodes bool
 }
 
 // Input describes one source topic.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Config configures a Runner.
@@ -229,6 +230,30 @@ type claimState struct {
 	checkers  []Checker // nil entries: no gate
 	src       []byte
 
+	// The input the claim's records come from (cached by topic: a claim's
+	// records normally share one) and which routes may receive its category.
+	inSet   bool
+	inTopic string
+	in      Input
+	inOK    bool
+	allowed []bool
+	first   int // the first allowed route, -1: none
+
+	// Per-route header values shared by every output of the route: the
+	// policy version, and the key id with the string it was made from.
+	policy [][]byte
+	keyID  []string
+	keyHdr [][]byte
+
+	// Arenas the outputs are carved from (one allocation per many records
+	// instead of several per output). A carved piece is never written again:
+	// when an arena is used up a new one is allocated, and the garbage
+	// collector frees the old one once the sink has dropped every output
+	// that points into it.
+	bytes []byte      // output values and deident-src header values
+	hdrs  []Header    // output header lists
+	acks  []recordAck // one per record with outputs, shared by its outputs
+
 	// stageMu serialises the stages (the fetch loop and the advancer) and
 	// keeps "register holds, then raise the floor" atomic for the tracker.
 	stageMu sync.Mutex
@@ -250,8 +275,13 @@ func (r *Runner) handle(ctx context.Context, c Claim) {
 	st.stages = make([]Stage, n)
 	st.held = make([]int64, n)
 	st.tally = make([]routeTally, n)
+	st.allowed = make([]bool, n)
+	st.policy = make([][]byte, n)
+	st.keyID = make([]string, n)
+	st.keyHdr = make([][]byte, n)
 	hasStage := false
 	for i, rt := range r.cfg.Routes {
+		st.policy[i] = []byte(rt.Version)
 		st.appliers[i] = rt.NewApplier()
 		if rt.NewChecker != nil {
 			st.checkers[i] = rt.NewChecker(st.appliers[i])
@@ -330,11 +360,55 @@ func (r *Runner) handle(ctx context.Context, c Claim) {
 		}
 	}()
 
-	var outs []Output
+	// Outputs of consecutive records are handed to the sink together while
+	// the claim has more records ready (see ReadyClaim): pending holds them,
+	// from the record at pendingFrom on. They are flushed before anything
+	// could wait for them: before waiting for an in-flight slot, before
+	// stage outputs, when the claim has nothing ready, produceLinger after
+	// the first, and when the loop ends.
+	ready, _ := c.(ReadyClaim)
+	var (
+		pending     []Output
+		pendingFrom int64
+		linger      struct { // done produceLinger after the first pending output; stopped by flush
+			ctx  context.Context
+			stop context.CancelFunc
+		}
+	)
+	flush := func() bool {
+		if linger.stop != nil {
+			linger.stop()
+			linger.ctx, linger.stop = nil, nil
+		}
+		if len(pending) == 0 {
+			return true
+		}
+		err := r.sink.Produce(sinkCtx, pending)
+		clear(pending) // the sink owns the outputs' contents now
+		pending = pending[:0]
+		if err != nil {
+			r.fail(fmt.Errorf("producing outputs of %s/%d/%d and on: %w", st.topic, st.partition, pendingFrom, err))
+			return false
+		}
+		return true
+	}
 fetch:
 	for {
-		rec, err := c.Fetch(ctx)
+		fctx := ctx
+		if len(pending) > 0 {
+			if ready == nil || !ready.Ready() || len(pending) >= produceBatch || linger.ctx.Err() != nil {
+				if !flush() {
+					break
+				}
+			} else {
+				fctx = linger.ctx
+			}
+		}
+		rec, err := c.Fetch(fctx)
 		if err != nil {
+			if fctx != ctx && ctx.Err() == nil && fctx.Err() != nil {
+				continue // lingered long enough: flush, then wait for the next record
+			}
 			if ctx.Err() == nil {
 				log.Warn("fetch stopped", "err", err)
 			}
@@ -342,35 +416,51 @@ fetch:
 		}
 		select {
 		case r.sem <- struct{}{}:
-		case <-r.failed:
-			break fetch
-		case <-ctx.Done():
-			break fetch // not tracked, not committed: the next owner reprocesses it
+		default:
+			if !flush() { // pending outputs hold slots: let them go first
+				break fetch
+			}
+			select {
+			case r.sem <- struct{}{}:
+			case <-r.failed:
+				break fetch
+			case <-ctx.Done():
+				break fetch // not tracked, not committed: the next owner reprocesses it
+			}
 		}
 		r.counters.Worker.InFlight.Add(1)
+		n := len(pending)
 		st.stageMu.Lock()
-		outs, err = st.process(outs[:0], &rec)
+		pending, err = st.process(pending, &rec)
 		if err == nil {
-			err = st.tr.Add(rec.Offset, len(outs))
+			err = st.tr.Add(rec.Offset, len(pending)-n)
 		}
 		staged := st.takeStaged()
 		st.stageMu.Unlock()
 		if err != nil {
 			// Not tracked: nothing at or after rec is committed.
+			clear(pending[n:])
+			pending = pending[:n]
 			r.release()
 			r.fail(err)
 			break
 		}
-		if len(outs) == 0 {
+		switch {
+		case len(pending) == n:
 			r.release()
-		} else if err := r.sink.Produce(sinkCtx, outs); err != nil {
-			r.fail(fmt.Errorf("producing outputs of %s/%d/%d: %w", rec.Topic, rec.Partition, rec.Offset, err))
-			break
+		case n == 0:
+			pendingFrom = rec.Offset
+			if ready != nil && linger.ctx == nil {
+				linger.ctx, linger.stop = context.WithTimeout(ctx, produceLinger)
+			}
 		}
-		if len(staged) > 0 && !st.produceStaged(ctx, sinkCtx, staged) {
+		if len(staged) > 0 && (!flush() || !st.produceStaged(ctx, sinkCtx, staged)) {
 			break
 		}
 	}
+	// Outputs of tracked records go to the sink even when the claim ends
+	// (or the runner failed: they precede what failed it).
+	flush()
 	close(fetchDone)
 	<-committerDone
 	<-advancerDone
@@ -469,38 +559,137 @@ func (st *claimState) abandon(outs []Output) {
 	}
 }
 
+// Batching of the outputs of consecutive records (see handle).
+const (
+	// produceBatch is the most outputs handed to the sink in one Produce.
+	produceBatch = 512
+	// produceLinger bounds how long the first of them waits for the batch
+	// to fill when the claim said more records were ready and none came.
+	produceLinger = time.Millisecond
+)
+
+// Arena sizes: outputs and headers are carved from chunks this large.
+const (
+	byteArena   = 64 << 10
+	headerArena = 3 * 256
+	ackArena    = 256
+)
+
+// alloc returns an empty slice with room for at least n bytes at the free
+// end of the byte arena. Nothing is carved until commit.
+func (st *claimState) alloc(n int) []byte {
+	if cap(st.bytes)-len(st.bytes) < n {
+		st.bytes = make([]byte, 0, max(byteArena, 2*n))
+	}
+	return st.bytes[len(st.bytes):len(st.bytes)]
+}
+
+// commit carves b, the result of appending to alloc's slice, from the
+// arena when it lies there (an append past the room moved it elsewhere)
+// and returns it with its capacity clipped, so that appending to it never
+// writes into a neighbour.
+func (st *claimState) commit(b []byte) []byte {
+	free := st.bytes[len(st.bytes):cap(st.bytes)]
+	if len(b) > 0 && len(free) >= len(b) && unsafe.SliceData(b) == unsafe.SliceData(free) {
+		st.bytes = st.bytes[:len(st.bytes)+len(b)]
+	}
+	return b[:len(b):len(b)]
+}
+
+// headers carves a header list of length n (capacity clipped) from the
+// header arena.
+func (st *claimState) headers(n int) []Header {
+	if cap(st.hdrs)-len(st.hdrs) < n {
+		st.hdrs = make([]Header, 0, max(headerArena, n))
+	}
+	h := st.hdrs[len(st.hdrs) : len(st.hdrs)+n : len(st.hdrs)+n]
+	st.hdrs = st.hdrs[:len(st.hdrs)+n]
+	return h
+}
+
+// ack carves the Acker shared by the outputs of the record at off.
+func (st *claimState) ack(off int64) *recordAck {
+	if len(st.acks) == cap(st.acks) {
+		st.acks = make([]recordAck, 0, ackArena)
+	}
+	st.acks = append(st.acks, recordAck{c: st, off: off})
+	return &st.acks[len(st.acks)-1]
+}
+
+// input returns the input of topic and caches which routes may receive
+// its category.
+func (st *claimState) input(topic string) (Input, bool) {
+	if st.inSet && topic == st.inTopic {
+		return st.in, st.inOK
+	}
+	r := st.r
+	st.inSet, st.inTopic = true, topic
+	st.in, st.inOK = r.cfg.Inputs[topic]
+	st.first = -1
+	if !st.inOK {
+		return st.in, false
+	}
+	for i, rt := range r.cfg.Routes {
+		st.allowed[i] = rt.Allows(st.in.Category)
+		if st.allowed[i] && st.first < 0 {
+			st.first = i
+		}
+	}
+	return st.in, true
+}
+
+// keyHeader returns route i's deident-key header value for the key id of
+// its last applied record.
+func (st *claimState) keyHeader(i int, id string) []byte {
+	if st.keyHdr[i] == nil || id != st.keyID[i] {
+		st.keyID[i], st.keyHdr[i] = id, []byte(id)
+	}
+	return st.keyHdr[i]
+}
+
 // process derives the outputs of rec, appending them to outs; outputs of
 // k-anonymity decisions go to st.staged with their holds registered. An
 // error (a gate failed closed) leaves rec uncounted and untracked.
 // st.stageMu is held.
+//
+// The input's Decode runs first unless the first route that may receive
+// rec Decodes (see Route.Decodes): that route's Apply is then the decode
+// check, and Decode runs only when it fails.
 func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 	r := st.r
 	cnt := r.counters
 	st.src = rec.AppendSrc(st.src[:0])
-	in, ok := r.cfg.Inputs[rec.Topic]
+	in, ok := st.input(rec.Topic)
 	var err error
+	lazy := false
 	if !ok {
 		err = fmt.Errorf("no source is configured for topic %s", rec.Topic)
-	} else {
+	} else if lazy = st.first >= 0 && r.cfg.Routes[st.first].Decodes; !lazy {
 		err = in.Decode(rec.Value)
 	}
 	if err != nil {
-		cnt.Worker.Consumed.Add(1)
-		cnt.Worker.DeadLettered.Add(1)
-		r.log.Warn("record dead-lettered", "stage", "decode", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
-		return append(outs, st.deadLetter(rec, "decode", "", err)), nil
+		return st.undecodable(outs, rec, err), nil
 	}
 	clear(st.tally)
+	var src []byte // the deident-src header value, shared by rec's outputs
+	var ack *recordAck
 	for i, rt := range r.cfg.Routes {
 		t := &st.tally[i]
 		t.in++
-		if !rt.Allows(in.Category) {
+		if !st.allowed[i] {
 			t.filt++
 			continue
 		}
 		a := st.appliers[i]
-		val, err := a.Apply(make([]byte, 0, len(rec.Value)), rec.Value)
+		val, err := a.Apply(st.alloc(len(rec.Value)), rec.Value)
 		if err != nil {
+			if lazy && i == st.first {
+				// Routes before this one only filtered rec: nothing is
+				// produced or counted yet.
+				if derr := in.Decode(rec.Value); derr != nil {
+					return st.undecodable(outs, rec, derr), nil
+				}
+			}
 			t.fail++
 			r.log.Warn("record dead-lettered", "stage", "apply", "route", rt.Name, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
 			outs = append(outs, st.deadLetter(rec, "apply", rt.Name, err))
@@ -511,6 +700,7 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 			if chk != nil {
 				chk.Observe(rec.Value)
 			}
+			// val is not retained by the stage: it stays in the arena's free end.
 			st.decs, err = stg.Add(st.decs[:0], rec, val)
 			if err != nil {
 				t.fail++
@@ -524,11 +714,15 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 			}
 			continue
 		}
-		headers := []Header{
-			{Key: HeaderSrc, Value: append([]byte(nil), st.src...)},
-			{Key: HeaderPolicy, Value: []byte(rt.Version)},
-			{Key: HeaderKey, Value: []byte(a.KeyID())},
+		val = st.commit(val)
+		if src == nil {
+			src = st.commit(append(st.alloc(len(st.src)), st.src...))
+			ack = st.ack(rec.Offset)
 		}
+		headers := st.headers(3)
+		headers[0] = Header{Key: HeaderSrc, Value: src}
+		headers[1] = Header{Key: HeaderPolicy, Value: st.policy[i]}
+		headers[2] = Header{Key: HeaderKey, Value: st.keyHeader(i, a.KeyID())}
 		if chk != nil {
 			v, err := chk.Check(rec.Value, val)
 			if err != nil {
@@ -541,13 +735,23 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 			}
 		}
 		t.out++
-		outs = append(outs, Output{Topic: rt.Topic, Key: rec.Key, Value: val, Headers: headers, Done: &recordAck{c: st, off: rec.Offset}})
+		outs = append(outs, Output{Topic: rt.Topic, Key: rec.Key, Value: val, Headers: headers, Done: ack})
 	}
 	cnt.Worker.Consumed.Add(1)
 	cnt.Worker.Decoded.Add(1)
 	st.applyTally()
 	st.setFloor()
 	return outs, nil
+}
+
+// undecodable counts rec as consumed and dead-lettered at stage decode and
+// appends its dead letter.
+func (st *claimState) undecodable(outs []Output, rec *Record, err error) []Output {
+	cnt := st.r.counters
+	cnt.Worker.Consumed.Add(1)
+	cnt.Worker.DeadLettered.Add(1)
+	st.r.log.Warn("record dead-lettered", "stage", "decode", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+	return append(outs, st.deadLetter(rec, "decode", "", err))
 }
 
 // advance lets the clock decide what the stages hold. st.stageMu is held.

@@ -33,6 +33,10 @@ type fakeClaim struct {
 	partition int
 	recs      []Record
 	next      int
+	// feed, when set, supplies records after recs, one Fetch at a time.
+	feed chan Record
+	// alwaysReady: Ready says true even with nothing to fetch.
+	alwaysReady bool
 
 	mu        sync.Mutex
 	committed int64
@@ -46,9 +50,16 @@ func (c *fakeClaim) Fetch(ctx context.Context) (Record, error) {
 		c.next++
 		return c.recs[c.next-1], nil
 	}
-	<-ctx.Done()
-	return Record{}, ctx.Err()
+	select {
+	case rec := <-c.feed: // nil: never
+		return rec, nil
+	case <-ctx.Done():
+		return Record{}, ctx.Err()
+	}
 }
+
+// Ready makes the runner batch the outputs of consecutive records.
+func (c *fakeClaim) Ready() bool { return c.alwaysReady || c.next < len(c.recs) }
 func (c *fakeClaim) Commit(next int64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -110,10 +121,14 @@ func (s *fakeSink) release() {
 	}
 }
 
-// upper is a toy applier: it upper-cases the record, failing on "poison".
+// upper is a toy applier: it upper-cases the record, failing on "poison"
+// and on what decodeJSONish rejects (so a route of it Decodes).
 type upper struct{}
 
 func (upper) Apply(dst, src []byte) ([]byte, error) {
+	if decodeJSONish(src) != nil {
+		return dst, errors.New("(record): syntax error")
+	}
 	if bytes.Contains(src, []byte("poison")) {
 		return dst, errors.New("name: needs a string")
 	}
@@ -151,6 +166,18 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 }
 
 func TestRunnerFanOutDeadLettersAndCommits(t *testing.T) {
+	// decodes: the routes' Apply stands in for Decode (Route.Decodes); for
+	// topic wf the first route that may receive it is the second.
+	for _, decodes := range []bool{false, true} {
+		t.Run(fmt.Sprintf("decodes=%v", decodes), func(t *testing.T) { testFanOut(t, decodes) })
+	}
+}
+
+func testFanOut(t *testing.T, decodes bool) {
+	routes := testRoutes()
+	for i := range routes {
+		routes[i].Decodes = decodes
+	}
 	var claims []*fakeClaim
 	for p := range 3 {
 		c := &fakeClaim{topic: "edr", partition: p, committed: -1}
@@ -174,7 +201,7 @@ func TestRunnerFanOutDeadLettersAndCommits(t *testing.T) {
 			"edr": {Category: "threat", Decode: decodeJSONish},
 			"wf":  {Category: "workflow", Decode: decodeJSONish},
 		},
-		Routes:          testRoutes(),
+		Routes:          routes,
 		DeadLetterTopic: "dlq",
 		MaxInFlight:     7,
 		CommitInterval:  time.Millisecond,
@@ -242,6 +269,9 @@ func TestRunnerFanOutDeadLettersAndCommits(t *testing.T) {
 			}
 			if hdr[HeaderStage] == "apply" && string(o.Value) != `{"n":"poison"}` {
 				t.Errorf("dead letter does not carry the original bytes: %q", o.Value)
+			}
+			if hdr[HeaderStage] == "decode" && (hdr[HeaderError] != "invalid JSON at byte 0" || hdr[HeaderRoute] != "" || string(o.Value) != "truncated") {
+				t.Errorf("decode dead letter: headers %v, value %q", hdr, o.Value)
 			}
 			continue
 		}
@@ -351,5 +381,43 @@ func TestNewValidates(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
+	}
+}
+
+// TestRunnerLingerBoundsBatching: a claim that says more records are ready
+// when none come (a transaction marker or compacted gap below the high
+// watermark) delays outputs by at most the linger, and records fed one by
+// one are all produced and committed.
+func TestRunnerLingerBoundsBatching(t *testing.T) {
+	c := &fakeClaim{topic: "edr", committed: -1, feed: make(chan Record), alwaysReady: true}
+	r, err := New(Config{
+		Inputs:          map[string]Input{"edr": {Category: "threat", Decode: decodeJSONish}},
+		Routes:          testRoutes(),
+		DeadLetterTopic: "dlq",
+		CommitInterval:  time.Millisecond,
+		Logger:          quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &fakeSink{rng: rand.New(rand.NewPCG(1, 2))}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx, &fakeSource{claims: []*fakeClaim{c}}, sink) }()
+	for i := range 5 {
+		c.feed <- Record{Topic: "edr", Offset: int64(i), Value: []byte(`{"n":1}`)}
+		waitFor(t, fmt.Sprintf("outputs of record %d", i), 2*time.Second, func() bool {
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			return len(sink.outs) == 2*(i+1)
+		})
+	}
+	waitFor(t, "commit", 2*time.Second, func() bool { return c.Committed() == 5 })
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Counters().Check(); err != nil {
+		t.Error(err)
 	}
 }

@@ -5,6 +5,8 @@
 //
 //	scripts/kafka-local start
 //	go run ./benchmarks/kafka -brokers 127.0.0.1:19092 -records 200000
+//	go run ./benchmarks/kafka -gate off        # deident without the re-identification gate only
+//	go run ./benchmarks/kafka -broker-pid $(cat /tmp/deident-kafka-19092/kafka.pid)   # the broker's CPU too
 //	go run ./benchmarks/kafka -soak 10m        # memory over time (RSS every 10s)
 //
 // Both contenders read the same source topic from its first offset, produce
@@ -14,8 +16,18 @@
 // (configs/bench.yaml's fields, each route with its own random key),
 // adds provenance headers, tracks offsets and commits them as a consumer
 // group; the bare loop reads each partition with a plain kafka.Reader and
-// commits nothing. Times run from the first record fetched to the last
-// output acknowledged, so deident's group join is reported apart.
+// commits nothing. Both read with the same kafka.Reader settings
+// (readerMinBytes, readerMaxBytes, readerMaxWait, readerQueue). With -gate
+// both (the default) every round runs deident twice, with each route's
+// re-identification gate off and on (the gate quarantines to its own topic),
+// and the ratio to the bare loop is reported for each. Times run from the
+// first record fetched to the last output acknowledged, so deident's group
+// join is reported apart. On a shared machine wall time is noisy, so each
+// row also gives this process's CPU seconds over the run (user+sys, every
+// goroutine: reader, transform, writer, GC) and records per CPU-second,
+// and with -broker-pid the broker's CPU seconds over the same span. With
+// -cpuprofile, samples carry a "program" label (bare, deident,
+// deident+gate): go tool pprof -tagfocus 'program=^deident$'.
 package main
 
 import (
@@ -37,6 +49,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -47,6 +60,7 @@ import (
 	"github.com/deident/deident/pipeline"
 	kafkasink "github.com/deident/deident/sinks/kafka"
 	kafkasrc "github.com/deident/deident/sources/kafka"
+	"github.com/deident/deident/transforms/gate"
 	"github.com/deident/deident/transforms/route"
 )
 
@@ -62,7 +76,17 @@ type options struct {
 	sample       time.Duration
 	rate         int
 	cpuProfile   string
+	gate         string
+	brokerPID    int
 }
+
+// The kafka.Reader settings of both contenders (sources/kafka's defaults).
+const (
+	readerMinBytes = 1
+	readerMaxBytes = 10 << 20
+	readerMaxWait  = 250 * time.Millisecond
+	readerQueue    = 1000
+)
 
 func main() {
 	var o options
@@ -77,7 +101,9 @@ func main() {
 	flag.DurationVar(&o.soak, "soak", 0, "instead of the comparison, run deident for this long under a steady producer and sample memory")
 	flag.DurationVar(&o.sample, "sample", 10*time.Second, "soak: sampling interval")
 	flag.IntVar(&o.rate, "rate", 20000, "soak: records/s produced into the source topic")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (samples labelled program=bare|deident|deident+gate)")
+	flag.IntVar(&o.brokerPID, "broker-pid", 0, "also report the broker process's CPU time per contender (scripts/kafka-local writes it to $DEIDENT_KAFKA_STATE/kafka.pid)")
+	flag.StringVar(&o.gate, "gate", "both", "deident's re-identification gate: off, on, or both (each round runs deident twice)")
 	flag.Parse()
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
@@ -91,6 +117,12 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	o.brokers = strings.Split(brokers, ",")
+	switch o.gate {
+	case "off", "on", "both":
+	default:
+		fmt.Fprintf(os.Stderr, "benchmark: -gate must be off, on or both, got %q\n", o.gate)
+		os.Exit(2)
+	}
 	if err := run(context.Background(), o); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "benchmark:", err)
@@ -123,42 +155,119 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("loaded %d threat records (%d partitions) in %v\n", o.records, o.partitions, time.Since(start).Round(time.Millisecond))
 	fmt.Printf("producer batching: %d records or %v, acks=all; deident max_in_flight %d\n\n", o.batch, o.batchTimeout, o.maxInFlight)
-	fmt.Printf("%-6s %-8s %10s %12s %12s %10s\n", "round", "program", "seconds", "records/s", "outputs/s", "join")
-	var bare, deident []float64
+	progs := []string{"bare"}
+	switch o.gate {
+	case "off":
+		progs = append(progs, "deident")
+	case "on":
+		progs = append(progs, "deident+gate")
+	default:
+		progs = append(progs, "deident", "deident+gate")
+	}
+	fmt.Printf("%-6s %-13s %8s %10s %10s %8s %12s %8s %12s %9s\n", "round", "program", "seconds", "records/s", "outputs/s", "join", "/bare(round)", "cpu_s", "rec/cpu_s", "broker_s")
+	rps := map[string][]float64{}
+	cpus := map[string][]float64{} // records per CPU-second of this process
 	for r := range o.rounds {
-		order := []string{"bare", "deident"}
-		if r%2 == 1 {
-			order = []string{"deident", "bare"}
+		// Rotate the order so no contender always runs first (or right
+		// after the same one).
+		order := make([]string, len(progs))
+		for i := range progs {
+			order[i] = progs[(i+r)%len(progs)]
 		}
+		var round []roundResult
 		for _, prog := range order {
-			tag := fmt.Sprintf("%s-%s-%d", prog, run, r)
+			tag := fmt.Sprintf("%s-%s-%d", strings.ReplaceAll(prog, "+", "-"), run, r)
 			var res result
 			var err error
-			if prog == "bare" {
-				res, err = runBare(ctx, o, source, tag)
-			} else {
-				res, err = runDeident(ctx, o, cfg, tag)
-			}
+			cpu0, b0 := cpuTime(), procCPU(o.brokerPID)
+			pprof.Do(ctx, pprof.Labels("program", prog), func(ctx context.Context) {
+				if prog == "bare" {
+					res, err = runBare(ctx, o, source, tag)
+				} else {
+					res, err = runDeident(ctx, o, cfg, tag, prog == "deident+gate")
+				}
+			})
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", r, prog, err)
 			}
-			rps := float64(o.records) / res.elapsed.Seconds()
-			fmt.Printf("%-6d %-8s %10.2f %12.0f %12.0f %10v\n", r, prog, res.elapsed.Seconds(), rps, 2*rps, res.join.Round(time.Millisecond))
-			if prog == "bare" {
-				bare = append(bare, rps)
-			} else {
-				deident = append(deident, rps)
+			res.cpu, res.broker = cpuTime()-cpu0, procCPU(o.brokerPID)-b0
+			x := float64(o.records) / res.elapsed.Seconds()
+			rps[prog] = append(rps[prog], x)
+			cpus[prog] = append(cpus[prog], float64(o.records)/res.cpu.Seconds())
+			round = append(round, roundResult{prog, res, x})
+		}
+		var bare float64
+		for _, rr := range round {
+			if rr.prog == "bare" {
+				bare = rr.rps
 			}
 		}
+		for _, rr := range round {
+			ratio := ""
+			if rr.prog != "bare" {
+				ratio = fmt.Sprintf("%.2f", rr.rps/bare)
+			}
+			fmt.Printf("%-6d %-13s %8.2f %10.0f %10.0f %8v %12s %8.2f %12.0f %9.2f\n", r, rr.prog, rr.res.elapsed.Seconds(), rr.rps, 2*rr.rps, rr.res.join.Round(time.Millisecond), ratio,
+				rr.res.cpu.Seconds(), float64(o.records)/rr.res.cpu.Seconds(), rr.res.broker.Seconds())
+		}
 	}
-	mb, md := median(bare), median(deident)
-	fmt.Printf("\nmedian records/s: bare %.0f, deident %.0f; deident/bare = %.2f\n", mb, md, md/mb)
+	mb := median(rps["bare"])
+	fmt.Printf("\nmedian records/s: bare %.0f", mb)
+	for _, p := range progs[1:] {
+		fmt.Printf(", %s %.0f", p, median(rps[p]))
+	}
+	fmt.Println()
+	for _, p := range progs[1:] {
+		var per []float64
+		for i, x := range rps[p] {
+			per = append(per, x/rps["bare"][i])
+		}
+		fmt.Printf("%s/bare = %.2f (medians), median of the per-round ratios %.2f; records per CPU-second of this process: %.2f of bare's (medians; the broker's CPU is not counted)\n",
+			p, median(rps[p])/mb, median(per), median(cpus[p])/median(cpus["bare"]))
+	}
 	return nil
+}
+
+type roundResult struct {
+	prog string
+	res  result
+	rps  float64
 }
 
 type result struct {
 	elapsed time.Duration // first record fetched .. last output acknowledged
 	join    time.Duration // start .. first record fetched
+	cpu     time.Duration // this process's CPU time (user+sys) over the whole run, join included
+	broker  time.Duration // the broker's CPU time over the same span (-broker-pid)
+}
+
+// procCPU returns the CPU time (user+sys) of process pid so far, from
+// /proc/PID/stat (clock ticks of 10ms), or 0.
+func procCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+// cpuTime returns the process's CPU time so far (user+sys, every thread).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchConfig writes a config with two routes over configs/bench.yaml's
@@ -205,22 +314,26 @@ func benchConfig(o options, source string) (*config.Config, error) {
 }
 
 // runDeident runs the worker (the wiring of `deident run`) with vendor
-// topics named after tag until every record's outputs are acknowledged.
-func runDeident(ctx context.Context, o options, cfg *config.Config, tag string) (result, error) {
+// topics named after tag until every record's outputs are acknowledged;
+// gate switches every route's re-identification gate on (its defaults)
+// or off.
+func runDeident(ctx context.Context, o options, cfg *config.Config, tag string, gate bool) (result, error) {
 	c := *cfg
 	c.Vendors = map[string]config.Route{}
 	var topics []string
 	for name, v := range cfg.Vendors {
 		v.Topic = tag + "-" + name
+		v.Gate.Enabled = &gate
 		c.Vendors[name] = v
 		topics = append(topics, v.Topic)
 	}
 	c.Kafka.GroupID = tag
 	c.Kafka.DeadLetterTopic = tag + "-dead-letter"
+	c.Kafka.QuarantineTopic = tag + "-quarantine"
 	if err := createTopics(ctx, o.brokers, o.partitions, topics...); err != nil {
 		return result{}, err
 	}
-	if err := createTopics(ctx, o.brokers, 1, c.Kafka.DeadLetterTopic); err != nil {
+	if err := createTopics(ctx, o.brokers, 1, c.Kafka.DeadLetterTopic, c.Kafka.QuarantineTopic); err != nil {
 		return result{}, err
 	}
 	w, err := newWorker(&c)
@@ -254,6 +367,11 @@ func runDeident(ctx context.Context, o options, cfg *config.Config, tag string) 
 	}
 	if d := cnt.Worker.DeadLettered.Load(); d != 0 {
 		return result{}, fmt.Errorf("%d records dead-lettered", d)
+	}
+	for _, name := range cnt.Names {
+		if q := cnt.Routes[name].Quarantined.Load(); q != 0 {
+			fmt.Printf("  (route %s: %d records quarantined by the gate)\n", name, q)
+		}
 	}
 	return result{elapsed: done.Sub(first), join: first.Sub(start)}, nil
 }
@@ -297,7 +415,8 @@ func runBare(ctx context.Context, o options, source, tag string) (result, error)
 	errs := make([]error, o.partitions)
 	for p := range o.partitions {
 		wg.Go(func() {
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: o.brokers, Topic: source, Partition: p, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 250 * time.Millisecond})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: o.brokers, Topic: source, Partition: p,
+				MinBytes: readerMinBytes, MaxBytes: readerMaxBytes, MaxWait: readerMaxWait, QueueCapacity: readerQueue})
 			defer r.Close()
 			for off := int64(0); off < ends[p]; {
 				m, err := r.FetchMessage(ctx)
@@ -345,14 +464,17 @@ func soak(ctx context.Context, o options, cfg *config.Config, source, run string
 	c := *cfg
 	c.Vendors = map[string]config.Route{}
 	var topics []string
+	gate := o.gate != "off"
 	for name, v := range cfg.Vendors {
 		v.Topic = "soak-" + run + "-" + name
+		v.Gate.Enabled = &gate
 		c.Vendors[name] = v
 		topics = append(topics, v.Topic)
 	}
 	c.Kafka.GroupID = "soak-" + run
 	c.Kafka.DeadLetterTopic = "soak-" + run + "-dead-letter"
-	if err := createTopics(ctx, o.brokers, o.partitions, append(topics, c.Kafka.DeadLetterTopic)...); err != nil {
+	c.Kafka.QuarantineTopic = "soak-" + run + "-quarantine"
+	if err := createTopics(ctx, o.brokers, o.partitions, append(topics, c.Kafka.DeadLetterTopic, c.Kafka.QuarantineTopic)...); err != nil {
 		return err
 	}
 	w, err := newWorker(&c)
@@ -362,7 +484,7 @@ func soak(ctx context.Context, o options, cfg *config.Config, source, run string
 	errc := make(chan error, 1)
 	go func() { errc <- w.run(ctx) }()
 	cnt := w.runner.Counters()
-	fmt.Printf("soak %v at %d records/s, sampling every %v\n", o.soak, o.rate, o.sample)
+	fmt.Printf("soak %v at %d records/s, gate %v, sampling every %v\n", o.soak, o.rate, gate, o.sample)
 	fmt.Printf("%8s %10s %10s %10s %12s %12s\n", "elapsed", "rss_MiB", "heap_MiB", "in_flight", "consumed", "produced")
 	t := time.NewTicker(o.sample)
 	defer t.Stop()
@@ -435,8 +557,9 @@ func rssMiB() float64 {
 	return 0
 }
 
-// worker is the wiring of `deident run` (cmd/deident/run.go), reduced to
-// what the benchmark config uses: JSON sources, JSON routes.
+// worker is the wiring of `deident run` (cmd/deident/run.go's newWorker),
+// reduced to what the benchmark config uses: JSON sources, JSON routes, the
+// re-identification gate where enabled, no k-anonymity stage.
 type worker struct {
 	runner *pipeline.Runner
 	source *kafkasrc.Source
@@ -462,15 +585,28 @@ func newWorker(cfg *config.Config) (*worker, error) {
 	var prs []pipeline.Route
 	for _, name := range names {
 		r := routes[name]
-		prs = append(prs, pipeline.Route{
+		pr := pipeline.Route{
 			Name: name, Topic: r.Config.Topic, Version: r.Version,
 			Allows:     func(c string) bool { return r.Allows(config.Category(c)) },
 			NewApplier: func() pipeline.Applier { return r.NewApplier() },
-		})
+			Decodes:    true, // as cmd/deident: the route's parse is the JSON source's decode check
+		}
+		g, err := gate.New(name, r.Config)
+		if err != nil {
+			return nil, err
+		}
+		if g.Enabled() {
+			pr.NewChecker = func(a pipeline.Applier) pipeline.Checker {
+				c := g.NewChecker()
+				a.(*route.Applier).SetObserver(c)
+				return &gateChecker{g: g, c: c}
+			}
+		}
+		prs = append(prs, pr)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	runner, err := pipeline.New(pipeline.Config{
-		Inputs: inputs, Routes: prs, DeadLetterTopic: cfg.Kafka.DeadLetterTopic,
+		Inputs: inputs, Routes: prs, DeadLetterTopic: cfg.Kafka.DeadLetterTopic, QuarantineTopic: cfg.Kafka.QuarantineTopic,
 		MaxInFlight: cfg.Kafka.MaxInFlight, ShutdownGrace: cfg.Kafka.ShutdownGrace, Logger: quiet,
 	})
 	if err != nil {
@@ -479,6 +615,7 @@ func newWorker(cfg *config.Config) (*worker, error) {
 	src, err := kafkasrc.New(kafkasrc.Config{
 		Brokers: cfg.Kafka.Brokers, GroupID: cfg.Kafka.GroupID, Topics: topics, Logger: quiet,
 		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second, RebalanceTimeout: 10 * time.Second, JoinGroupBackoff: 500 * time.Millisecond,
+		MinBytes: readerMinBytes, MaxBytes: readerMaxBytes, MaxWait: readerMaxWait, QueueCapacity: readerQueue,
 	})
 	if err != nil {
 		return nil, err
@@ -488,6 +625,29 @@ func newWorker(cfg *config.Config) (*worker, error) {
 		return nil, err
 	}
 	return &worker{runner: runner, source: src, sink: sink}, nil
+}
+
+// gateChecker is cmd/deident's gateChecker for a route.Applier that reports
+// raw identifiers to the gate (no second pass over the input).
+type gateChecker struct {
+	g *gate.Gate
+	c *gate.Checker
+}
+
+func (c *gateChecker) Check(_, out []byte) (pipeline.Verdict, error) {
+	return c.verdict(c.c.Check(out))
+}
+func (c *gateChecker) Observe([]byte) {}
+func (c *gateChecker) CheckClass(out []byte, distinct int) (pipeline.Verdict, error) {
+	return c.verdict(c.c.CheckClass(out, distinct))
+}
+
+func (c *gateChecker) verdict(v gate.Verdict) (pipeline.Verdict, error) {
+	err := c.g.Tally(v)
+	if v.Pass() {
+		return pipeline.Verdict{Pass: true}, err
+	}
+	return pipeline.Verdict{Reasons: v.Reasons.Append(nil), Paths: v.AppendPaths(nil)}, err
 }
 
 func (w *worker) run(ctx context.Context) error {

@@ -181,6 +181,11 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 			Version:    r.Version,
 			Allows:     func(c string) bool { return r.Allows(config.Category(c)) },
 			NewApplier: func() pipeline.Applier { return r.NewApplier() },
+			// Every source is JSON (checked above) and a route's Applier parses
+			// the whole record, accepting only what decodeJSON accepts (same
+			// scanner, same limits.max_record_bytes; FuzzApplyImpliesDecode):
+			// its parse is the decode check.
+			Decodes: true,
 		}
 		g, err := gate.New(name, r.Config, gate.WithClock(now))
 		if err != nil {

@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/segmentio/kafka-go"
 
@@ -35,8 +37,9 @@ type Config struct {
 
 // Sink produces outputs to the topic each names.
 type Sink struct {
-	w   *kafka.Writer
-	log *slog.Logger
+	w    *kafka.Writer
+	log  *slog.Logger
+	msgs sync.Pool // *[]kafka.Message
 }
 
 var _ pipeline.Sink = (*Sink)(nil)
@@ -57,6 +60,7 @@ func New(cfg Config) (*Sink, error) {
 		log = slog.Default()
 	}
 	s := &Sink{log: log}
+	s.msgs.New = func() any { return new([]kafka.Message) }
 	s.w = &kafka.Writer{
 		Addr:                   kafka.TCP(cfg.Brokers...),
 		Balancer:               &kafka.Hash{}, // by key; round-robin for records without one
@@ -69,27 +73,45 @@ func New(cfg Config) (*Sink, error) {
 		MaxAttempts:            cfg.MaxAttempts,
 		AllowAutoTopicCreation: cfg.AllowAutoTopicCreation,
 		Completion:             s.complete,
+		Transport:              newMetadataCache(kafka.DefaultTransport),
 	}
 	return s, nil
 }
 
 // Produce queues outs; each output's Done is called from the Writer's
 // Completion callback once its batch is acknowledged by all in-sync
-// replicas, or has failed after MaxAttempts.
+// replicas, or has failed after MaxAttempts. Keys, values and header
+// values are passed to the Writer as they are (not copied), and the
+// output's header list is passed as the message's: the Writer only reads
+// them.
 func (s *Sink) Produce(ctx context.Context, outs []pipeline.Output) error {
-	msgs := make([]kafka.Message, len(outs))
-	for i, o := range outs {
-		m := kafka.Message{Topic: o.Topic, Key: o.Key, Value: o.Value, WriterData: o.Done}
-		if len(o.Headers) > 0 {
-			m.Headers = make([]kafka.Header, len(o.Headers))
-			for j, h := range o.Headers {
-				m.Headers[j] = kafka.Header{Key: h.Key, Value: h.Value}
-			}
-		}
-		msgs[i] = m
+	// The Writer copies each Message into its batch, so the slice handed to
+	// WriteMessages is reused.
+	bp := s.msgs.Get().(*[]kafka.Message)
+	msgs := (*bp)[:0]
+	for _, o := range outs {
+		msgs = append(msgs, kafka.Message{Topic: o.Topic, Key: o.Key, Value: o.Value, Headers: kafkaHeaders(o.Headers), WriterData: o.Done})
 	}
-	return s.w.WriteMessages(ctx, msgs...)
+	if err := s.w.WriteMessages(ctx, msgs...); err != nil {
+		return err // may refer to msgs (MessageTooLargeError): not pooled
+	}
+	clear(msgs) // drop the references before pooling
+	*bp = msgs[:0]
+	s.msgs.Put(bp)
+	return nil
 }
+
+// kafkaHeaders views a pipeline header list as kafka-go's: the two types
+// have the same definition (the conversion below compiles only while they
+// do), so the view needs no copy.
+func kafkaHeaders(h []pipeline.Header) []kafka.Header {
+	if len(h) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*kafka.Header)(unsafe.Pointer(unsafe.SliceData(h))), len(h))
+}
+
+var _ = kafka.Header(pipeline.Header{}) // identical underlying types
 
 func (s *Sink) complete(msgs []kafka.Message, err error) {
 	if err != nil && len(msgs) > 0 {

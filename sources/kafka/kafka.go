@@ -37,10 +37,15 @@ type Config struct {
 	SessionTimeout    time.Duration
 	RebalanceTimeout  time.Duration
 	JoinGroupBackoff  time.Duration
+	// MinBytes is the least data a fetch waits for (up to MaxWait); 1 when zero.
+	MinBytes int
 	// MaxWait bounds how long a fetch waits for data; 250ms when zero.
 	MaxWait time.Duration
 	// MaxBytes bounds one fetch response; 10 MiB when zero.
 	MaxBytes int
+	// QueueCapacity is how many fetched records each partition's reader
+	// buffers ahead of the runner; 1000 when zero.
+	QueueCapacity int
 	// Logger receives group events; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -80,6 +85,12 @@ func New(cfg Config) (*Source, error) {
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 10 << 20
+	}
+	if cfg.MinBytes == 0 {
+		cfg.MinBytes = 1
+	}
+	if cfg.QueueCapacity == 0 {
+		cfg.QueueCapacity = 1000
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -175,12 +186,13 @@ type claim struct {
 
 func (c *claim) run(ctx context.Context, h pipeline.ClaimHandler) {
 	c.r = kafka.NewReader(kafka.ReaderConfig{
-		Brokers:   c.s.cfg.Brokers,
-		Topic:     c.topic,
-		Partition: c.partition,
-		MinBytes:  1,
-		MaxBytes:  c.s.cfg.MaxBytes,
-		MaxWait:   c.s.cfg.MaxWait,
+		Brokers:       c.s.cfg.Brokers,
+		Topic:         c.topic,
+		Partition:     c.partition,
+		MinBytes:      c.s.cfg.MinBytes,
+		MaxBytes:      c.s.cfg.MaxBytes,
+		MaxWait:       c.s.cfg.MaxWait,
+		QueueCapacity: c.s.cfg.QueueCapacity,
 	})
 	defer c.r.Close()
 	if err := c.r.SetOffset(c.start); err != nil {
@@ -189,6 +201,13 @@ func (c *claim) run(ctx context.Context, h pipeline.ClaimHandler) {
 	}
 	h(ctx, c)
 }
+
+var _ pipeline.ReadyClaim = (*claim)(nil)
+
+// Ready reports whether the partition's high watermark, as of the last
+// fetch, lies beyond the last record returned: the reader holds more
+// records or fetches them without waiting.
+func (c *claim) Ready() bool { return c.r.Lag() > 0 }
 
 func (c *claim) Topic() string  { return c.topic }
 func (c *claim) Partition() int { return c.partition }
