@@ -35,7 +35,10 @@ records matched byte for byte (and key id), mismatched (with the field paths tha
 differ, never values), without provenance, unverifiable (unknown policy, source
 gone), records the gate fails, and source records in range that should have
 produced output but have none (time ranges only; outputs published up to
---grace after --to count).
+--grace after --to count). Vendor records made under a key retired since
+(deident keys retire) whose source lies in that retired epoch, or is gone, are
+counted as crypto-shredded: by design they cannot be re-derived, and they are
+not a finding.
 
 Writes DIR/report.json and DIR/report.html (self-contained: inline CSS and SVG,
 no network). Exits 2 when anything is found, 0 when the report is clean.`,
@@ -126,8 +129,8 @@ func writeReport(dir string, rep *audit.Report) error {
 func printAuditSummary(w io.Writer, rep *audit.Report, dir string) {
 	s := rep.Summary
 	fmt.Fprintf(w, "audit %s (vendor topic %s, policy %s)\n", rep.Route, rep.VendorTopic, rep.Policy)
-	fmt.Fprintf(w, "  vendor records %d: matched %d, duplicates %d, mismatched %d, no provenance %d, unverifiable %d; failing the gate %d\n",
-		s.VendorRecords, s.Matched, s.Duplicates, s.Mismatched, s.NoProvenance, s.Unverified, s.GateFailures)
+	fmt.Fprintf(w, "  vendor records %d: matched %d, duplicates %d, mismatched %d, no provenance %d, unverifiable %d, crypto-shredded %d; failing the gate %d\n",
+		s.VendorRecords, s.Matched, s.Duplicates, s.Mismatched, s.NoProvenance, s.Unverified, s.CryptoShredded, s.GateFailures)
 	fmt.Fprintf(w, "  source records %d: delivered %d, quarantined %d, failed %d, missing %d\n", s.SourceRecords, s.Delivered, s.Quarantined, s.Failed, s.Missing)
 	for _, m := range rep.Mismatches {
 		fmt.Fprintf(w, "  mismatch %s/%d/%d (src %s, policy %s): %v\n", rep.VendorTopic, m.Partition, m.Offset, m.Src, m.Policy, m.Paths)
@@ -137,6 +140,13 @@ func printAuditSummary(w io.Writer, rep *audit.Report, dir string) {
 	}
 	for _, u := range rep.Unverified {
 		fmt.Fprintf(w, "  unverifiable %s/%d/%d (src %s): %s\n", rep.VendorTopic, u.Partition, u.Offset, u.Src, u.Reason)
+	}
+	for _, c := range rep.CryptoShredded {
+		from := c.EpochFrom
+		if from == "" {
+			from = "the beginning"
+		}
+		fmt.Fprintf(w, "  crypto-shredded %s/%d/[%d, %d]: %d records under retired key %s (epoch %s to %s)\n", rep.VendorTopic, c.Partition, c.FirstOffset, c.LastOffset, c.Records, c.KeyID, from, c.EpochUntil)
 	}
 	fmt.Fprintf(w, "  report: %s, %s\n", filepath.Join(dir, "report.json"), filepath.Join(dir, "report.html"))
 }

@@ -82,7 +82,11 @@ func printPolicy(w io.Writer, cfg *config.Config, routes map[string]*route.Route
 			if !ring.From(i).IsZero() {
 				from = ring.From(i).Format("2006-01-02T15:04:05Z07:00")
 			}
-			fmt.Fprintf(w, "  key %s from %s\n", ring.ID(i), from)
+			retired := ""
+			if ring.Retired(i) {
+				retired = " (retired: key destroyed, records of this epoch are rejected)"
+			}
+			fmt.Fprintf(w, "  key %s from %s%s\n", ring.ID(i), from, retired)
 		}
 		var srcs []string
 		for sn, s := range cfg.Sources {

@@ -25,7 +25,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(applyCmd(), checkCmd(), genCmd(), runCmd(), demoCmd(), policyCmd(), replayCmd(), auditCmd())
+	root.AddCommand(applyCmd(), checkCmd(), genCmd(), runCmd(), demoCmd(), policyCmd(), replayCmd(), auditCmd(), testCmd(), keysCmd())
 	return root
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -211,7 +212,14 @@ func readReplayFile(t *testing.T, path string) map[string]replayLine {
 func compareReplay(t *testing.T, got map[string]replayLine, want map[string]string, version string) {
 	t.Helper()
 	if len(got) != len(want) {
-		t.Errorf("%d outputs, want %d", len(got), len(want))
+		var extra []string
+		for src := range got {
+			if _, ok := want[src]; !ok {
+				extra = append(extra, src)
+			}
+		}
+		sort.Strings(extra)
+		t.Errorf("%d outputs, want %d; not expected: %v", len(got), len(want), extra)
 	}
 	for src, w := range want {
 		g, ok := got[src]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/pipeline"
+	"github.com/deident/deident/transforms/pseudonym"
 )
 
 // Options configure Audit.
@@ -63,6 +65,23 @@ type Unverified struct {
 	Reason string `json:"reason"`
 }
 
+// Shredded is a run of vendor records of one partition made under a key
+// that has since been retired (deident keys retire): by design they can no
+// longer be re-derived, so they are reported, not failed.
+type Shredded struct {
+	KeyID string `json:"key_id"`
+	// EpochFrom and EpochUntil bound the key's epoch (RFC 3339; EpochFrom
+	// empty: from the beginning).
+	EpochFrom   string    `json:"epoch_from,omitempty"`
+	EpochUntil  string    `json:"epoch_until,omitempty"`
+	Partition   int       `json:"partition"`
+	FirstOffset int64     `json:"first_offset"`
+	LastOffset  int64     `json:"last_offset"`
+	Records     int       `json:"records"`
+	FirstTime   time.Time `json:"first_time"`
+	LastTime    time.Time `json:"last_time"`
+}
+
 // GateFinding is a vendor record the gate fails: it should never have been published.
 type GateFinding struct {
 	Loc
@@ -85,6 +104,7 @@ type Bucket struct {
 	Matched    int       `json:"matched"`
 	Mismatched int       `json:"mismatched"`
 	Other      int       `json:"other"` // no provenance, unverified
+	Shredded   int       `json:"shredded"`
 }
 
 // FieldAction is one rule of the current policy.
@@ -94,8 +114,9 @@ type FieldAction struct {
 }
 
 // Summary holds the counts. Vendor side: records = matched + duplicates +
-// mismatched + no_provenance + unverified. Source side: records =
-// delivered + missing + quarantined + failed.
+// mismatched + no_provenance + unverified + crypto_shredded. Source side:
+// records = delivered + missing + quarantined + failed (a source record of
+// a retired key epoch with no vendor record counts as failed).
 type Summary struct {
 	VendorRecords int `json:"vendor_records"`
 	Matched       int `json:"matched"`
@@ -103,7 +124,10 @@ type Summary struct {
 	Mismatched    int `json:"mismatched"`
 	NoProvenance  int `json:"no_provenance"`
 	Unverified    int `json:"unverified"`
-	GateFailures  int `json:"gate_failures"`
+	// CryptoShredded counts vendor records whose deident-key names a key
+	// retired since: not re-derivable, by design, and not a finding.
+	CryptoShredded int `json:"crypto_shredded"`
+	GateFailures   int `json:"gate_failures"`
 
 	SourceRecords int            `json:"source_records"`
 	Delivered     int            `json:"delivered"`
@@ -116,31 +140,34 @@ type Summary struct {
 // Report is the result of an audit. It holds coordinates, policy ids, key
 // ids, counts and field paths; never a record value or key material.
 type Report struct {
-	Route        string        `json:"route"`
-	Vendor       string        `json:"vendor"`
-	Purpose      string        `json:"purpose"`
-	VendorTopic  string        `json:"vendor_topic"`
-	Policy       string        `json:"policy"`
-	From         string        `json:"from"`
-	To           string        `json:"to"`
-	GeneratedAt  time.Time     `json:"generated_at"`
-	VendorRanges []Range       `json:"vendor_ranges"`
-	SourceRanges []Range       `json:"source_ranges"`
-	Summary      Summary       `json:"summary"`
-	Mismatches   []Mismatch    `json:"mismatches"`
-	NoProvenance []Loc         `json:"no_provenance"`
-	Unverified   []Unverified  `json:"unverified"`
-	Missing      []string      `json:"missing"`
-	GateFindings []GateFinding `json:"gate_findings"`
-	Policies     []PolicyUse   `json:"policies"`
-	Timeline     []Bucket      `json:"timeline"`
-	Fields       []FieldAction `json:"fields"`
-	Notes        []string      `json:"notes,omitempty"`
+	Route        string       `json:"route"`
+	Vendor       string       `json:"vendor"`
+	Purpose      string       `json:"purpose"`
+	VendorTopic  string       `json:"vendor_topic"`
+	Policy       string       `json:"policy"`
+	From         string       `json:"from"`
+	To           string       `json:"to"`
+	GeneratedAt  time.Time    `json:"generated_at"`
+	VendorRanges []Range      `json:"vendor_ranges"`
+	SourceRanges []Range      `json:"source_ranges"`
+	Summary      Summary      `json:"summary"`
+	Mismatches   []Mismatch   `json:"mismatches"`
+	NoProvenance []Loc        `json:"no_provenance"`
+	Unverified   []Unverified `json:"unverified"`
+	// CryptoShredded lists the vendor ranges made under retired keys.
+	CryptoShredded []Shredded    `json:"crypto_shredded"`
+	Missing        []string      `json:"missing"`
+	GateFindings   []GateFinding `json:"gate_findings"`
+	Policies       []PolicyUse   `json:"policies"`
+	Timeline       []Bucket      `json:"timeline"`
+	Fields         []FieldAction `json:"fields"`
+	Notes          []string      `json:"notes,omitempty"`
 }
 
 // Clean reports whether the audit found nothing wrong: every vendor record
-// re-derives byte for byte, carries provenance and passes the gate, and no
-// source record in range lacks its output.
+// re-derives byte for byte (or was made under a key retired since: crypto-
+// shredded), carries provenance and passes the gate, and no source record in
+// range lacks its output.
 func (r *Report) Clean() bool {
 	s := r.Summary
 	return s.Mismatched == 0 && s.NoProvenance == 0 && s.Unverified == 0 && s.GateFailures == 0 && s.Missing == 0
@@ -153,6 +180,11 @@ type vendorRec struct {
 	keyID  string
 	extra  bool // read past To for the grace period: accounts for sources only
 	done   bool
+	// retired is the retired key its deident-key names, if any; shredded
+	// is set once the claim holds (the source is in a retired epoch, or
+	// gone): then it is counted as crypto-shredded, never re-derived.
+	retired  *config.RetiredKey
+	shredded bool
 }
 
 type srcKey struct {
@@ -192,6 +224,18 @@ func Audit(ctx context.Context, o Options) (*Report, error) {
 	allowed := map[string]bool{}
 	for _, s := range sources {
 		allowed[s.Topic] = true
+	}
+	retired, err := o.Config.RetiredKeys(p.Route.Name)
+	if err != nil {
+		return nil, err
+	}
+	shreds := map[[2]any]*Shredded{} // by key id and partition
+	shred := func(v *vendorRec) {
+		v.done, v.shredded = true, true
+		if !v.extra {
+			rep.Summary.CryptoShredded++
+			addShred(shreds, *v.retired, v.loc)
+		}
 	}
 
 	// 1. The vendor topic.
@@ -236,6 +280,9 @@ func Audit(ctx context.Context, o Options) (*Report, error) {
 			}
 			if !v.extra {
 				uses[v.policy]++
+			}
+			if rk, ok := retired[v.keyID]; ok {
+				v.retired = &rk
 			}
 			k := srcKey{t, part, off}
 			bySrc[k] = append(bySrc[k], v)
@@ -334,6 +381,14 @@ func Audit(ctx context.Context, o Options) (*Report, error) {
 			delivered := false
 			first := true
 			for _, v := range vs {
+				if v.retired != nil && errors.Is(cur.Err, pseudonym.ErrEpochRetired) {
+					// Made under a key retired since, from a source of that
+					// epoch: not re-derivable, by design. A record claiming a
+					// retired key for a live epoch is compared as usual.
+					shred(v)
+					delivered = true
+					continue
+				}
 				v.done = true
 				pol := o.Policies[v.policy]
 				if pol == nil {
@@ -392,6 +447,10 @@ func Audit(ctx context.Context, o Options) (*Report, error) {
 	}
 	for k, vs := range bySrc {
 		for _, v := range vs {
+			if !v.done && v.retired != nil {
+				shred(v) // its source is gone too
+				continue
+			}
 			if !v.done && !v.extra {
 				rep.Summary.Unverified++
 				rep.Unverified = append(rep.Unverified, Unverified{v.loc, Src(k.topic, k.partition, k.offset), v.policy, "source record not found (deleted by retention, or never written)"})
@@ -407,12 +466,33 @@ func Audit(ctx context.Context, o Options) (*Report, error) {
 		}
 		rep.Policies = append(rep.Policies, u)
 	}
+	for _, k := range slices.SortedFunc(maps.Keys(shreds), func(a, b [2]any) int {
+		if c := strings.Compare(a[0].(string), b[0].(string)); c != 0 {
+			return c
+		}
+		return a[1].(int) - b[1].(int)
+	}) {
+		rep.CryptoShredded = append(rep.CryptoShredded, *shreds[k])
+	}
 	rep.Timeline = timeline(recs, rep)
 	sort.Slice(rep.Mismatches, func(i, j int) bool { return less(rep.Mismatches[i].Loc, rep.Mismatches[j].Loc) })
 	sort.Slice(rep.Unverified, func(i, j int) bool { return less(rep.Unverified[i].Loc, rep.Unverified[j].Loc) })
 	sort.Slice(rep.GateFindings, func(i, j int) bool { return less(rep.GateFindings[i].Loc, rep.GateFindings[j].Loc) })
 	sort.Slice(rep.NoProvenance, func(i, j int) bool { return less(rep.NoProvenance[i], rep.NoProvenance[j]) })
 	return rep, nil
+}
+
+func addShred(shreds map[[2]any]*Shredded, rk config.RetiredKey, l Loc) {
+	k := [2]any{rk.KeyID, l.Partition}
+	s := shreds[k]
+	if s == nil {
+		s = &Shredded{KeyID: rk.KeyID, EpochFrom: rk.ValidFrom, EpochUntil: rk.ValidUntil, Partition: l.Partition,
+			FirstOffset: l.Offset, LastOffset: l.Offset, FirstTime: l.Time, LastTime: l.Time}
+		shreds[k] = s
+	}
+	s.Records++
+	s.FirstOffset, s.LastOffset = min(s.FirstOffset, l.Offset), max(s.LastOffset, l.Offset)
+	s.FirstTime, s.LastTime = minTime(s.FirstTime, l.Time), maxTime(s.LastTime, l.Time)
 }
 
 func less(a, b Loc) bool {
@@ -556,6 +636,11 @@ func timeline(recs []*vendorRec, rep *Report) []Bucket {
 		bad[u.Loc] = 2
 	}
 	for _, v := range recs {
+		if v.shredded {
+			bad[v.loc] = 3
+		}
+	}
+	for _, v := range recs {
 		b := &bs[int(v.loc.Time.Sub(start)/width)]
 		b.Records++
 		switch bad[v.loc] {
@@ -563,6 +648,8 @@ func timeline(recs []*vendorRec, rep *Report) []Bucket {
 			b.Mismatched++
 		case 2:
 			b.Other++
+		case 3:
+			b.Shredded++
 		default:
 			b.Matched++
 		}

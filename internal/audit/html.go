@@ -20,6 +20,7 @@ func WriteHTML(w io.Writer, r *Report) error {
 		{"mismatched", s.Mismatched, "#c62828"},
 		{"no provenance", s.NoProvenance, "#ef6c00"},
 		{"unverified", s.Unverified, "#8d6e63"},
+		{"crypto-shredded", s.CryptoShredded, "#90a4ae"},
 		{"gate failures", s.GateFailures, "#6a1b9a"},
 	}
 	sourceBars := []bar{
@@ -145,7 +146,7 @@ func timelineSVG(bs []Bucket) string {
 			n     int
 			color string
 			what  string
-		}{{b.Matched, "#2e7d32", "matched"}, {b.Mismatched, "#c62828", "mismatched"}, {b.Other, "#ef6c00", "no provenance or unverified"}} {
+		}{{b.Matched, "#2e7d32", "matched"}, {b.Mismatched, "#c62828", "mismatched"}, {b.Other, "#ef6c00", "no provenance or unverified"}, {b.Shredded, "#90a4ae", "crypto-shredded"}} {
 			if part.n == 0 {
 				continue
 			}
@@ -194,7 +195,7 @@ Range {{.R.From}} to {{.R.To}} · generated {{.Generated}}</p>
 </div>
 <h2>Volume over time (route {{.R.Route}})</h2>
 {{.Timeline}}
-<p class="muted">Vendor records per time step by record timestamp: green matched, red mismatched, orange without provenance or unverifiable.</p>
+<p class="muted">Vendor records per time step by record timestamp: green matched, red mismatched, orange without provenance or unverifiable, grey crypto-shredded (made under a key retired since).</p>
 <div class="grid">
 <div><h2>Vendor topic</h2>{{.Vendor}}</div>
 <div><h2>Source records in range</h2>{{.Source}}</div>
@@ -211,6 +212,10 @@ Range {{.R.From}} to {{.R.To}} · generated {{.Generated}}</p>
 <h2>Unverifiable records</h2>
 {{if .R.Unverified}}<table><tr><th>vendor record</th><th>source</th><th>policy</th><th>reason</th></tr>
 {{range .R.Unverified}}<tr><td><code>{{.Partition}}/{{.Offset}}</code></td><td><code>{{.Src}}</code></td><td><code>{{.Policy}}</code></td><td>{{.Reason}}</td></tr>{{end}}</table>{{else}}<p class="muted">none</p>{{end}}
+<h2>Crypto-shredded ranges</h2>
+{{if .R.CryptoShredded}}<p>Vendor records made under keys retired since (<code>deident keys retire</code>): they can no longer be re-derived or linked, by design.</p>
+<table><tr><th>key id</th><th>epoch</th><th>partition</th><th>offsets</th><th>records</th><th>timestamps</th></tr>
+{{range .R.CryptoShredded}}<tr><td><code>{{.KeyID}}</code></td><td>{{if .EpochFrom}}{{.EpochFrom}}{{else}}the beginning{{end}} to {{.EpochUntil}}</td><td>{{.Partition}}</td><td>[{{.FirstOffset}}, {{.LastOffset}}]</td><td>{{.Records}}</td><td>{{.FirstTime}} to {{.LastTime}}</td></tr>{{end}}</table>{{else}}<p class="muted">none</p>{{end}}
 <h2>Vendor records the gate fails</h2>
 {{if .R.GateFindings}}<table><tr><th>vendor record</th><th>source</th><th>reasons</th><th>paths</th></tr>
 {{range .R.GateFindings}}<tr><td><code>{{.Partition}}/{{.Offset}}</code></td><td><code>{{.Src}}</code></td><td>{{.Reasons}}</td><td><code>{{.Paths}}</code></td></tr>{{end}}</table>{{else}}<p class="muted">none</p>{{end}}

@@ -147,6 +147,11 @@ type KeyRef struct {
 
 	// Key is the material, filled in by Load.
 	Key secret.Key `mapstructure:"-"`
+	// Retired is set by Load when the key's file (or variable) is gone and
+	// the RetiredKeysFile beside it lists the entry: Key is then
+	// secret.Retired with the recorded id, and records of the epoch are
+	// rejected. The newest epoch cannot be retired.
+	Retired bool `mapstructure:"-"`
 }
 
 // FieldRule is one field's action and its options.

@@ -344,6 +344,13 @@ func (c *Config) Validate() error {
 				add(kp+".valid_from", "same epoch start as keys[%d]", j)
 			}
 			epochs[k.ValidFrom] = i
+			if key, ok, err := k.retired(c.Dir); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", kp, err))
+				continue
+			} else if ok {
+				k.Key, k.Retired = key, true
+				continue
+			}
 			key, err := k.read(c.Dir)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", kp, err))
@@ -353,6 +360,9 @@ func (c *Config) Validate() error {
 			keys = append(keys, keyUse{kp, key})
 		}
 		sort.SliceStable(r.Keys, func(i, j int) bool { return r.Keys[i].ValidFrom.Before(r.Keys[j].ValidFrom) })
+		if n := len(r.Keys); n > 0 && r.Keys[n-1].Retired {
+			add(p+".keys", "the newest key epoch is retired (its key is gone); add a new key")
+		}
 		errs = append(errs, validateFields(p, r.Fields)...)
 		errs = append(errs, ValidateKAnon(p, r.KAnon, r.Fields)...)
 		errs = append(errs, r.Gate.Validate(p+".gate")...)

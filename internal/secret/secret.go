@@ -17,7 +17,19 @@ const Redacted = "[REDACTED]"
 const MinKeyBytes = 32
 
 // Key is secret key material. The zero value is an empty key.
-type Key struct{ b []byte }
+type Key struct {
+	b []byte
+	// retiredID is the recorded id of a key whose material was destroyed.
+	retiredID string
+}
+
+// Retired returns a Key standing for material that was destroyed (deident
+// keys retire): it holds no bytes, its ID is id as recorded when it was
+// retired, and Derive panics, so nothing can be keyed with it by accident.
+func Retired(id string) Key { return Key{retiredID: id} }
+
+// IsRetired reports whether k stands for destroyed material.
+func (k Key) IsRetired() bool { return k.retiredID != "" }
 
 // NewKey copies b into a Key.
 func NewKey(b []byte) Key { return Key{b: append([]byte(nil), b...)} }
@@ -31,14 +43,21 @@ func (k Key) Len() int { return len(k.b) }
 // ID is a stable identifier derived from the key that does not reveal it:
 // "k" and the first 64 bits of HMAC-SHA256(key, "deident key id v1") in hex.
 func (k Key) ID() string {
+	if k.retiredID != "" {
+		return k.retiredID
+	}
 	m := hmac.New(sha256.New, k.b)
 	m.Write([]byte("deident key id v1"))
 	return "k" + hex.EncodeToString(m.Sum(nil)[:8])
 }
 
 // Derive returns a 32-byte subkey for one use (a label), so that the same
-// vendor key never serves two algorithms directly.
+// vendor key never serves two algorithms directly. It panics on a retired
+// key: deriving from no material would key everything with a public value.
 func (k Key) Derive(label string) []byte {
+	if k.retiredID != "" {
+		panic("secret: deriving from retired key " + k.retiredID)
+	}
 	m := hmac.New(sha256.New, k.b)
 	m.Write([]byte("deident derive v1\x00" + label))
 	return m.Sum(nil)

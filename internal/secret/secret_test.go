@@ -45,3 +45,19 @@ func TestKeyIDStableAndDistinct(t *testing.T) {
 		t.Fatal("derived subkeys for different labels are equal")
 	}
 }
+
+func TestRetiredKeyKeepsItsIDAndCannotKey(t *testing.T) {
+	k := Retired("k0123456789abcdef")
+	if !k.IsRetired() || k.ID() != "k0123456789abcdef" || k.Len() != 0 || fmt.Sprint(k) != Redacted {
+		t.Fatalf("retired key: retired %v id %s len %d", k.IsRetired(), k.ID(), k.Len())
+	}
+	if NewKey(make([]byte, 32)).IsRetired() || (Key{}).IsRetired() {
+		t.Fatal("a live key reports retired")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Derive on a retired key did not panic")
+		}
+	}()
+	k.Derive("pseudonym")
+}

@@ -12,6 +12,11 @@ import (
 // ErrNoKey is returned for an event time before the first key epoch.
 var ErrNoKey = errors.New("no key epoch covers the event time")
 
+// ErrEpochRetired is returned for an event time in a retired epoch: its key
+// was destroyed (crypto-shredded), so nothing in it can be pseudonymized or
+// re-derived any more.
+var ErrEpochRetired = errors.New("key epoch retired")
+
 // Epoch is one key of a ring and the time from which it applies.
 type Epoch struct {
 	From time.Time // zero: from the beginning
@@ -27,7 +32,9 @@ type KeyRing struct {
 	pan    []*CryptoPAn
 }
 
-// NewKeyRing builds a ring; epochs need not be sorted.
+// NewKeyRing builds a ring; epochs need not be sorted. An epoch whose Key
+// is retired (secret.Retired) keeps its place and id but has no key; the
+// newest epoch cannot be retired.
 func NewKeyRing(epochs []Epoch) (*KeyRing, error) {
 	if len(epochs) == 0 {
 		return nil, errors.New("key ring: no keys")
@@ -36,11 +43,19 @@ func NewKeyRing(epochs []Epoch) (*KeyRing, error) {
 	sort.SliceStable(e, func(i, j int) bool { return e[i].From.Before(e[j].From) })
 	r := &KeyRing{epochs: e}
 	for i, ep := range e {
-		if ep.Key.Len() < secret.MinKeyBytes {
-			return nil, fmt.Errorf("key ring: key %d is %d bytes, must be at least %d", i, ep.Key.Len(), secret.MinKeyBytes)
-		}
 		if i > 0 && ep.From.Equal(e[i-1].From) {
 			return nil, fmt.Errorf("key ring: two keys start at %s", ep.From.Format(time.RFC3339))
+		}
+		if ep.Key.IsRetired() {
+			if i == len(e)-1 {
+				return nil, errors.New("key ring: the newest key epoch is retired; add a new key")
+			}
+			r.ids = append(r.ids, ep.Key.ID())
+			r.pan = append(r.pan, nil)
+			continue
+		}
+		if ep.Key.Len() < secret.MinKeyBytes {
+			return nil, fmt.Errorf("key ring: key %d is %d bytes, must be at least %d", i, ep.Key.Len(), secret.MinKeyBytes)
 		}
 		pan, err := NewCryptoPAn(ep.Key.Derive("cryptopan"))
 		if err != nil {
@@ -61,14 +76,21 @@ func (r *KeyRing) ID(i int) string { return r.ids[i] }
 // From returns the start of epoch i.
 func (r *KeyRing) From(i int) time.Time { return r.epochs[i].From }
 
-// Epoch returns the index of the epoch covering t.
+// Epoch returns the index of the epoch covering t; with ErrEpochRetired
+// when that epoch's key was retired.
 func (r *KeyRing) Epoch(t time.Time) (int, error) {
 	i := sort.Search(len(r.epochs), func(i int) bool { return r.epochs[i].From.After(t) }) - 1
 	if i < 0 {
 		return 0, ErrNoKey
 	}
+	if r.epochs[i].Key.IsRetired() {
+		return i, ErrEpochRetired
+	}
 	return i, nil
 }
+
+// Retired reports whether epoch i's key was retired.
+func (r *KeyRing) Retired(i int) bool { return r.epochs[i].Key.IsRetired() }
 
 // Latest is the index of the newest epoch.
 func (r *KeyRing) Latest() int { return len(r.epochs) - 1 }
