@@ -239,6 +239,15 @@ type Route struct {
 	NewChecker func(a Applier) Checker
 	// NewStage returns a fresh k-anonymity Stage; nil: the route has none.
 	NewStage func() Stage
+	// Encode, when set, turns the route's output (what Apply wrote, which
+	// the gate and a k-anonymity stage read) into the bytes produced to
+	// Topic, e.g. Avro in the Confluent wire format; rec is the input
+	// record, whose value is in its source's encoding. Appends to dst. A
+	// failure dead-letters rec for the route at stage "encode" (counted
+	// failed); its error names a field path or schema id, never a value.
+	// Quarantined outputs are not encoded. Not applied to k-anonymity
+	// stage outputs. Must be safe for concurrent use.
+	Encode func(dst, out []byte, rec *Record) ([]byte, error)
 	// Decodes declares that the route's Apply reads the whole input value
 	// and accepts only values its input's Decode accepts (a successful
 	// Apply implies a successful Decode). When the first route that may
@@ -256,6 +265,14 @@ type Input struct {
 	// Category is the data category of every record of the topic.
 	Category string
 	// Decode checks that value can be decoded; a failing record is dead-lettered.
-	// Must be safe for concurrent use.
+	// Must be safe for concurrent use. Required unless DecodeTo is set.
 	Decode func(value []byte) error
+	// DecodeTo, when set, decodes value into what the routes read (JSON),
+	// appending it to dst; the routes, gates and stages then see its
+	// result instead of the value (dead letters still carry the original
+	// bytes). A failing record is dead-lettered at stage "decode" with the
+	// error, which must name a byte offset, field path or schema id, never
+	// a value. Without it the routes read the value itself, uncopied. Must
+	// be safe for concurrent use.
+	DecodeTo func(dst, value []byte) ([]byte, error)
 }

@@ -65,7 +65,7 @@ func New(cfg Config) (*Runner, error) {
 		errs = append(errs, errors.New("at least one input is required"))
 	}
 	for topic, in := range cfg.Inputs {
-		if in.Decode == nil {
+		if in.Decode == nil && in.DecodeTo == nil {
 			errs = append(errs, fmt.Errorf("input %s: decoder is required", topic))
 		}
 	}
@@ -229,6 +229,8 @@ type claimState struct {
 	appliers  []Applier
 	checkers  []Checker // nil entries: no gate
 	src       []byte
+	decoded   []byte // the record as the routes read it, when its input has DecodeTo
+	encoded   []byte // a route's Encode output, before it is carved from the arena
 
 	// The input the claim's records come from (cached by topic: a claim's
 	// records normally share one) and which routes may receive its category.
@@ -654,7 +656,8 @@ func (st *claimState) keyHeader(i int, id string) []byte {
 //
 // The input's Decode runs first unless the first route that may receive
 // rec Decodes (see Route.Decodes): that route's Apply is then the decode
-// check, and Decode runs only when it fails.
+// check, and Decode runs only when it fails. An input with DecodeTo is
+// always decoded first, and the routes read what it decoded.
 func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 	r := st.r
 	cnt := r.counters
@@ -662,10 +665,17 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 	in, ok := st.input(rec.Topic)
 	var err error
 	lazy := false
-	if !ok {
+	value := rec.Value // what the routes read
+	switch {
+	case !ok:
 		err = fmt.Errorf("no source is configured for topic %s", rec.Topic)
-	} else if lazy = st.first >= 0 && r.cfg.Routes[st.first].Decodes; !lazy {
-		err = in.Decode(rec.Value)
+	case in.DecodeTo != nil:
+		st.decoded, err = in.DecodeTo(st.decoded[:0], rec.Value)
+		value = st.decoded
+	default:
+		if lazy = st.first >= 0 && r.cfg.Routes[st.first].Decodes; !lazy {
+			err = in.Decode(rec.Value)
+		}
 	}
 	if err != nil {
 		return st.undecodable(outs, rec, err), nil
@@ -681,7 +691,7 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 			continue
 		}
 		a := st.appliers[i]
-		val, err := a.Apply(st.alloc(len(rec.Value)), rec.Value)
+		val, err := a.Apply(st.alloc(len(value)), value)
 		if err != nil {
 			if lazy && i == st.first {
 				// Routes before this one only filtered rec: nothing is
@@ -698,7 +708,7 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 		chk := st.checkers[i]
 		if stg := st.stages[i]; stg != nil {
 			if chk != nil {
-				chk.Observe(rec.Value)
+				chk.Observe(value)
 			}
 			// val is not retained by the stage: it stays in the arena's free end.
 			st.decs, err = stg.Add(st.decs[:0], rec, val)
@@ -714,6 +724,25 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 			}
 			continue
 		}
+		if rt.Encode != nil {
+			// val stays in the arena's free end while it is encoded aside.
+			if st.encoded, err = rt.Encode(st.encoded[:0], val, rec); err != nil {
+				t.fail++
+				r.log.Warn("record dead-lettered", "stage", "encode", "route", rt.Name, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+				outs = append(outs, st.deadLetter(rec, "encode", rt.Name, err))
+				continue
+			}
+		}
+		verdict := Verdict{Pass: true}
+		if chk != nil {
+			// The gate reads the route's output as Apply wrote it.
+			if verdict, err = chk.Check(value, val); err != nil {
+				return outs, fmt.Errorf("checking %s for route %s: %w", st.src, rt.Name, err)
+			}
+		}
+		if verdict.Pass && rt.Encode != nil {
+			val = append(st.alloc(len(st.encoded)), st.encoded...)
+		}
 		val = st.commit(val)
 		if src == nil {
 			src = st.commit(append(st.alloc(len(st.src)), st.src...))
@@ -723,16 +752,10 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 		headers[0] = Header{Key: HeaderSrc, Value: src}
 		headers[1] = Header{Key: HeaderPolicy, Value: st.policy[i]}
 		headers[2] = Header{Key: HeaderKey, Value: st.keyHeader(i, a.KeyID())}
-		if chk != nil {
-			v, err := chk.Check(rec.Value, val)
-			if err != nil {
-				return outs, fmt.Errorf("checking %s for route %s: %w", st.src, rt.Name, err)
-			}
-			if !v.Pass {
-				t.q++
-				outs = append(outs, st.quarantine(rec.Key, val, headers, rt.Name, v, rec.Offset))
-				continue
-			}
+		if !verdict.Pass {
+			t.q++
+			outs = append(outs, st.quarantine(rec.Key, val, headers, rt.Name, verdict, rec.Offset))
+			continue
 		}
 		t.out++
 		outs = append(outs, Output{Topic: rt.Topic, Key: rec.Key, Value: val, Headers: headers, Done: ack})

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/deident/deident/internal/avrocodec"
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/internal/jsonscan"
 	"github.com/deident/deident/pipeline"
@@ -137,23 +138,45 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if err != nil {
 		errs = append(errs, err)
 	}
+	var reg *avrocodec.Registry
+	if u := cfg.Kafka.SchemaRegistry; u != "" {
+		if reg, err = avrocodec.NewRegistry(u, nil); err != nil {
+			errs = append(errs, fmt.Errorf("kafka.schema_registry: %w", err))
+		} else if a := cfg.Kafka.RegistryAuth; a.User != "" {
+			reg.SetBasicAuth(a.User, a.Password.Reveal())
+		}
+	}
 	inputs := map[string]pipeline.Input{}
+	formats := map[string]config.Format{} // by category: json if any of its sources is, else avro
 	var topics []string
 	for _, name := range sortedNames(cfg.Sources) {
 		s := cfg.Sources[name]
-		switch {
-		case s.Topic == "":
+		if s.Topic == "" {
 			errs = append(errs, fmt.Errorf("sources.%s.topic: required for run", name))
-			continue
-		case s.Format != config.JSON:
-			errs = append(errs, fmt.Errorf("sources.%s.format: %s is not supported by run yet (json only)", name, s.Format))
 			continue
 		}
 		if _, dup := inputs[s.Topic]; dup {
 			errs = append(errs, fmt.Errorf("sources.%s.topic: topic %s is used by another source", name, s.Topic))
 			continue
 		}
-		inputs[s.Topic] = pipeline.Input{Category: string(s.Category), Decode: decodeJSON(cfg.Limits.MaxRecordBytes)}
+		in := pipeline.Input{Category: string(s.Category)}
+		switch s.Format {
+		case config.JSON:
+			in.Decode = decodeJSON(cfg.Limits.MaxRecordBytes)
+		case config.Avro:
+			if cfg.Kafka.SchemaRegistry == "" {
+				errs = append(errs, fmt.Errorf("sources.%s.format: avro needs kafka.schema_registry (records carry a schema id, and their writer schema is looked up there)", name))
+				continue
+			}
+			in.DecodeTo = decodeAvro(&avrocodec.Decoder{Source: reg}, cfg.Limits.MaxRecordBytes)
+		default:
+			errs = append(errs, fmt.Errorf("sources.%s.format: %s is not supported by run", name, s.Format))
+			continue
+		}
+		inputs[s.Topic] = in
+		if formats[in.Category] != config.JSON {
+			formats[in.Category] = s.Format
+		}
 		topics = append(topics, s.Topic)
 	}
 	now := opt.now
@@ -171,9 +194,13 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 			errs = append(errs, fmt.Errorf("vendors.%s.topic: required for run", name))
 			continue
 		}
-		if r.Config.Output != config.JSON {
-			errs = append(errs, fmt.Errorf("vendors.%s.output: %s is not supported by run yet (json only)", name, r.Config.Output))
-			continue
+		var encode func(dst, out []byte, rec *pipeline.Record) ([]byte, error)
+		if r.Config.Output == config.Avro {
+			var err error
+			if encode, err = avroOutput(cfg, name, reg, formats, log); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
 		pr := pipeline.Route{
 			Name:       name,
@@ -181,10 +208,11 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 			Version:    r.Version,
 			Allows:     func(c string) bool { return r.Allows(config.Category(c)) },
 			NewApplier: func() pipeline.Applier { return r.NewApplier() },
-			// Every source is JSON (checked above) and a route's Applier parses
-			// the whole record, accepting only what decodeJSON accepts (same
-			// scanner, same limits.max_record_bytes; FuzzApplyImpliesDecode):
-			// its parse is the decode check.
+			Encode:     encode,
+			// A route's Applier parses the whole record, accepting only what
+			// decodeJSON accepts (same scanner, same limits.max_record_bytes;
+			// FuzzApplyImpliesDecode): for JSON sources its parse is the
+			// decode check. Avro sources always decode first (DecodeTo).
 			Decodes: true,
 		}
 		g, err := gate.New(name, r.Config, gate.WithClock(now))

@@ -23,6 +23,8 @@ import (
 type Registry struct {
 	base *url.URL
 	http *http.Client
+	// user and password, when user is set, go with every request (basic auth).
+	user, password string
 
 	mu   sync.Mutex
 	byID map[uint32]*Schema
@@ -41,6 +43,10 @@ func NewRegistry(baseURL string, client *http.Client) (*Registry, error) {
 	}
 	return &Registry{base: u, http: client, byID: map[uint32]*Schema{}, ids: map[string]uint32{}}, nil
 }
+
+// SetBasicAuth makes every request carry these credentials (HTTP basic
+// auth). Call it before the registry is used; errors never show them.
+func (r *Registry) SetBasicAuth(user, password string) { r.user, r.password = user, password }
 
 func redact(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
@@ -131,6 +137,9 @@ func (r *Registry) do(ctx context.Context, method, path string, body []byte, out
 		return 0, fmt.Errorf("schema registry request: %w", err)
 	}
 	req.Header.Set("Accept", contentType)
+	if r.user != "" {
+		req.SetBasicAuth(r.user, r.password)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}

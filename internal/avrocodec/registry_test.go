@@ -15,6 +15,7 @@ import (
 
 	"github.com/deident/deident/configs"
 	"github.com/deident/deident/internal/avrocodec"
+	"github.com/deident/deident/internal/avrocodec/registrytest"
 	"github.com/deident/deident/internal/gen"
 )
 
@@ -211,5 +212,33 @@ func TestNewRegistryURL(t *testing.T) {
 		if _, err := avrocodec.NewRegistry(u, nil); err == nil {
 			t.Errorf("%q: accepted", u)
 		}
+	}
+}
+
+// Credentials set with SetBasicAuth go with every request, and never into
+// an error.
+func TestRegistryBasicAuth(t *testing.T) {
+	fake := registrytest.New()
+	defer fake.Close()
+	fake.RequireAuth("svc", "hunter22")
+	id := fake.Add(configs.WorkflowSchema)
+	ctx := context.Background()
+
+	anon, _ := avrocodec.NewRegistry(fake.URL, nil)
+	if _, err := anon.SchemaByID(ctx, id); err == nil || strings.Contains(err.Error(), "hunter22") {
+		t.Fatalf("without credentials: %v", err)
+	}
+	wrong, _ := avrocodec.NewRegistry(fake.URL, nil)
+	wrong.SetBasicAuth("svc", "hunter23")
+	if _, err := wrong.SchemaByID(ctx, id); err == nil || strings.Contains(err.Error(), "hunter23") || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong credentials: %v", err)
+	}
+	reg, _ := avrocodec.NewRegistry(fake.URL, nil)
+	reg.SetBasicAuth("svc", "hunter22")
+	if _, err := reg.SchemaByID(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Register(ctx, "t-value", workflowSchema(t)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -90,6 +90,8 @@ type Type struct {
 
 	Precision, Scale int // decimal
 
+	symJSON [][]byte // enum: each symbol as a JSON string
+
 	// extra holds the schema attributes this package does not interpret
 	// (aliases, custom properties), written back when the type is emitted.
 	extra map[string]any
@@ -103,6 +105,12 @@ type Field struct {
 	Default    any // the JSON default, valid when HasDefault
 	HasDefault bool
 	Aliases    []string
+
+	jsonKey []byte // the name as a JSON object key: "name":
+	// enc is the field's encoding when a record lacks it: its default,
+	// else null for a nullable field; encErr when there is none.
+	enc    []byte
+	encErr error
 }
 
 // Nullable reports whether t is a union with a null branch, and returns its
@@ -187,7 +195,39 @@ func ParseSchema(text string) (*Schema, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidSchema, err)
 	}
+	prepare(root, map[*Type]bool{})
 	return &Schema{Root: root, Codec: codec, Text: text}, nil
+}
+
+// prepare computes what the encoder writes for each record field a JSON
+// record lacks.
+func prepare(t *Type, seen map[*Type]bool) {
+	if seen[t] {
+		return
+	}
+	seen[t] = true
+	switch t.Kind {
+	case Record:
+		for _, f := range t.Fields {
+			switch null, _ := f.Type.Nullable(); {
+			case f.HasDefault:
+				f.enc, f.encErr = appendDefault(nil, f, "")
+			case null:
+				f.enc, f.encErr = appendBinary(nil, f.Type, nil, "")
+			default:
+				f.encErr = mismatch("", "missing, and the schema has no default")
+			}
+			prepare(f.Type, seen)
+		}
+	case Array:
+		prepare(t.Items, seen)
+	case Map:
+		prepare(t.Values, seen)
+	case Union:
+		for _, b := range t.Branches {
+			prepare(b, seen)
+		}
+	}
 }
 
 type parser struct {
@@ -308,6 +348,7 @@ func (p *parser) parseObject(m map[string]any, ns string) (*Type, error) {
 				return nil, fmt.Errorf("%s field %s: %w", t.Name, f.Name, err)
 			}
 			f.Type = ft
+			f.jsonKey = append(appendJSONKey(nil, f.Name), ':')
 			t.Fields = append(t.Fields, f)
 		}
 	case "enum":
@@ -316,6 +357,8 @@ func (p *parser) parseObject(m map[string]any, ns string) (*Type, error) {
 		for _, s := range syms {
 			str, _ := s.(string)
 			t.Symbols = append(t.Symbols, str)
+			q, _ := appendJSONString(nil, []byte(str))
+			t.symJSON = append(t.symJSON, q)
 		}
 		if d, ok := m["default"].(string); ok {
 			t.Default = &d
@@ -348,6 +391,14 @@ func (p *parser) parseObject(m map[string]any, ns string) (*Type, error) {
 		return p.parse(m["type"], ns)
 	}
 	return t, nil
+}
+
+func appendJSONKey(dst []byte, name string) []byte {
+	out, ok := appendJSONString(dst, []byte(name))
+	if !ok {
+		return appendCodePoints(dst, []byte(name))
+	}
+	return out
 }
 
 func intAttr(m map[string]any, k string) int {

@@ -76,14 +76,7 @@ func (d *Decoder) AppendJSON(ctx context.Context, dst, msg []byte) ([]byte, erro
 // AppendJSON decodes one binary body written with s and appends its JSON
 // form to dst. The whole body must be one record.
 func (s *Schema) AppendJSON(dst, body []byte) ([]byte, error) {
-	native, rest, err := s.Codec.NativeFromBinary(body)
-	if err != nil {
-		return dst, decodeError(err)
-	}
-	if len(rest) > 0 {
-		return dst, &PathError{Err: fmt.Errorf("%w: %d bytes left after the record (of %d)", ErrSchemaMismatch, len(rest), len(body))}
-	}
-	return AppendJSON(dst, s.Root, native)
+	return decodeBody(dst, s.Root, body)
 }
 
 var fieldRE = regexp.MustCompile(`field "([^"]*)"`)

@@ -86,6 +86,14 @@ type Kafka struct {
 	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
 	// MetricsAddr serves /metrics, /healthz and /readyz; ":9464" when empty, "off" disables.
 	MetricsAddr string `mapstructure:"metrics_addr"`
+	// SchemaRegistry is the base URL (http or https) of a Confluent-compatible
+	// schema registry, which run needs for avro sources (writer schemas by
+	// id) and avro routes (output schemas registered under <topic>-value);
+	// none when empty. Basic-auth credentials come from the environment
+	// (RegistryUserEnv, RegistryPasswordEnv), never from the URL.
+	SchemaRegistry string `mapstructure:"schema_registry"`
+	// RegistryAuth is filled by Load from the environment.
+	RegistryAuth RegistryAuth `mapstructure:"-"`
 }
 
 // Limits bounds input records.

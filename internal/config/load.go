@@ -278,6 +278,7 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxRecordBytes < 0 {
 		add("limits.max_record_bytes", "must be positive, got %d", c.Limits.MaxRecordBytes)
 	}
+	errs = append(errs, c.Kafka.validateRegistry()...)
 	for _, name := range sortedKeys(c.Sources) {
 		s := c.Sources[name]
 		p := "sources." + name
