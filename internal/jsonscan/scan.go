@@ -312,7 +312,11 @@ func plainRun(d []byte, i int) int {
 		x := binary.LittleEndian.Uint64(d[i:])
 		q := x ^ (lsb * '"')
 		b := x ^ (lsb * '\\')
-		t := (((x - lsb*0x20) &^ x) | ((q - lsb) &^ q) | ((b - lsb) &^ b) | x) & msb
+		// Bytes below the first match borrow nothing, and a byte with its
+		// top bit clear is flagged by each term exactly when it matches,
+		// so the usual "&^ x" masks are not needed: the top bit of x
+		// flags non-ASCII by itself.
+		t := ((x - lsb*0x20) | (q - lsb) | (b - lsb) | x) & msb
 		if t != 0 {
 			return i + bits.TrailingZeros64(t)/8
 		}
@@ -403,6 +407,16 @@ func (s *Scanner) literal(lit string) error {
 
 // Skip reads and validates the next value and returns its raw bytes.
 func (s *Scanner) Skip() ([]byte, error) {
+	if start, end, ok := SkipValue(s.data, s.pos, s.depth); ok {
+		s.pos = end
+		return s.data[start:end], nil
+	}
+	return s.skipSlow()
+}
+
+// skipSlow is Skip token by token; it finds the error SkipValue does not
+// describe.
+func (s *Scanner) skipSlow() ([]byte, error) {
 	k := s.Peek()
 	start := s.pos
 	var err error
@@ -458,7 +472,7 @@ func (s *Scanner) skipContainer(object bool) error {
 				return err
 			}
 		}
-		if _, err := s.Skip(); err != nil {
+		if _, err := s.skipSlow(); err != nil {
 			return err
 		}
 	}

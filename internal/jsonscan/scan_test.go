@@ -102,3 +102,44 @@ func FuzzSkip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSkipValue checks the fast skipper against the token-by-token one:
+// whenever SkipValue accepts, skipSlow accepts the same bytes.
+func FuzzSkipValue(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `"\ud83d"`, `1e5`, `[`, `{"a":"\u0000"}`, "\"\xff\"", `  true `, `{"a":1}{`, ` [ { "a" : { } , "b" : [ ] } ] `, `-0.1E-7`, `{"a":1]`, `[1}`, `false`, `"é"`} {
+		f.Add([]byte(s), uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, depth uint8) {
+		var s Scanner
+		s.Reset(in)
+		s.depth = int(depth % (MaxDepth + 1))
+		start, end, ok := SkipValue(in, 0, s.depth)
+		raw, err := s.skipSlow()
+		if ok && (err != nil || start != end-len(raw) || end != s.pos) {
+			t.Fatalf("%q at depth %d: SkipValue [%d:%d] ok, slow %q %v", in, depth, start, end, raw, err)
+		}
+		if !ok && err == nil {
+			t.Fatalf("%q at depth %d: SkipValue rejects what the slow path accepts", in, depth)
+		}
+	})
+}
+
+// TestPlainRunMatchesByteLoop checks the SWAR scan against the byte table
+// for every byte at every position of a word.
+func TestPlainRunMatchesByteLoop(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for at := 0; at < 16; at++ {
+			d := []byte(strings.Repeat("a", 16))
+			d[at] = byte(c)
+			for from := 0; from <= at; from++ {
+				want := from
+				for want < len(d) && strClass[d[want]] == 0 {
+					want++
+				}
+				if got := plainRun(d, from); got != want {
+					t.Fatalf("byte %#x at %d from %d: got %d, want %d", c, at, from, got, want)
+				}
+			}
+		}
+	}
+}

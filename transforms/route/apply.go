@@ -2,6 +2,7 @@ package route
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -63,7 +64,64 @@ type Applier struct {
 	obs     Observer
 	unesc   []byte
 	norm    []byte
+	shapes  [][]expect // per node id: the keys its objects had last time
 	Stats   Stats
+}
+
+// expect is the key an object's member had last time at the same position,
+// `"key":` as bytes, so that a record of the same shape is matched with two
+// masked word compares instead of a scan and a lookup. Only keys without
+// escapes are remembered, so equal bytes are a key the Scanner accepts.
+type expect struct {
+	w0, w1 uint64 // the first 16 bytes, little-endian, zero-padded
+	m0, m1 uint64 // masks of the bytes w0 and w1 hold
+	n      int    // length of `"key":`; 0: nothing remembered
+	child  *node  // nil: a member no rule names
+}
+
+// maxShape bounds the members remembered per object.
+const maxShape = 64
+
+// match reports whether d[q:] starts with e's key.
+func (e *expect) match(d []byte, q int) bool {
+	if q < 0 || q+16 > len(d) {
+		return false
+	}
+	w := d[q : q+16]
+	return e.n != 0 && binary.LittleEndian.Uint64(w)&e.m0 == e.w0 && binary.LittleEndian.Uint64(w[8:])&e.m1 == e.w1 &&
+		(e.n <= 16 || e.matchLong(d, q))
+}
+
+func (e *expect) matchLong(d []byte, q int) bool {
+	return q+e.n <= len(d) && string(d[q+16:q+e.n]) == string(e.child.member[17:])
+}
+
+// learn remembers the plain key d[q:end] (`"key":`) as member ord of an
+// object of n, and returns n's shape.
+func (a *Applier) learn(n *node, ord, q, end int, d []byte, child *node) []expect {
+	sh := a.shapes[n.id]
+	if ord > len(sh) || ord >= maxShape {
+		return sh
+	}
+	var e expect
+	if l := end - q; l <= 16 || child != nil {
+		var b [16]byte
+		copy(b[:], d[q:end])
+		e = expect{w0: binary.LittleEndian.Uint64(b[:]), w1: binary.LittleEndian.Uint64(b[8:]), n: l, child: child}
+		e.m0, e.m1 = ^uint64(0), ^uint64(0)
+		if l < 8 {
+			e.m0, e.m1 = 1<<(8*l)-1, 0
+		} else if l < 16 {
+			e.m1 = 1<<(8*(l-8)) - 1
+		}
+	}
+	if ord == len(sh) {
+		sh = append(sh, e)
+		a.shapes[n.id] = sh
+		return sh
+	}
+	sh[ord] = e
+	return sh
 }
 
 // NewApplier returns an Applier with its own cache and hashers.
@@ -72,6 +130,7 @@ func (r *Route) NewApplier() *Applier {
 		r:       r,
 		hashers: make([]*pseudonym.Hasher, r.ring.Len()),
 		cache:   pseudonym.NewCache(r.cacheEntries),
+		shapes:  make([][]expect, r.nodes),
 		unesc:   make([]byte, 0, 256),
 		norm:    make([]byte, 0, 256),
 	}
@@ -130,6 +189,12 @@ func (a *Applier) Apply(dst, src []byte) ([]byte, error) {
 
 // object copies the members of the object at the scanner that n names.
 // It reports whether anything was written; if not, dst is unchanged.
+//
+// The loop keeps the document and the offset in locals and reads plain
+// keys, dropped values, kept values and plain strings itself; anything
+// else (escapes in a key, nested rules, arrays, errors) goes through the
+// Scanner, which is first moved to the same offset, so what is accepted
+// and every error (with its offset) are the Scanner's.
 func (a *Applier) object(dst []byte, n *node) ([]byte, bool, error) {
 	if err := a.s.BeginObject(); err != nil {
 		return dst, false, err
@@ -137,39 +202,119 @@ func (a *Applier) object(dst []byte, n *node) ([]byte, bool, error) {
 	mark := len(dst)
 	dst = append(dst, '{')
 	wrote := false
-	for first := true; ; first = false {
-		key, escaped, more, err := a.s.NextKey(first)
-		if err != nil {
-			return dst[:mark], false, err
+	d, p, depth := a.s.Data(), a.s.Pos(), a.s.Depth()
+	shape := a.shapes[n.id]
+	for first, ord := true, -1; ; first = false {
+		ord++
+		// The next key: `"key":` right after `{` or `,`, or the Scanner.
+		var key []byte
+		var child *node
+		q := p
+		if q < len(d) {
+			if c := d[q]; c == ',' && !first {
+				q++
+			} else if c == '}' {
+				a.s.Close(q + 1)
+				break
+			}
 		}
-		if !more {
-			break
+		escaped := false
+		if ord < len(shape) && q != p != first && shape[ord].match(d, q) {
+			// The same key as last time.
+			e := &shape[ord]
+			child, p = e.child, q+e.n
+		} else if k, end, ok := jsonscan.PlainKey(d, q); ok && q != p != first {
+			key, p = k, end
+			if i := n.names.IndexAt(d, q+1, len(k)); i >= 0 {
+				child = n.kids[i]
+			}
+			shape = a.learn(n, ord, q, end, d, child)
+		} else {
+			a.s.Seek(p)
+			var more bool
+			var err error
+			key, escaped, more, err = a.s.NextKey(first)
+			if err != nil {
+				return dst[:mark], false, err
+			}
+			if !more {
+				break
+			}
+			p = a.s.Pos()
+			lookup := key
+			if escaped {
+				a.unesc = jsonscan.AppendUnescaped(a.unesc[:0], key)
+				lookup = a.unesc
+			}
+			child = n.child(lookup)
 		}
-		lookup := key
-		if escaped {
-			a.unesc = jsonscan.AppendUnescaped(a.unesc[:0], key)
-			lookup = a.unesc
-		}
-		child := n.child(lookup)
 		if child == nil {
 			a.Stats.DroppedFields++
+			if _, end, ok := jsonscan.SkipValue(d, p, depth); ok {
+				p = end
+				continue
+			}
+			a.s.Seek(p)
 			if _, err := a.s.Skip(); err != nil {
 				return dst[:mark], false, err
 			}
+			p = a.s.Pos()
 			continue
 		}
 		member := len(dst)
-		if wrote {
-			dst = append(dst, ',')
+		if !escaped {
+			if wrote {
+				dst = append(dst, child.member...)
+			} else {
+				dst = append(dst, child.member[1:]...)
+			}
+		} else {
+			if wrote {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, '"')
+			dst = append(dst, key...) // escaped keys never come from the shape
+			dst = append(dst, '"', ':')
 		}
-		dst = append(dst, '"')
-		dst = append(dst, key...)
-		dst = append(dst, '"', ':')
+		if l := child.leaf; l != nil && child.arrays == 0 {
+			if p < len(d) && d[p] <= ' ' {
+				p = jsonscan.SkipWS(d, p)
+			}
+			if l.kind == kindKeep {
+				if start, end, ok := jsonscan.SkipValue(d, p, depth); ok {
+					dst = append(dst, d[start:end]...)
+					p = end
+					wrote = true
+					continue
+				}
+			} else if val, end, ok := jsonscan.PlainString(d, p); ok {
+				p = end
+				var err error
+				var ok bool
+				dst, ok, err = a.act(dst, child, l, val, jsonscan.String)
+				if err != nil {
+					return dst[:mark], false, err
+				}
+				if !ok {
+					dst = dst[:member]
+					continue
+				}
+				wrote = true
+				continue
+			}
+		}
+		a.s.Seek(p)
 		var ok bool
-		dst, ok, err = a.value(dst, child, child.arrays)
+		var err error
+		if child.leaf == nil && child.arrays == 0 && p < len(d) && d[p] == '{' {
+			dst, ok, err = a.object(dst, child)
+		} else {
+			dst, ok, err = a.value(dst, child, child.arrays)
+		}
 		if err != nil {
 			return dst[:mark], false, err
 		}
+		p = a.s.Pos()
 		if !ok {
 			dst = dst[:member]
 			continue
@@ -284,6 +429,12 @@ func (a *Applier) leaf(dst []byte, n *node, kind jsonscan.Kind) ([]byte, bool, e
 		}
 		return dst, false, fieldErr(n, fmt.Errorf("%w, got %s", ErrWrongValue, kind))
 	}
+	return a.act(dst, n, l, val, kind)
+}
+
+// act writes the value val (a string body, unescaped, or a number's text,
+// as kind says) through n's action.
+func (a *Applier) act(dst []byte, n *node, l *leaf, val []byte, kind jsonscan.Kind) ([]byte, bool, error) {
 	if a.obs != nil && l.kind >= kindPseudonym && l.kind <= kindIPTruncate {
 		a.obs.ObserveIdentifier(l.rule, val)
 	}
@@ -434,6 +585,17 @@ func (a *Applier) ipPrefix(dst []byte, l *leaf, val []byte) ([]byte, error) {
 }
 
 func ipTruncate(dst []byte, l *leaf, val []byte) ([]byte, error) {
+	if v, ok := parseDottedQuad(val); ok && l.v4 >= 0 && l.v4 <= 32 {
+		v &^= uint32(uint64(1)<<(32-l.v4) - 1)
+		dst = append(dst, '"')
+		for i := 24; i >= 0; i -= 8 {
+			dst = appendOctet(dst, byte(v>>i))
+			if i > 0 {
+				dst = append(dst, '.')
+			}
+		}
+		return append(dst, '"'), nil
+	}
 	ip, err := parseIP(val)
 	if err != nil {
 		return dst, err
@@ -516,4 +678,45 @@ func lookup(s *jsonscan.Scanner, src []byte, r *Route) (val []byte, isNum, ok bo
 		return raw, true, err == nil
 	}
 	return nil, false, false
+}
+
+// parseDottedQuad reads the IPv4 form netip.ParseAddr accepts (four decimal
+// octets, no leading zeros) quickly; ok is false for anything else, which
+// then goes through netip.
+func parseDottedQuad(b []byte) (v uint32, ok bool) {
+	fields, octet, digits := 0, 0, 0
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c >= '0' && c <= '9':
+			if digits > 0 && octet == 0 {
+				return 0, false // leading zero
+			}
+			octet = octet*10 + int(c-'0')
+			digits++
+			if octet > 255 {
+				return 0, false
+			}
+		case c == '.' && digits > 0 && fields < 3:
+			v = v<<8 | uint32(octet)
+			fields++
+			octet, digits = 0, 0
+		default:
+			return 0, false
+		}
+	}
+	if fields != 3 || digits == 0 {
+		return 0, false
+	}
+	return v<<8 | uint32(octet), true
+}
+
+func appendOctet(dst []byte, b byte) []byte {
+	switch {
+	case b >= 100:
+		return append(dst, '0'+b/100, '0'+b/10%10, '0'+b%10)
+	case b >= 10:
+		return append(dst, '0'+b/10, '0'+b%10)
+	}
+	return append(dst, '0'+b)
 }

@@ -42,6 +42,7 @@ type Route struct {
 	namespaces   int
 	maxRecord    int
 	cacheEntries int
+	nodes        int // how many nodes the tree has
 }
 
 type leafKind uint8
@@ -70,6 +71,11 @@ type node struct {
 	// in kids.
 	names *jsonscan.Names
 	kids  []*node
+	// member is `,"name":` for writing this node's member when its input
+	// key holds no escapes (the key's bytes are then the name's): the
+	// first member is written from member[1:].
+	member []byte
+	id     int // position in a depth-first numbering, for per-Applier state
 }
 
 // child returns the member named name, or nil.
@@ -80,8 +86,11 @@ func (n *node) child(name []byte) *node {
 	return nil
 }
 
-// index builds the member tables of n and everything below it.
-func (n *node) index() {
+// index builds the member tables of n and everything below it, numbering
+// the nodes from *next.
+func (n *node) index(next *int) {
+	n.id = *next
+	*next++
 	names := make([]string, 0, len(n.children))
 	for name := range n.children {
 		names = append(names, name)
@@ -90,8 +99,10 @@ func (n *node) index() {
 	n.names = jsonscan.NewNames(names)
 	n.kids = n.kids[:0]
 	for _, name := range names {
-		n.kids = append(n.kids, n.children[name])
-		n.children[name].index()
+		c := n.children[name]
+		c.member = append(append([]byte(`,"`), name...), '"', ':')
+		n.kids = append(n.kids, c)
+		c.index(next)
 	}
 }
 
@@ -243,7 +254,7 @@ func Compile(name string, rc config.Route, dir string, limits config.Limits) (*R
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	r.root.index()
+	r.root.index(&r.nodes)
 	if rc.KAnon != nil {
 		// The k-anonymity ladders' hierarchy files are policy too.
 		for i, q := range rc.KAnon.QuasiIdentifiers {

@@ -1,0 +1,308 @@
+package jsonscan
+
+import (
+	"encoding/binary"
+	"unicode/utf8"
+)
+
+// The position-based fast paths. They take the document and an offset and
+// return the offset after what they read, so a caller's loop can keep both
+// in registers instead of going through a Scanner per token. They accept
+// exactly what the Scanner accepts and never report why something is
+// malformed: on failure the caller hands the same offset to the Scanner
+// (Seek, then Skip or String), which finds the error and its offset.
+
+// Data returns the document s reads.
+func (s *Scanner) Data() []byte { return s.data }
+
+// Depth returns how many objects and arrays enclose the position.
+func (s *Scanner) Depth() int { return s.depth }
+
+// Seek moves s to offset p of its document, at the same depth; p must be
+// where a token may start (as returned by the fast paths).
+func (s *Scanner) Seek(p int) { s.pos = p }
+
+// Close ends the object or array s is in at offset p, the byte after its
+// closing bracket (which the caller has read).
+func (s *Scanner) Close(p int) { s.pos, s.depth = p, s.depth-1 }
+
+// SkipWS returns the offset of the first byte at or after p that is not
+// JSON whitespace.
+func SkipWS(d []byte, p int) int {
+	for p < len(d) {
+		switch d[p] {
+		case ' ', '\t', '\n', '\r':
+			p++
+		default:
+			return p
+		}
+	}
+	return p
+}
+
+// PlainString reads a string at d[p] that holds no escapes, control bytes
+// or non-ASCII (the common case) and returns its body and the offset after
+// its closing quote; ok is false for anything else (the Scanner decides).
+func PlainString(d []byte, p int) (body []byte, end int, ok bool) {
+	if p < len(d) && d[p] == '"' {
+		if i := plainRun(d, p+1); i < len(d) && d[i] == '"' {
+			return d[p+1 : i], i + 1, true
+		}
+	}
+	return nil, p, false
+}
+
+// PlainKey reads an object key at d[p] as PlainString does, and the colon
+// directly after it; end is the offset after the colon.
+func PlainKey(d []byte, p int) (key []byte, end int, ok bool) {
+	if p < len(d) && d[p] == '"' {
+		if i := plainRun(d, p+1); i+1 < len(d) && d[i] == '"' && d[i+1] == ':' {
+			return d[p+1 : i], i + 2, true
+		}
+	}
+	return nil, p, false
+}
+
+// SkipValue validates the value at d[p] (after optional whitespace) for a
+// Scanner at the given depth and returns where it starts and ends. ok is
+// false when the value is malformed, truncated or too deep; Scanner.Skip
+// from p then reports the error. It does not recurse: nesting is kept in a
+// bit stack, one bit per level (object or array).
+func SkipValue(d []byte, p, depth int) (start, end int, ok bool) {
+	if p < len(d) && d[p] <= ' ' {
+		p = SkipWS(d, p)
+	}
+	start = p
+	var stack uint64 // bit 0: the innermost open container is an object
+	open := 0
+	for {
+		// A value at p (whitespace already skipped).
+		if p >= len(d) {
+			return 0, 0, false
+		}
+		switch c := d[p]; {
+		case c == '"':
+			if p = stringEnd(d, p+1); p < 0 {
+				return 0, 0, false
+			}
+		case c == '{' || c == '[':
+			if depth+open+1 > MaxDepth {
+				return 0, 0, false
+			}
+			p++
+			if p < len(d) && d[p] <= ' ' {
+				p = SkipWS(d, p)
+			}
+			if p >= len(d) {
+				return 0, 0, false
+			}
+			if c == '{' {
+				if d[p] == '}' {
+					p++
+					break
+				}
+				if p = keyEnd(d, p); p < 0 {
+					return 0, 0, false
+				}
+				stack = stack<<1 | 1
+			} else {
+				if d[p] == ']' {
+					p++
+					break
+				}
+				stack <<= 1
+			}
+			open++
+			if p < len(d) && d[p] <= ' ' {
+				p = SkipWS(d, p)
+			}
+			continue
+		case c == '-' || (c >= '0' && c <= '9'):
+			if p = numberEnd(d, p); p < 0 {
+				return 0, 0, false
+			}
+		case c == 't':
+			if len(d)-p < 4 || binary.LittleEndian.Uint32(d[p:]) != 't'|'r'<<8|'u'<<16|'e'<<24 {
+				return 0, 0, false
+			}
+			p += 4
+		case c == 'f':
+			if len(d)-p < 5 || binary.LittleEndian.Uint32(d[p+1:]) != 'a'|'l'<<8|'s'<<16|'e'<<24 {
+				return 0, 0, false
+			}
+			p += 5
+		case c == 'n':
+			if len(d)-p < 4 || binary.LittleEndian.Uint32(d[p:]) != 'n'|'u'<<8|'l'<<16|'l'<<24 {
+				return 0, 0, false
+			}
+			p += 4
+		default:
+			return 0, 0, false
+		}
+		// After a value: close containers until a comma leads to the next.
+		for {
+			if open == 0 {
+				return start, p, true
+			}
+			if p < len(d) && d[p] <= ' ' {
+				p = SkipWS(d, p)
+			}
+			if p >= len(d) {
+				return 0, 0, false
+			}
+			c := d[p]
+			if c == ',' {
+				p++
+				if p < len(d) && d[p] <= ' ' {
+					p = SkipWS(d, p)
+				}
+				if stack&1 != 0 {
+					if p = keyEnd(d, p); p < 0 {
+						return 0, 0, false
+					}
+					if p < len(d) && d[p] <= ' ' {
+						p = SkipWS(d, p)
+					}
+				}
+				break
+			}
+			if c != ']'|byte(stack&1)<<5 { // ']' or '}'
+				return 0, 0, false
+			}
+			p++
+			stack >>= 1
+			open--
+		}
+	}
+}
+
+// keyEnd reads a key and its colon at d[p]; -1 when malformed.
+func keyEnd(d []byte, p int) int {
+	if p >= len(d) || d[p] != '"' {
+		return -1
+	}
+	if p = stringEnd(d, p+1); p < 0 {
+		return -1
+	}
+	if p < len(d) && d[p] == ':' {
+		return p + 1
+	}
+	p = SkipWS(d, p)
+	if p < len(d) && d[p] == ':' {
+		return p + 1
+	}
+	return -1
+}
+
+// stringEnd validates a string body from d[i] (after the opening quote) and
+// returns the offset after the closing quote; -1 when malformed.
+func stringEnd(d []byte, i int) int {
+	for {
+		i = plainRun(d, i)
+		if i >= len(d) {
+			return -1
+		}
+		switch c := d[i]; {
+		case c == '"':
+			return i + 1
+		case c == '\\':
+			if i+1 >= len(d) {
+				return -1
+			}
+			switch d[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(d) {
+					return -1
+				}
+				for _, h := range d[i+2 : i+6] {
+					if unhex(h) < 0 {
+						return -1
+					}
+				}
+				i += 6
+			default:
+				return -1
+			}
+		case c < 0x20:
+			return -1
+		default: // non-ASCII
+			r, n := utf8.DecodeRune(d[i:])
+			if r == utf8.RuneError && n <= 1 {
+				return -1
+			}
+			i += n
+		}
+	}
+}
+
+// numberEnd reads a number at d[i] by the JSON grammar; -1 when malformed.
+func numberEnd(d []byte, i int) int {
+	if d[i] == '-' {
+		i++
+		if i >= len(d) {
+			return -1
+		}
+	}
+	switch c := d[i]; {
+	case c == '0':
+		i++
+	case c >= '1' && c <= '9':
+		i++
+		for i < len(d) && d[i]-'0' < 10 {
+			i++
+		}
+	default:
+		return -1
+	}
+	if i < len(d) && d[i] == '.' {
+		i++
+		j := i
+		for i < len(d) && d[i]-'0' < 10 {
+			i++
+		}
+		if i == j {
+			return -1
+		}
+	}
+	if i < len(d) && d[i]|0x20 == 'e' {
+		i++
+		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+			i++
+		}
+		j := i
+		for i < len(d) && d[i]-'0' < 10 {
+			i++
+		}
+		if i == j {
+			return -1
+		}
+	}
+	return i
+}
+
+// IndexAt is Index for the name d[p:p+n], reading the first eight bytes
+// with one load when d holds them.
+func (t *Names) IndexAt(d []byte, p, n int) int {
+	if t == nil || p+8 > len(d) {
+		return t.Index(d[p : p+n])
+	}
+	if len(t.names) == 0 {
+		return -1
+	}
+	pre := binary.LittleEndian.Uint64(d[p:])
+	if n < 8 {
+		pre &= 1<<(8*uint(n)) - 1
+	}
+	mask := uint32(len(t.slots) - 1)
+	for h := slot(pre, n, t.shift); ; h = (h + 1) & mask {
+		k := t.slots[h]
+		if k < 0 {
+			return -1
+		}
+		if m := &t.names[k]; m.prefix == pre && len(m.text) == n && (n <= 8 || m.text[8:] == string(d[p+8:p+n])) {
+			return int(k)
+		}
+	}
+}
