@@ -171,6 +171,10 @@ type Checker interface {
 	// CheckClass checks out, a record a k-anonymity stage released from a
 	// class of distinct distinct entities. err as for Check.
 	CheckClass(out []byte, distinct int) (Verdict, error)
+	// CheckAggregate checks out, an aggregate (or late count) a
+	// k-anonymity stage publishes, of distinct distinct entities. err as
+	// for Check.
+	CheckAggregate(out []byte, distinct int) (Verdict, error)
 }
 
 // DecisionKind is what a Stage decided.

@@ -840,17 +840,44 @@ func (st *claimState) decide(i int, decs []Decision) error {
 			t.sup += uint64(d.Count)
 			t.held -= int64(d.Count)
 		case Info:
-			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload,
-				Headers: []Header{{Key: HeaderPolicy, Value: []byte(rt.Version)}},
-				Done:    &stageAck{c: st, hold: -1}})
+			headers := []Header{{Key: HeaderPolicy, Value: []byte(rt.Version)}}
+			if chk := st.checkers[i]; chk != nil {
+				v, err := chk.CheckAggregate(d.Payload, -1)
+				if err != nil {
+					return fmt.Errorf("checking a late count for route %s: %w", rt.Name, err)
+				}
+				if !v.Pass {
+					o := st.quarantine(nil, d.Payload, headers, rt.Name, v, -1)
+					o.Done = &stageAck{c: st, hold: -1}
+					st.staged = append(st.staged, o)
+					continue
+				}
+			}
+			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
+				Done: &stageAck{c: st, hold: -1}})
 		case Aggregate:
-			t.out += uint64(d.Count)
 			t.held -= int64(d.Count)
 			spans := fmt.Appendf(nil, "%s/%d/%d-%d:%d", st.topic, st.partition, d.First, d.Last, d.Count)
+			headers := []Header{{Key: HeaderSpans, Value: spans}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
+			if chk := st.checkers[i]; chk != nil {
+				v, err := chk.CheckAggregate(d.Payload, d.Entities)
+				if err != nil {
+					st.tr.Pin(d.First)
+					return fmt.Errorf("checking %s for route %s: %w", spans, rt.Name, err)
+				}
+				if !v.Pass {
+					t.q += uint64(d.Count)
+					st.tr.Hold(d.First)
+					o := st.quarantine(nil, d.Payload, headers, rt.Name, v, -1)
+					o.Done = &stageAck{c: st, hold: d.First}
+					st.staged = append(st.staged, o)
+					continue
+				}
+			}
+			t.out += uint64(d.Count)
 			st.tr.Hold(d.First)
-			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload,
-				Headers: []Header{{Key: HeaderSpans, Value: spans}, {Key: HeaderPolicy, Value: []byte(rt.Version)}},
-				Done:    &stageAck{c: st, hold: d.First}})
+			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
+				Done: &stageAck{c: st, hold: d.First}})
 		case Release:
 			t.held -= int64(d.Count)
 			src := (&Record{Topic: st.topic, Partition: st.partition, Offset: d.First}).AppendSrc(nil)

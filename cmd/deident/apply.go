@@ -330,8 +330,11 @@ func (j *applyJob) emit(line int64, v gate.Verdict, rec []byte) (passed bool, er
 }
 
 // emitClass checks an output of the k-anonymity stage: a released record
-// with its class's distinct-entity count, or an aggregate.
-func (j *applyJob) emitClass(line int64, entities int, rec []byte) (bool, error) {
+// with its class's distinct-entity count, or an aggregate (or late count).
+func (j *applyJob) emitClass(line int64, aggregate bool, entities int, rec []byte) (bool, error) {
+	if aggregate {
+		return j.emit(line, j.check.CheckAggregate(rec, -1), rec)
+	}
 	return j.emit(line, j.check.CheckClass(rec, entities), rec)
 }
 

@@ -9,8 +9,9 @@ import (
 )
 
 // emitFunc passes one output of the stage on: the first input line it
-// covers, its class's distinct-entity count, the record.
-type emitFunc func(line int64, entities int, rec []byte) (passed bool, err error)
+// covers, whether it is an aggregate (or a late count) rather than a
+// released record, its class's distinct-entity count, the record.
+type emitFunc func(line int64, aggregate bool, entities int, rec []byte) (passed bool, err error)
 
 // kanonSink runs a route's k-anonymity stage in apply. Its clock is frozen
 // so that file runs are deterministic: records wait for
@@ -62,7 +63,7 @@ func (k *kanonSink) write(emit emitFunc) error {
 			if len(o.Spans) > 0 {
 				line = o.Spans[0].First
 			}
-			passed, err := emit(line, o.Entities, o.Payload)
+			passed, err := emit(line, o.Kind != kanon.Released, o.Entities, o.Payload)
 			if err != nil {
 				return err
 			}

@@ -314,3 +314,55 @@ func TestApplyKAnonymityRecordMode(t *testing.T) {
 		t.Fatalf("published %v, want 3 sales and 3 tech; legal (one entity) never", count)
 	}
 }
+
+// TestApplyKAnonymityAggregatePassesTheGate: aggregates go through the
+// gate's aggregate check (not the record schema), so a published group
+// passes and an e-mail address in a group value is quarantined.
+func TestApplyKAnonymityAggregatePassesTheGate(t *testing.T) {
+	cfg := writeConfig(t, `    gate: {max_quarantine_rate: 0.9}
+    k_anonymity:
+      k: 3
+      mode: aggregate
+      entity: user
+      event_time: time
+      window: 1h
+      quasi_identifiers:
+        - {path: dept, ladder: {hierarchy: {file: dept.csv}}}
+    fields:
+      - {path: time, action: keep}
+      - {path: user, action: pseudonymize}
+      - {path: dept, action: keep}
+`)
+	os.WriteFile(filepath.Join(filepath.Dir(cfg), "dept.csv"), []byte("sales;business;*\nlegal;business;*\nx@corp.example;business;*\n"), 0o600)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.jsonl"), filepath.Join(dir, "out.jsonl")
+	var lines []string
+	for i, u := range []string{"a", "b", "c", "d"} {
+		lines = append(lines, fmt.Sprintf(`{"time":"2026-11-27T10:0%d:00Z","user":%q,"dept":"sales"}`, i, u))
+	}
+	for i, u := range []string{"e", "f", "g"} { // a group whose value is an e-mail address
+		lines = append(lines, fmt.Sprintf(`{"time":"2026-11-27T12:0%d:00Z","user":%q,"dept":"x@corp.example"}`, i, u))
+	}
+	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	_, err := run(t, "apply", "--config", cfg, "--route", "v", "--in", in, "--out", out)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitRejected || !strings.Contains(err.Error(), "1 quarantined") {
+		t.Fatalf("exit: %v", err)
+	}
+	outText, _ := os.ReadFile(out)
+	var agg struct {
+		Group    map[string]string `json:"group"`
+		Count    int               `json:"count"`
+		Entities int               `json:"entities"`
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(outText), &agg); err != nil {
+		t.Fatalf("want one aggregate: %v\n%s", err, outText)
+	}
+	if agg.Group["dept"] != "sales" || agg.Count != 4 || agg.Entities != 4 {
+		t.Fatalf("aggregate %+v", agg)
+	}
+	q, _ := os.ReadFile(out + ".quarantine.jsonl")
+	if !strings.Contains(string(q), `"reasons":"pattern:email"`) {
+		t.Fatalf("quarantine: %s", q)
+	}
+}

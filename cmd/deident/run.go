@@ -312,6 +312,10 @@ func (c *gateChecker) CheckClass(out []byte, distinct int) (pipeline.Verdict, er
 	return c.verdict(c.c.CheckClass(out, distinct))
 }
 
+func (c *gateChecker) CheckAggregate(out []byte, distinct int) (pipeline.Verdict, error) {
+	return c.verdict(c.c.CheckAggregate(out, distinct))
+}
+
 func (c *gateChecker) verdict(v gate.Verdict) (pipeline.Verdict, error) {
 	err := c.g.Tally(v)
 	if v.Pass() {

@@ -175,8 +175,9 @@ type Gate struct {
 	kField   string
 	patterns patternSet
 	root     *gnode
-	byRule   []*gleaf       // the leaf of each field rule, by index (nil for drop)
-	echo     *rotatingBloom // nil when the echo check is off
+	byRule   []*gleaf          // the leaf of each field rule, by index (nil for drop)
+	byPath   map[string]*gleaf // the leaf of each field rule, by path (for aggregates)
+	echo     *rotatingBloom    // nil when the echo check is off
 	rate     *RateTracker
 	now      func() time.Time
 
@@ -266,6 +267,10 @@ func New(name string, rc config.Route, opts ...Option) (*Gate, error) {
 			g.byRule = append(g.byRule, nil)
 		}
 		g.byRule[i] = l
+		if g.byPath == nil {
+			g.byPath = map[string]*gleaf{}
+		}
+		g.byPath[f.Path] = l
 		if err := g.insert(path, l); err != nil {
 			return nil, fmt.Errorf("vendors.%s.fields[%d].path: %w", name, i, err)
 		}
