@@ -641,6 +641,9 @@ func (c *gateChecker) Observe([]byte) {}
 func (c *gateChecker) CheckClass(out []byte, distinct int) (pipeline.Verdict, error) {
 	return c.verdict(c.c.CheckClass(out, distinct))
 }
+func (c *gateChecker) CheckAggregate(out []byte, distinct int) (pipeline.Verdict, error) {
+	return c.verdict(c.c.CheckAggregate(out, distinct))
+}
 
 func (c *gateChecker) verdict(v gate.Verdict) (pipeline.Verdict, error) {
 	err := c.g.Tally(v)
