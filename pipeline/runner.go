@@ -856,55 +856,52 @@ func (st *claimState) decide(i int, decs []Decision) error {
 			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
 				Done: &stageAck{c: st, hold: -1}})
 		case Aggregate:
-			t.held -= int64(d.Count)
 			spans := fmt.Appendf(nil, "%s/%d/%d-%d:%d", st.topic, st.partition, d.First, d.Last, d.Count)
 			headers := []Header{{Key: HeaderSpans, Value: spans}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
-			if chk := st.checkers[i]; chk != nil {
-				v, err := chk.CheckAggregate(d.Payload, d.Entities)
-				if err != nil {
-					st.tr.Pin(d.First)
-					return fmt.Errorf("checking %s for route %s: %w", spans, rt.Name, err)
-				}
-				if !v.Pass {
-					t.q += uint64(d.Count)
-					st.tr.Hold(d.First)
-					o := st.quarantine(nil, d.Payload, headers, rt.Name, v, -1)
-					o.Done = &stageAck{c: st, hold: d.First}
-					st.staged = append(st.staged, o)
-					continue
-				}
+			if err := st.publishDecided(i, d, headers, spans, Checker.CheckAggregate); err != nil {
+				return err
 			}
-			t.out += uint64(d.Count)
-			st.tr.Hold(d.First)
-			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
-				Done: &stageAck{c: st, hold: d.First}})
 		case Release:
-			t.held -= int64(d.Count)
 			src := (&Record{Topic: st.topic, Partition: st.partition, Offset: d.First}).AppendSrc(nil)
 			headers := []Header{{Key: HeaderSrc, Value: src}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
-			if chk := st.checkers[i]; chk != nil {
-				v, err := chk.CheckClass(d.Payload, d.Entities)
-				if err != nil {
-					st.tr.Pin(d.First)
-					return fmt.Errorf("checking %s for route %s: %w", src, rt.Name, err)
-				}
-				if !v.Pass {
-					t.q += uint64(d.Count)
-					st.tr.Hold(d.First)
-					o := st.quarantine(nil, d.Payload, headers, rt.Name, v, -1)
-					o.Done = &stageAck{c: st, hold: d.First}
-					st.staged = append(st.staged, o)
-					continue
-				}
+			if err := st.publishDecided(i, d, headers, src, Checker.CheckClass); err != nil {
+				return err
 			}
-			t.out += uint64(d.Count)
-			st.tr.Hold(d.First)
-			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
-				Done: &stageAck{c: st, hold: d.First}})
 		default:
 			return fmt.Errorf("route %s: stage decision of unknown kind %d", rt.Name, d.Kind)
 		}
 	}
+	return nil
+}
+
+// publishDecided stages what a stage released (a record or an aggregate)
+// for route i after the gate's check (CheckClass or CheckAggregate): to the
+// vendor topic, or to the quarantine topic when it fails. Either way its
+// acknowledgement releases the hold on the lowest offset it decides. A
+// tripped gate pins that offset (never committed) and stops the claim.
+func (st *claimState) publishDecided(i int, d Decision, headers []Header, what []byte, check func(Checker, []byte, int) (Verdict, error)) error {
+	rt := &st.r.cfg.Routes[i]
+	t := &st.tally[i]
+	t.held -= int64(d.Count)
+	if chk := st.checkers[i]; chk != nil {
+		v, err := check(chk, d.Payload, d.Entities)
+		if err != nil {
+			st.tr.Pin(d.First)
+			return fmt.Errorf("checking %s for route %s: %w", what, rt.Name, err)
+		}
+		if !v.Pass {
+			t.q += uint64(d.Count)
+			st.tr.Hold(d.First)
+			o := st.quarantine(nil, d.Payload, headers, rt.Name, v, -1)
+			o.Done = &stageAck{c: st, hold: d.First}
+			st.staged = append(st.staged, o)
+			return nil
+		}
+	}
+	t.out += uint64(d.Count)
+	st.tr.Hold(d.First)
+	st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
+		Done: &stageAck{c: st, hold: d.First}})
 	return nil
 }
 
