@@ -222,7 +222,10 @@ func FuzzDecodeMatchesGoavro(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got, err := s.AppendJSON(nil, body)
 		ref, rerr := viaGoavro(s, body)
-		if rerr == nil && err != nil && !errors.Is(err, errTooDeep) {
+		// Two refusals are by design: nesting deeper than the scanner's
+		// limit, and an int whose varint holds more than 32 bits (goavro
+		// silently truncates it to 32 bits; the spec has no such int).
+		if rerr == nil && err != nil && !errors.Is(err, errTooDeep) && !errors.Is(err, errIntRange) {
 			t.Fatalf("goavro reads %s, the direct decoder fails: %v", ref, err)
 		}
 		if err == nil && rerr == nil && !bytes.Equal(got, ref) {
