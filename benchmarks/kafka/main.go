@@ -599,7 +599,7 @@ func newWorker(cfg *config.Config) (*worker, error) {
 			pr.NewChecker = func(a pipeline.Applier) pipeline.Checker {
 				c := g.NewChecker()
 				a.(*route.Applier).SetObserver(c)
-				return &gateChecker{g: g, c: c}
+				return g.ForPipeline(c, true)
 			}
 		}
 		prs = append(prs, pr)
@@ -625,32 +625,6 @@ func newWorker(cfg *config.Config) (*worker, error) {
 		return nil, err
 	}
 	return &worker{runner: runner, source: src, sink: sink}, nil
-}
-
-// gateChecker is cmd/deident's gateChecker for a route.Applier that reports
-// raw identifiers to the gate (no second pass over the input).
-type gateChecker struct {
-	g *gate.Gate
-	c *gate.Checker
-}
-
-func (c *gateChecker) Check(_, out []byte) (pipeline.Verdict, error) {
-	return c.verdict(c.c.Check(out))
-}
-func (c *gateChecker) Observe([]byte) {}
-func (c *gateChecker) CheckClass(out []byte, distinct int) (pipeline.Verdict, error) {
-	return c.verdict(c.c.CheckClass(out, distinct))
-}
-func (c *gateChecker) CheckAggregate(out []byte, distinct int) (pipeline.Verdict, error) {
-	return c.verdict(c.c.CheckAggregate(out, distinct))
-}
-
-func (c *gateChecker) verdict(v gate.Verdict) (pipeline.Verdict, error) {
-	err := c.g.Tally(v)
-	if v.Pass() {
-		return pipeline.Verdict{Pass: true}, err
-	}
-	return pipeline.Verdict{Reasons: v.Reasons.Append(nil), Paths: v.AppendPaths(nil)}, err
 }
 
 func (w *worker) run(ctx context.Context) error {

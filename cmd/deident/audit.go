@@ -43,13 +43,9 @@ not a finding.
 Writes DIR/report.json and DIR/report.html (self-contained: inline CSS and SVG,
 no network). Exits 2 when anything is found, 0 when the report is clean.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			from, err := audit.ParseBound(fromS)
+			from, to, err := parseRange(fromS, toS)
 			if err != nil {
-				return fmt.Errorf("--from: %w", err)
-			}
-			to, err := audit.ParseBound(toS)
-			if err != nil {
-				return fmt.Errorf("--to: %w", err)
+				return err
 			}
 			cfg, err := config.Load(cfgPath)
 			if err != nil {

@@ -50,13 +50,9 @@ the worker does, and write the outputs that pass the gate:
 Writing to the route's vendor topic needs --to-vendor (then --topic may be left
 out); writing to another route's vendor topic is refused. The counts go to stderr.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			from, err := audit.ParseBound(fromS)
+			from, to, err := parseRange(fromS, toS)
 			if err != nil {
-				return fmt.Errorf("--from: %w", err)
-			}
-			to, err := audit.ParseBound(toS)
-			if err != nil {
-				return fmt.Errorf("--to: %w", err)
+				return err
 			}
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
@@ -213,4 +209,16 @@ func printReplayCounts(w io.Writer, routeName, version string, c audit.Counts) {
 	for _, r := range c.Ranges {
 		fmt.Fprintf(w, "  %s/%d offsets [%d, %d): %d\n", r.Topic, r.Partition, r.Start, r.End, r.Len())
 	}
+}
+
+// parseRange reads the --from and --to flags of replay and audit: offsets
+// or RFC 3339 times, either left out for an open end.
+func parseRange(fromS, toS string) (from, to audit.Bound, err error) {
+	if from, err = audit.ParseBound(fromS); err != nil {
+		return from, to, fmt.Errorf("--from: %w", err)
+	}
+	if to, err = audit.ParseBound(toS); err != nil {
+		return from, to, fmt.Errorf("--to: %w", err)
+	}
+	return from, to, nil
 }

@@ -223,12 +223,12 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		if g.Enabled() {
 			gates[name] = g
 			pr.NewChecker = func(a pipeline.Applier) pipeline.Checker {
-				c := &gateChecker{g: g, c: g.NewChecker()}
-				if ra, ok := a.(*route.Applier); ok {
-					ra.SetObserver(c.c) // the gate learns raw identifiers as the route reads them
-					c.observed = true
+				c := g.NewChecker()
+				ra, observed := a.(*route.Applier)
+				if observed {
+					ra.SetObserver(c) // the gate learns raw identifiers as the route reads them
 				}
-				return c
+				return g.ForPipeline(c, observed)
 			}
 		}
 		if kc := r.Config.KAnon; kc != nil {
@@ -284,49 +284,9 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	return &worker{cfg: cfg, log: log, routes: routes, gates: gates, topics: topics, source: src, sink: sink, runner: runner}, nil
 }
 
-// gateChecker is a route's gate as the runner sees it: one per claim.
-type gateChecker struct {
-	g *gate.Gate
-	c *gate.Checker
-	// observed: the claim's route.Applier reports raw identifiers to c, so
-	// the input needs no second pass.
-	observed bool
-}
-
-var _ pipeline.Checker = (*gateChecker)(nil)
-
-func (c *gateChecker) Check(in, out []byte) (pipeline.Verdict, error) {
-	if c.observed {
-		return c.verdict(c.c.Check(out))
-	}
-	return c.verdict(c.c.CheckRecord(in, out))
-}
-
-func (c *gateChecker) Observe(in []byte) {
-	if !c.observed {
-		c.c.Observe(in)
-	}
-}
-
-func (c *gateChecker) CheckClass(out []byte, distinct int) (pipeline.Verdict, error) {
-	return c.verdict(c.c.CheckClass(out, distinct))
-}
-
-func (c *gateChecker) CheckAggregate(out []byte, distinct int) (pipeline.Verdict, error) {
-	return c.verdict(c.c.CheckAggregate(out, distinct))
-}
-
-func (c *gateChecker) verdict(v gate.Verdict) (pipeline.Verdict, error) {
-	err := c.g.Tally(v)
-	if v.Pass() {
-		return pipeline.Verdict{Pass: true}, err
-	}
-	return pipeline.Verdict{Reasons: v.Reasons.Append(nil), Paths: v.AppendPaths(nil)}, err
-}
-
 // kanonStage is a route's k-anonymity stage for one claim (one partition).
-// Aggregates are not checked by the gate (its schema is the route's record
-// schema); their distinct-entity count is at least k by construction.
+// The runner checks what it releases with the gate (CheckClass for
+// records, CheckAggregate for aggregates and late counts).
 type kanonStage struct {
 	s    *kanon.Stage
 	rec  kanon.Record
