@@ -85,11 +85,17 @@ func runAdult(t testing.TB, rows [][]string, c config.KAnon) adultResult {
 	}
 }
 
+// mondrianNCP10 is batch Mondrian's NCP on the same data, quasi-identifiers
+// and NCP definition at k=10 (python3 benchmarks/kanon/mondrian.py).
+const mondrianNCP10 = 0.117
+
 // TestAdultQuality streams UCI Adult through record mode (max_delay of
 // 1,000 records, and with everything held: the batch bound of the same
 // algorithm) and aggregate mode (one window), for k in {2, 5, 10, 20, 50},
 // and logs suppression rate, normalized generalization height and NCP
-// (both counting suppressed records as fully generalized).
+// (both counting suppressed records as fully generalized). At k=10 with
+// max_delay 1,000 records it holds record mode to the targets:
+// suppression under 2%, NCP at most twice Mondrian's.
 func TestAdultQuality(t *testing.T) {
 	if testing.Short() {
 		t.Skip("UCI Adult: 30,162 records")
@@ -111,8 +117,13 @@ func TestAdultQuality(t *testing.T) {
 		} {
 			r := runAdult(t, rows, adultConfig(v.mode, k, v.delay))
 			t.Logf("%-28s %4d %11.2f%% %8.3f %8.3f %15d", v.name, k, 100*r.suppression, r.height, r.ncp, r.classes)
-			if v.mode == config.KAnonRecord && v.delay == 1000 && k == 10 && r.suppression >= 0.02 {
-				t.Errorf("k=10, max_delay 1000 records: suppression %.2f%%, target under 2%%", 100*r.suppression)
+			if v.mode == config.KAnonRecord && v.delay == 1000 && k == 10 {
+				if r.suppression >= 0.02 {
+					t.Errorf("k=10, max_delay 1000 records: suppression %.2f%%, target under 2%%", 100*r.suppression)
+				}
+				if r.ncp > 2*mondrianNCP10 {
+					t.Errorf("k=10, max_delay 1000 records: NCP %.3f, target at most twice batch Mondrian's %.3f", r.ncp, mondrianNCP10)
+				}
 			}
 		}
 	}
