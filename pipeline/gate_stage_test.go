@@ -283,10 +283,10 @@ func TestRunnerStageHoldsOffsets(t *testing.T) {
 	var spans []string
 	for _, o := range sink.outs {
 		if o.Topic == "vendor.a" {
-			spans = append(spans, hdrs(o)[HeaderSpans])
+			spans = append(spans, hdrs(o)[HeaderSrc])
 		}
 	}
-	if strings.Join(spans, " ") != "edr/0/0-3:3 edr/0/5-7:3" {
+	if strings.Join(spans, " ") != "spans=edr/0/0-3:3 spans=edr/0/5-7:3" {
 		t.Errorf("aggregates' spans %v", spans)
 	}
 }

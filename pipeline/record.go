@@ -15,7 +15,9 @@ import (
 
 // Provenance and dead-letter header names.
 const (
-	// HeaderSrc is "topic/partition/offset" of the input record.
+	// HeaderSrc is "topic/partition/offset" of the input record; on an
+	// aggregate or a late count, its window and the source offset ranges
+	// it decides (AppendAggregateSrc).
 	HeaderSrc = "deident-src"
 	// HeaderPolicy is the route's policy version id.
 	HeaderPolicy = "deident-policy"
@@ -35,9 +37,6 @@ const (
 	// HeaderGatePaths lists the field paths that failed the gate,
 	// comma-separated, never values; transforms/gate.HeaderPaths.
 	HeaderGatePaths = "deident-gate-paths"
-	// HeaderSpans, on an aggregate, lists the source records it decides:
-	// "topic/partition/first-last:count", comma-separated.
-	HeaderSpans = "deident-spans"
 )
 
 // Header is a record header.
@@ -206,6 +205,12 @@ type Decision struct {
 	Count int
 	// First and Last bound the offsets it decides (of the claim's partition).
 	First, Last int64
+	// Src is the deident-src value of an Aggregate or Info decision
+	// (AppendAggregateSrc: its window and source offset ranges); when nil,
+	// an Aggregate's is "spans=" with the claim's partition, First, Last
+	// and Count, and an Info decision carries none. Owned by the runner
+	// once returned.
+	Src []byte
 }
 
 // Stage is a route's k-anonymity stage for one claim: the runner makes one

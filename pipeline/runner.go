@@ -841,6 +841,9 @@ func (st *claimState) decide(i int, decs []Decision) error {
 			t.held -= int64(d.Count)
 		case Info:
 			headers := []Header{{Key: HeaderPolicy, Value: []byte(rt.Version)}}
+			if d.Src != nil {
+				headers = append(headers, Header{Key: HeaderSrc, Value: d.Src})
+			}
 			if chk := st.checkers[i]; chk != nil {
 				v, err := chk.CheckAggregate(d.Payload, -1)
 				if err != nil {
@@ -856,9 +859,13 @@ func (st *claimState) decide(i int, decs []Decision) error {
 			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
 				Done: &stageAck{c: st, hold: -1}})
 		case Aggregate:
-			spans := fmt.Appendf(nil, "%s/%d/%d-%d:%d", st.topic, st.partition, d.First, d.Last, d.Count)
-			headers := []Header{{Key: HeaderSpans, Value: spans}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
-			if err := st.publishDecided(i, d, headers, spans, Checker.CheckAggregate); err != nil {
+			src := d.Src
+			if src == nil {
+				src = AppendAggregateSrc(nil, time.Time{}, time.Time{},
+					[]SrcSpan{{Topic: st.topic, Partition: st.partition, First: d.First, Last: d.Last, Count: d.Count}})
+			}
+			headers := []Header{{Key: HeaderSrc, Value: src}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
+			if err := st.publishDecided(i, d, headers, src, Checker.CheckAggregate); err != nil {
 				return err
 			}
 		case Release:

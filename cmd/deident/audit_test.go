@@ -80,6 +80,10 @@ func TestAuditFindsExactlyTheTamperedTheUnprovenAndTheMissing(t *testing.T) {
 		publish(src, v, true)
 	}
 	publish(srcs[3], want[srcs[3]], false) // a record without provenance
+	// An aggregate (as a k-anonymity route publishes): it names its window
+	// and source offset ranges, which audit cannot re-derive.
+	aggSrc := string(pipeline.AppendAggregateSrc(nil, e.t0, e.t0.Add(time.Minute), []pipeline.SrcSpan{{Topic: e.source, Partition: 0, First: 0, Last: 3, Count: 3}}))
+	publish(aggSrc, `{"count":3,"entities":3}`, true)
 	produceAt(t, e.brokers, e.vendor, vendorMsgs, nil)
 
 	reportDir := filepath.Join(t.TempDir(), "report")
@@ -99,11 +103,12 @@ func TestAuditFindsExactlyTheTamperedTheUnprovenAndTheMissing(t *testing.T) {
 	}
 	s := rep.Summary
 	wantSummary := audit.Summary{
-		VendorRecords: len(want) + 1, // minus the missing, plus the redelivery and the unproven
+		VendorRecords: len(want) + 2, // minus the missing, plus the redelivery, the unproven and the aggregate
 		Matched:       len(want) - 2, // minus the missing and the tampered
 		Duplicates:    1,
 		Mismatched:    1,
 		NoProvenance:  1,
+		Unverified:    1,
 		SourceRecords: len(e.srcMsgs),
 		Delivered:     len(want) - 1,
 		Missing:       1,
@@ -120,7 +125,7 @@ func TestAuditFindsExactlyTheTamperedTheUnprovenAndTheMissing(t *testing.T) {
 	if !slices.Equal(rep.Missing, []string{missing}) {
 		t.Errorf("missing %v, want [%s]", rep.Missing, missing)
 	}
-	if len(rep.GateFindings) != 0 || len(rep.Unverified) != 0 {
+	if len(rep.GateFindings) != 0 || len(rep.Unverified) != 1 || rep.Unverified[0].Src != aggSrc || !strings.Contains(rep.Unverified[0].Reason, "aggregate") {
 		t.Errorf("gate findings %+v, unverified %+v", rep.GateFindings, rep.Unverified)
 	}
 	if len(rep.Policies) != 1 || rep.Policies[0].Version != version || !rep.Policies[0].Known {
@@ -164,7 +169,7 @@ func TestAuditFindsExactlyTheTamperedTheUnprovenAndTheMissing(t *testing.T) {
 		}
 		dir := filepath.Join(t.TempDir(), "r2")
 		out, err := run(t, "audit", "--config", e.cfgPath, "--route", "acme", "--from", "0", "--report", dir)
-		if !errors.As(err, &ee) || ee.code != exitAuditFindings || !strings.Contains(out, "unknown policy version") || !strings.Contains(out, "unverifiable "+strconv.Itoa(len(want))) {
+		if !errors.As(err, &ee) || ee.code != exitAuditFindings || !strings.Contains(out, "unknown policy version") || !strings.Contains(out, "unverifiable "+strconv.Itoa(len(want)+1)) { // and the aggregate
 			t.Fatalf("without the policy directory: err %v\n%s", err, out)
 		}
 		out, err = run(t, "audit", "--config", e.cfgPath, "--route", "acme", "--from", "0", "--report", dir, "--policies", policies)
@@ -172,8 +177,8 @@ func TestAuditFindsExactlyTheTamperedTheUnprovenAndTheMissing(t *testing.T) {
 			t.Fatalf("with the policy directory: err %v\n%s", err, out)
 		}
 		// By vendor offsets there is no source range, so nothing is missing;
-		// the tampered and the unproven records remain.
-		for _, want := range []string{"matched " + strconv.Itoa(len(want)-2), "mismatched 1", "no provenance 1", "unverifiable 0", "missing 0", "2026-01.yaml"} {
+		// the tampered, the unproven and the aggregate records remain.
+		for _, want := range []string{"matched " + strconv.Itoa(len(want)-2), "mismatched 1", "no provenance 1", "unverifiable 1", "missing 0", "2026-01.yaml"} {
 			if !strings.Contains(out+mustRead(t, filepath.Join(dir, "report.json")), want) {
 				t.Errorf("lacks %q:\n%s", want, out)
 			}

@@ -332,11 +332,11 @@ func (k *kanonStage) decisions(dst []pipeline.Decision) []pipeline.Decision {
 		case kanon.Released:
 			d.Kind = pipeline.Release
 		case kanon.Aggregate:
-			d.Kind = pipeline.Aggregate
+			d.Kind, d.Src = pipeline.Aggregate, aggregateSrc(k.s, o)
 		case kanon.Suppressed, kanon.Late:
 			d.Kind, d.Payload = pipeline.Suppress, nil
 		case kanon.LateCount:
-			d.Kind, d.Count = pipeline.Info, 0
+			d.Kind, d.Count, d.Src = pipeline.Info, 0, aggregateSrc(k.s, o)
 		default:
 			continue
 		}

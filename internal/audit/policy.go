@@ -14,8 +14,11 @@ import (
 )
 
 // ErrKAnonUnsupported: replay and audit re-derive record by record; routes
-// with a k-anonymity stage (delayed records, aggregates) are not supported yet.
-var ErrKAnonUnsupported = errors.New("routes with k_anonymity are not supported by replay and audit yet")
+// with a k-anonymity stage (delayed records, aggregates) are not supported
+// yet: what such a route publishes depends on the records around each one
+// (its class or window), so re-deriving it means replaying the stage over
+// the source partition, which neither does.
+var ErrKAnonUnsupported = errors.New("routes with k_anonymity are not supported by replay and audit yet: their outputs depend on the records around each source record (classes, windows)")
 
 // Policy is one version of a route, compiled, with its gate: it re-derives
 // the route's output from a source record the way the worker does (the

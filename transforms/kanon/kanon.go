@@ -318,6 +318,14 @@ func (s *Stage) Stats() Stats { return s.stats }
 // K returns k.
 func (s *Stage) K() int { return s.k }
 
+// Window returns the aggregate window's length (0 in record mode).
+func (s *Stage) Window() time.Duration {
+	if s.agg == nil {
+		return 0
+	}
+	return s.cfg.Window
+}
+
 // Add adds one record and appends what it decides to dst: in record mode
 // its release (or its class's), releases and suppressions of records that
 // waited past max_delay, and what memory caps force out; in aggregate mode
