@@ -4,14 +4,15 @@
 # benchmark at two iteration counts and divides the difference, so set-up
 # cost cancels out. (Async preemption is off: callgrind cannot follow its signals.)
 #   usage: benchmarks/instructions.sh BenchmarkRouteCacheWarm [N]
+#   PKG=./transforms/kanon benchmarks/instructions.sh BenchmarkAggregate 262144
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${1:?benchmark name}
 n=${2:-20000}
 bin=$(mktemp -d)/bench.test
-go test -c -o "$bin" ./benchmarks
+go test -c -o "$bin" "${PKG:-./benchmarks}"
 count() {
-  GODEBUG=asyncpreemptoff=1 GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" -test.run '^$' -test.bench "^$bench\$" -test.benchtime "${1}x" -test.count 1 2>&1 |
+  (cd "${PKG:-./benchmarks}" && GODEBUG=asyncpreemptoff=1 GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" -test.run '^$' -test.bench "^$bench\$" -test.benchtime "${1}x" -test.count 1 2>&1) |
     sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 a=$(count "$n")

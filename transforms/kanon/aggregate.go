@@ -41,12 +41,13 @@ type heldPart struct {
 // their capacity, so a stream in the steady state adds records without
 // allocating.
 type window struct {
-	start  int64 // Unix nanoseconds
-	groups []group
-	keys   keyTable // level-0 class key -> index in groups
-	reps   []string // level-0 QI values, len(qis) per group
-	held   []heldPart
-	n      int
+	start    int64 // Unix nanoseconds
+	groups   []group
+	keys     keyTable // level-0 class key -> index in groups
+	reps     []string // level-0 QI values, len(qis) per group
+	held     []heldPart
+	lastHeld int // index in held of the last partition held
+	n        int
 }
 
 type aggState struct {
@@ -62,11 +63,50 @@ type aggState struct {
 
 	// closing scratch, reused
 	cur, next []int32
-	roll      map[uint64]int32 // hash of a class's value IDs -> first group
-	chain     []int32          // per group: next group with the same hash, -1 at the end
-	ids       []int32          // per group, len(qis) level-0 value IDs
-	cids      []int32          // per group, len(qis) value IDs at the current level vector
-	vals      []valTable       // per QI
+	roll      []int32    // open addressing: a group per slot (-1 empty), keyed by its value IDs
+	rollH     []uint64   // the slot's hash of the value IDs
+	scratch   []uint64   // distinct.merge's
+	ids       []int32    // per group, len(qis) level-0 value IDs
+	cids      []int32    // per group, len(qis) value IDs at the current level vector
+	vals      []valTable // per QI
+
+	// Published aggregates carve their memory from slabs: the caller owns
+	// what it gets, and a full slab is left to the garbage collector, not
+	// reused, so publishing allocates once per many aggregates.
+	byteSlab  []byte
+	spanSlab  []Span
+	groupSlab []Group
+	strSlab   []string
+	numSlab   []float64
+}
+
+// slabChunk is how many elements a new slab holds.
+const slabChunk = 1024
+
+// carve returns n elements of *slab's spare capacity (capacity capped at
+// n, so an append by the owner never reaches the next carving), starting
+// a new slab when it is full.
+func carve[T any](slab *[]T, n int) []T {
+	if cap(*slab)-len(*slab) < n {
+		*slab = make([]T, 0, max(slabChunk, n))
+	}
+	l := len(*slab)
+	*slab = (*slab)[:l+n]
+	return (*slab)[l : l+n : l+n]
+}
+
+// payload returns gr's JSON in the byte slab's spare capacity, capped;
+// when it does not fit, append's own allocation is kept and the next call
+// starts a new slab.
+func (a *aggState) payload(gr *Group) []byte {
+	free := a.byteSlab[len(a.byteSlab):]
+	out := gr.AppendJSON(free)
+	if cap(out) == cap(free) && cap(free) > 0 { // written in place
+		a.byteSlab = a.byteSlab[:len(a.byteSlab)+len(out)]
+		return out[:len(out):len(out)]
+	}
+	a.byteSlab = make([]byte, 0, 64*slabChunk)
+	return out
 }
 
 // valTable interns one quasi-identifier's values while a window closes:
@@ -75,10 +115,15 @@ type aggState struct {
 // tuples of small integers.
 type valTable struct {
 	raw  map[string]int32   // level-0 value -> ID
-	gen  []map[string]int32 // per level >= 1: generalized value -> ID
+	gen  []map[string]int32 // per level >= 1: generalized value -> ID (kept across windows, up to maxInterned)
+	gtxt [][]string         // per level >= 1: generalized ID -> value
 	up   [][]int32          // per level >= 1: level-0 ID -> generalized ID (-1: not yet)
 	text []string           // level-0 ID -> value
 }
+
+// maxInterned bounds the generalized values a valTable keeps across
+// windows (per level); past it the table starts afresh with the next window.
+const maxInterned = 1 << 14
 
 func newAggState() *aggState {
 	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64}
@@ -86,53 +131,70 @@ func newAggState() *aggState {
 
 // keyTable maps class keys (byte strings) to int32 values through their
 // 64-bit hashes, verifying the full key, so a hash collision never merges
-// two classes. Reset keeps its memory.
+// two classes: open addressing with linear probing over entry indexes.
+// Reset keeps its memory.
 type keyTable struct {
-	idx   map[uint64]int32 // hash -> first entry
+	slots []int32 // entry index, -1 empty; len a power of two, at most half full
 	ents  []keyEntry
 	arena []byte
 }
 
 type keyEntry struct {
+	h        uint64
 	off, end int32
-	next     int32 // next entry with the same hash, -1 at the end
 	val      int32
 }
 
 func (t *keyTable) reset() {
-	if t.idx == nil {
-		t.idx = map[uint64]int32{}
+	if len(t.slots) == 0 {
+		t.slots = make([]int32, 64)
 	}
-	clear(t.idx)
+	for i := range t.slots {
+		t.slots[i] = -1
+	}
 	t.ents = t.ents[:0]
 	t.arena = t.arena[:0]
 }
 
 // get returns the value of key (hash h), or -1.
 func (t *keyTable) get(h uint64, key []byte) int32 {
-	i, ok := t.idx[h]
-	if !ok {
-		return -1
-	}
-	for ; i >= 0; i = t.ents[i].next {
-		e := &t.ents[i]
-		if string(t.arena[e.off:e.end]) == string(key) {
+	mask := uint64(len(t.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		x := t.slots[i]
+		if x < 0 {
+			return -1
+		}
+		if e := &t.ents[x]; e.h == h && string(t.arena[e.off:e.end]) == string(key) {
 			return e.val
 		}
 	}
-	return -1
 }
 
 // put adds key (hash h, not in t) with value v.
 func (t *keyTable) put(h uint64, key []byte, v int32) {
-	next := int32(-1)
-	if i, ok := t.idx[h]; ok {
-		next = i
-	}
 	off := int32(len(t.arena))
 	t.arena = append(t.arena, key...)
-	t.ents = append(t.ents, keyEntry{off: off, end: int32(len(t.arena)), next: next, val: v})
-	t.idx[h] = int32(len(t.ents) - 1)
+	t.ents = append(t.ents, keyEntry{h: h, off: off, end: int32(len(t.arena)), val: v})
+	if 2*len(t.ents) > len(t.slots) {
+		t.slots = make([]int32, 2*len(t.slots))
+		for i := range t.slots {
+			t.slots[i] = -1
+		}
+		for x := range t.ents {
+			t.place(int32(x))
+		}
+		return
+	}
+	t.place(int32(len(t.ents) - 1))
+}
+
+func (t *keyTable) place(x int32) {
+	mask := uint64(len(t.slots) - 1)
+	i := t.ents[x].h & mask
+	for t.slots[i] >= 0 {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = x
 }
 
 // Group is a published aggregate.
@@ -287,13 +349,19 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 }
 
 func (w *window) hold(topic string, partition int, off int64) {
+	if i := w.lastHeld; i < len(w.held) && w.held[i].partition == partition && w.held[i].topic == topic {
+		w.held[i].low = min(w.held[i].low, off) // the common case: one partition per stage
+		return
+	}
 	for i := range w.held {
 		hp := &w.held[i]
 		if hp.partition == partition && hp.topic == topic {
 			hp.low = min(hp.low, off)
+			w.lastHeld = i
 			return
 		}
 	}
+	w.lastHeld = len(w.held)
 	w.held = append(w.held, heldPart{topic, partition, off})
 }
 
@@ -341,6 +409,13 @@ func (s *Stage) newGroup(w *window, qi []string) int32 {
 	*g = group{rep: rep, first: int32(n),
 		ents: distinct{h: g.ents.h[:0]}, sens: g.sens[:0],
 		acc: g.acc[:0], spans: g.spans[:0], offsets: g.offsets[:0]}
+	if g.ents.h == nil {
+		// A slot's first group: room for the usual entity counts and
+		// partitions at once, rather than growing step by step while the
+		// slot's capacity settles.
+		g.ents.h = make([]uint64, 0, min(s.m, 16))
+		g.spans = make([]Span, 0, 4)
+	}
 	for range s.metrics {
 		g.acc = append(g.acc, 0, math.Inf(1), math.Inf(-1))
 	}
@@ -413,7 +488,7 @@ func (s *Stage) lateCounts(dst []Output) []Output {
 }
 
 func (s *Stage) merge(into, g *group) {
-	into.ents.merge(&g.ents, s.m)
+	s.agg.scratch = into.ents.merge(&g.ents, s.m, s.agg.scratch)
 	for _, v := range g.sens {
 		if len(into.sens) < s.l && !slices.Contains(into.sens, v) {
 			into.sens = append(into.sens, v)
@@ -448,7 +523,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	cur := a.cur[:0]
 	for i := range w.groups {
 		if g := &w.groups[i]; s.okGroup(g) {
-			dst = append(dst, s.publish(g, w.reps[g.rep:g.rep+nq], 0, start))
+			dst = append(dst, s.publish(w, int32(i), 0, start))
 			continue
 		}
 		cur = append(cur, int32(i))
@@ -458,38 +533,42 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	}
 	for j := 1; j < s.top && len(cur) > 0; j++ {
 		lv := s.seq[j]
-		if a.roll == nil {
-			a.roll = map[uint64]int32{}
+		q := s.steps[j] // the one QI that steps up from s.seq[j-1]
+		size := 1
+		for size < 2*len(cur) {
+			size <<= 1
 		}
-		clear(a.roll)
+		a.roll = slices.Grow(a.roll[:0], size)[:size]
+		a.rollH = slices.Grow(a.rollH[:0], size)[:size]
+		for i := range a.roll {
+			a.roll[i] = -1
+		}
+		mask := uint64(size - 1)
 		next := a.next[:0]
 		for _, gi := range cur {
 			ids := a.cids[int(gi)*int(nq) : int(gi+1)*int(nq)]
+			ids[q] = s.upID(q, int(lv[q]), a.ids[int(gi)*int(nq)+q])
 			h := uint64(14695981039346656037)
 			for i := range ids {
-				ids[i] = s.upID(i, int(lv[i]), a.ids[int(gi)*int(nq)+i])
 				h = (h ^ uint64(uint32(ids[i]))) * 1099511628211
 			}
-			m, ok := a.roll[h]
-			for ok && m >= 0 && !slices.Equal(a.cids[int(m)*int(nq):int(m+1)*int(nq)], ids) {
-				m = a.chain[m]
+			slot := (h ^ h>>29) & mask
+			for a.roll[slot] >= 0 && (a.rollH[slot] != h ||
+				!slices.Equal(a.cids[int(a.roll[slot])*int(nq):int(a.roll[slot]+1)*int(nq)], ids)) {
+				slot = (slot + 1) & mask
 			}
-			if ok && m >= 0 {
+			if m := a.roll[slot]; m >= 0 {
 				s.merge(&w.groups[m], &w.groups[gi])
 				continue
 			}
-			a.chain[gi] = -1
-			if first, ok := a.roll[h]; ok {
-				a.chain[gi] = first
-			}
-			a.roll[h] = gi
+			a.roll[slot], a.rollH[slot] = gi, h
 			next = append(next, gi)
 		}
 		cur, a.next = next, cur
 		next = cur[:0]
 		for _, gi := range cur {
 			if g := &w.groups[gi]; s.okGroup(g) {
-				dst = append(dst, s.publish(g, w.reps[g.rep:g.rep+nq], j, start))
+				dst = append(dst, s.publish(w, gi, j, start))
 				continue
 			}
 			next = append(next, gi)
@@ -524,6 +603,7 @@ func (s *Stage) internReps(w *window, cur []int32) {
 			v := &a.vals[i]
 			v.raw = map[string]int32{}
 			v.gen = make([]map[string]int32, l.height+1)
+			v.gtxt = make([][]string, l.height+1)
 			v.up = make([][]int32, l.height+1)
 			for lv := 1; lv <= l.height; lv++ {
 				v.gen[lv] = map[string]int32{}
@@ -536,28 +616,36 @@ func (s *Stage) internReps(w *window, cur []int32) {
 		clear(v.text)
 		v.text = v.text[:0]
 		for lv := 1; lv < len(v.gen); lv++ {
-			clear(v.gen[lv])
+			if len(v.gen[lv]) > maxInterned {
+				clear(v.gen[lv])
+				clear(v.gtxt[lv])
+				v.gtxt[lv] = v.gtxt[lv][:0]
+			}
 			v.up[lv] = v.up[lv][:0]
 		}
 	}
 	a.ids = slices.Grow(a.ids[:0], len(w.groups)*nq)[:len(w.groups)*nq]
 	a.cids = slices.Grow(a.cids[:0], len(w.groups)*nq)[:len(w.groups)*nq]
-	a.chain = slices.Grow(a.chain[:0], len(w.groups))[:len(w.groups)]
-	for _, gi := range cur {
-		g := &w.groups[gi]
-		for i := range nq {
-			v := &a.vals[i]
-			x := w.reps[int(g.rep)+i]
-			id, ok := v.raw[x]
-			if !ok {
-				id = int32(len(v.text))
-				v.raw[x] = id
-				v.text = append(v.text, x)
-				for lv := 1; lv < len(v.up); lv++ {
-					v.up[lv] = append(v.up[lv], -1)
+	for i := range nq {
+		v := &a.vals[i]
+		last, lastID := "", int32(-1) // groups open in time order: neighbours often share a value
+		for _, gi := range cur {
+			x := w.reps[int(w.groups[gi].rep)+i]
+			id := lastID
+			if id < 0 || x != last {
+				var ok bool
+				if id, ok = v.raw[x]; !ok {
+					id = int32(len(v.text))
+					v.raw[x] = id
+					v.text = append(v.text, x)
+					for lv := 1; lv < len(v.up); lv++ {
+						v.up[lv] = append(v.up[lv], -1)
+					}
 				}
+				last, lastID = x, id
 			}
 			a.ids[int(gi)*nq+i] = id
+			a.cids[int(gi)*nq+i] = id
 		}
 	}
 }
@@ -575,25 +663,46 @@ func (s *Stage) upID(i, lv int, id int32) int32 {
 	s.key = s.qis[i].gen(s.key[:0], v.text[id], lv)
 	u, ok := v.gen[lv][string(s.key)]
 	if !ok {
-		u = int32(len(v.gen[lv]))
-		v.gen[lv][string(s.key)] = u
+		u = int32(len(v.gtxt[lv]))
+		txt := string(s.key)
+		v.gen[lv][txt] = u
+		v.gtxt[lv] = append(v.gtxt[lv], txt)
 	}
 	v.up[lv][id] = u
 	return u
 }
 
-func (s *Stage) publish(g *group, rep []string, j int, start time.Time) Output {
+// publish publishes group gi of a closing window at roll-up step j: its
+// values are the level-0 representatives (j == 0) or the interned
+// generalizations of its value IDs at s.seq[j] (a.cids).
+func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
+	a := s.agg
+	g := &w.groups[gi]
+	nq := len(s.qis)
 	lv := s.seq[j]
-	gr := &Group{
+	gr := &carve(&a.groupSlab, 1)[0]
+	*gr = Group{
 		Start: start, End: start.Add(s.cfg.Window),
 		Paths: s.qiPaths, Levels: lv,
 		Count: g.count, Entities: g.ents.count(s.m),
 		SumFields: s.cfg.Sums, MinFields: s.cfg.Min, MaxFields: s.cfg.Max,
 	}
-	for i, l := range s.qis {
-		gr.Values = append(gr.Values, string(l.gen(nil, rep[i], int(lv[i]))))
+	rep := w.reps[g.rep : int(g.rep)+nq]
+	gr.Values = carve(&a.strSlab, nq)
+	for i := range nq {
+		switch {
+		case lv[i] == 0:
+			gr.Values[i] = rep[i]
+			if rep[i] == "" {
+				gr.Values[i] = "null"
+			}
+		case rep[i] == "null" || rep[i] == "":
+			gr.Values[i] = "null" // null stays null at every level (ladder.gen)
+		default:
+			gr.Values[i] = a.vals[i].gtxt[lv[i]][a.cids[int(gi)*nq+i]]
+		}
 	}
-	vals := make([]float64, 0, len(s.sumIdx)+len(s.minIdx)+len(s.maxIdx))
+	vals := carve(&a.numSlab, len(s.sumIdx)+len(s.minIdx)+len(s.maxIdx))[:0]
 	pick := func(idx []int, which int) []float64 {
 		n := len(vals)
 		for _, x := range idx {
@@ -615,8 +724,10 @@ func (s *Stage) publish(g *group, rep []string, j int, start time.Time) Output {
 		gr.Count = s.noisy(gr.Count, b, gr.Entities)
 	}
 	// The group's memory is recycled with its window: the output gets copies.
-	return Output{Kind: Aggregate, Payload: gr.AppendJSON(nil), Levels: lv, Entities: gr.Entities,
-		Count: g.count, Window: start, Spans: slices.Clone(g.spans), Offsets: slices.Clone(g.offsets), Group: gr}
+	spans := carve(&a.spanSlab, len(g.spans))
+	copy(spans, g.spans)
+	return Output{Kind: Aggregate, Payload: a.payload(gr), Levels: lv, Entities: gr.Entities,
+		Count: g.count, Window: start, Spans: spans, Offsets: slices.Clone(g.offsets), Group: gr}
 }
 
 func (a *aggState) heldPositions() []Position {

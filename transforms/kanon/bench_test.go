@@ -135,6 +135,7 @@ func BenchmarkAggregate(b *testing.B) {
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	cpu0 := cpuTime()
+	st0 := s.Stats()
 	i, cycle := 0, int64(1)
 	shift := time.Duration(cycle) * span
 	for b.Loop() {
@@ -149,6 +150,8 @@ func BenchmarkAggregate(b *testing.B) {
 	}
 	cpu := cpuTime() - cpu0
 	runtime.ReadMemStats(&ms1)
+	st := s.Stats()
+	b.ReportMetric(float64(st.Groups-st0.Groups)/float64(b.N), "aggs/rec")
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(b.N), "allocs/rec")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/rec")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "recs/s")

@@ -203,7 +203,8 @@ type Stage struct {
 	off     []int    // per QI: its first level's index in pending.gh
 	offN    int
 	seq     [][]uint8
-	top     int // index of the all-top vector in seq
+	steps   []int // steps[j]: the QI whose level seq[j] raises over seq[j-1]
+	top     int   // index of the all-top vector in seq
 	metrics []string
 	sumIdx  []int
 	minIdx  []int
@@ -257,6 +258,14 @@ func New(cfg config.KAnon, dir string, opts Options) (*Stage, error) {
 	}
 	s.seq = sequence(s.qis)
 	s.top = len(s.seq) - 1
+	s.steps = make([]int, len(s.seq))
+	for j := 1; j < len(s.seq); j++ {
+		for i := range s.seq[j] {
+			if s.seq[j][i] != s.seq[j-1][i] {
+				s.steps[j] = i
+			}
+		}
+	}
 	index := func(f string) int {
 		if i := slices.Index(s.metrics, f); i >= 0 {
 			return i
@@ -405,10 +414,31 @@ func (d *distinct) add(x uint64, m int) {
 	d.h[i] = x
 }
 
-func (d *distinct) merge(o *distinct, m int) {
-	for _, x := range o.h {
-		d.add(x, m)
+// merge adds o's hashes to d, keeping the m smallest: one pass over both
+// sorted lists (into scratch, returned for reuse) rather than an insertion
+// per hash.
+func (d *distinct) merge(o *distinct, m int, scratch []uint64) []uint64 {
+	if len(o.h) == 0 {
+		return scratch
 	}
+	buf := scratch[:0]
+	i, j := 0, 0
+	for len(buf) < m && (i < len(d.h) || j < len(o.h)) {
+		switch {
+		case j >= len(o.h) || (i < len(d.h) && d.h[i] < o.h[j]):
+			buf = append(buf, d.h[i])
+			i++
+		case i >= len(d.h) || o.h[j] < d.h[i]:
+			buf = append(buf, o.h[j])
+			j++
+		default: // the same entity in both
+			buf = append(buf, d.h[i])
+			i++
+			j++
+		}
+	}
+	d.h = append(d.h[:0], buf...)
+	return buf
 }
 
 // count returns the distinct count: exact below m, else an estimate.
