@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,9 @@ type Runner struct {
 	counters *Counters
 	sem      chan struct{}
 	sink     Sink
+	// dedicated marks the routes an Input is dedicated to (Input.Route):
+	// they read only such inputs.
+	dedicated []bool
 
 	failed chan struct{} // closed on the first fatal error
 	mu     sync.Mutex
@@ -84,6 +88,17 @@ func New(cfg Config) (*Runner, error) {
 		c.Routes[r.Name] = &RouteCounters{}
 		c.Names = append(c.Names, r.Name)
 	}
+	dedicated := make([]bool, len(cfg.Routes))
+	for topic, in := range cfg.Inputs {
+		if in.Route == "" {
+			continue
+		}
+		if i := slices.IndexFunc(cfg.Routes, func(r Route) bool { return r.Name == in.Route }); i >= 0 {
+			dedicated[i] = true
+		} else {
+			errs = append(errs, fmt.Errorf("input %s: dedicated to route %s, which does not exist", topic, in.Route))
+		}
+	}
 	if cfg.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max in flight must be positive, got %d", cfg.MaxInFlight))
 	}
@@ -109,7 +124,10 @@ func New(cfg Config) (*Runner, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{cfg: cfg, log: log, counters: c, sem: make(chan struct{}, cfg.MaxInFlight), failed: make(chan struct{})}, nil
+	for i, d := range dedicated {
+		c.Routes[cfg.Routes[i].Name].dedicated = d
+	}
+	return &Runner{cfg: cfg, log: log, counters: c, dedicated: dedicated, sem: make(chan struct{}, cfg.MaxInFlight), failed: make(chan struct{})}, nil
 }
 
 // MaxInFlight returns the bound on records with unacknowledged outputs.
@@ -231,6 +249,7 @@ type claimState struct {
 	src       []byte
 	decoded   []byte // the record as the routes read it, when its input has DecodeTo
 	encoded   []byte // a route's Encode output, before it is carved from the arena
+	key       []byte // a route's Key output, before it is carved from the arena
 
 	// The input the claim's records come from (cached by topic: a claim's
 	// records normally share one) and which routes may receive its category.
@@ -632,12 +651,20 @@ func (st *claimState) input(topic string) (Input, bool) {
 		return st.in, false
 	}
 	for i, rt := range r.cfg.Routes {
-		st.allowed[i] = rt.Allows(st.in.Category)
+		st.allowed[i] = r.reads(i, st.in) && rt.Allows(st.in.Category)
 		if st.allowed[i] && st.first < 0 {
 			st.first = i
 		}
 	}
 	return st.in, true
+}
+
+// reads reports whether route i reads input in at all (see Input.Route).
+func (r *Runner) reads(i int, in Input) bool {
+	if in.Route != "" {
+		return in.Route == r.cfg.Routes[i].Name
+	}
+	return !r.dedicated[i]
 }
 
 // keyHeader returns route i's deident-key header value for the key id of
@@ -684,6 +711,9 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 	var src []byte // the deident-src header value, shared by rec's outputs
 	var ack *recordAck
 	for i, rt := range r.cfg.Routes {
+		if !r.reads(i, in) {
+			continue // not this route's input (see Input.Route): not counted
+		}
 		t := &st.tally[i]
 		t.in++
 		if !st.allowed[i] {
@@ -733,6 +763,16 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 				continue
 			}
 		}
+		rekey := rt.Key != nil && rt.Encode == nil
+		if rekey {
+			// val stays in the arena's free end while its key is made aside.
+			if st.key, err = rt.Key(st.key[:0], val); err != nil {
+				t.fail++
+				r.log.Warn("record dead-lettered", "stage", "kanon", "route", rt.Name, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+				outs = append(outs, st.deadLetter(rec, "kanon", rt.Name, err))
+				continue
+			}
+		}
 		verdict := Verdict{Pass: true}
 		if chk != nil {
 			// The gate reads the route's output as Apply wrote it.
@@ -744,6 +784,10 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 			val = append(st.alloc(len(st.encoded)), st.encoded...)
 		}
 		val = st.commit(val)
+		key := rec.Key
+		if rekey {
+			key = st.commit(append(st.alloc(len(st.key)), st.key...))
+		}
 		if src == nil {
 			src = st.commit(append(st.alloc(len(st.src)), st.src...))
 			ack = st.ack(rec.Offset)
@@ -754,14 +798,18 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 		headers[2] = Header{Key: HeaderKey, Value: st.keyHeader(i, a.KeyID())}
 		if !verdict.Pass {
 			t.q++
-			outs = append(outs, st.quarantine(rec.Key, val, headers, rt.Name, verdict, rec.Offset))
+			outs = append(outs, st.quarantine(key, val, headers, rt.Name, verdict, rec.Offset))
 			continue
 		}
 		t.out++
-		outs = append(outs, Output{Topic: rt.Topic, Key: rec.Key, Value: val, Headers: headers, Done: ack})
+		outs = append(outs, Output{Topic: rt.Topic, Key: key, Value: val, Headers: headers, Done: ack})
 	}
 	cnt.Worker.Consumed.Add(1)
 	cnt.Worker.Decoded.Add(1)
+	if in.Route != "" {
+		cnt.Worker.DecodedDedicated.Add(1)
+		cnt.Routes[in.Route].Dedicated.Add(1)
+	}
 	st.applyTally()
 	st.setFloor()
 	return outs, nil
@@ -856,13 +904,19 @@ func (st *claimState) decide(i int, decs []Decision) error {
 			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
 				Done: &stageAck{c: st, hold: -1}})
 		case Aggregate:
-			spans := fmt.Appendf(nil, "%s/%d/%d-%d:%d", st.topic, st.partition, d.First, d.Last, d.Count)
+			spans := d.Prov
+			if spans == nil {
+				spans = fmt.Appendf(nil, "%s/%d/%d-%d:%d", st.topic, st.partition, d.First, d.Last, d.Count)
+			}
 			headers := []Header{{Key: HeaderSpans, Value: spans}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
 			if err := st.publishDecided(i, d, headers, spans, Checker.CheckAggregate); err != nil {
 				return err
 			}
 		case Release:
-			src := (&Record{Topic: st.topic, Partition: st.partition, Offset: d.First}).AppendSrc(nil)
+			src := d.Prov
+			if src == nil {
+				src = (&Record{Topic: st.topic, Partition: st.partition, Offset: d.First}).AppendSrc(nil)
+			}
 			headers := []Header{{Key: HeaderSrc, Value: src}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
 			if err := st.publishDecided(i, d, headers, src, Checker.CheckClass); err != nil {
 				return err
