@@ -34,12 +34,12 @@ type RouteCounters struct {
 
 // WorkerCounters count the worker's input records.
 type WorkerCounters struct {
-	Consumed     atomic.Uint64
-	Decoded      atomic.Uint64
+	Consumed atomic.Uint64
+	Decoded  atomic.Uint64
 	// DecodedDedicated counts the decoded records of dedicated inputs
 	// (Input.Route): every route but theirs ignores them.
 	DecodedDedicated atomic.Uint64
-	DeadLettered atomic.Uint64 // undecodable; sent to the dead-letter topic
+	DeadLettered     atomic.Uint64 // undecodable; sent to the dead-letter topic
 	// Acked counts outputs (vendor records and dead letters) the sink acknowledged.
 	Acked atomic.Uint64
 	// Committed counts successful offset commits.
