@@ -215,6 +215,20 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 			// decode check. Avro sources always decode first (DecodeTo).
 			Decodes: true,
 		}
+		if kc := r.Config.KAnon; kc != nil && kc.RepartitionTopic != "" {
+			leg1, leg2, in, err := repartitionLegs(cfg, name, r, pr, now, gates)
+			if _, dup := inputs[kc.RepartitionTopic]; dup && err == nil {
+				err = fmt.Errorf("vendors.%s.k_anonymity.repartition_topic: topic %s is a source or another route's repartition topic", name, kc.RepartitionTopic)
+			}
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			inputs[kc.RepartitionTopic] = in
+			topics = append(topics, kc.RepartitionTopic)
+			prs = append(prs, leg1, leg2)
+			continue
+		}
 		g, err := gate.New(name, r.Config, gate.WithClock(now))
 		if err != nil {
 			errs = append(errs, err)
@@ -291,6 +305,9 @@ type kanonStage struct {
 	s    *kanon.Stage
 	rec  kanon.Record
 	outs []kanon.Output
+	// prov, when set, gives each output's Decision.Prov (a repartitioned
+	// stage names the source records); called for every output.
+	prov func(*kanon.Output) []byte
 }
 
 var _ pipeline.Stage = (*kanonStage)(nil)
@@ -322,6 +339,9 @@ func (k *kanonStage) decisions(dst []pipeline.Decision) []pipeline.Decision {
 	for i := range k.outs {
 		o := &k.outs[i]
 		d := pipeline.Decision{Payload: o.Payload, Entities: o.Entities, Count: o.Count, First: -1, Last: -1}
+		if k.prov != nil {
+			d.Prov = k.prov(o)
+		}
 		for _, sp := range o.Spans {
 			if d.First < 0 || sp.First < d.First {
 				d.First = sp.First
