@@ -447,6 +447,7 @@ var (
 		[]string{"route", "outcome"}, nil)
 	descConsumed     = prometheus.NewDesc("deident_records_consumed_total", "Records read from source topics; consumed = decoded + dead_lettered.", nil, nil)
 	descDecoded      = prometheus.NewDesc("deident_records_decoded_total", "Records decoded.", nil, nil)
+	descDedicated    = prometheus.NewDesc("deident_records_repartition_decoded_total", "Records decoded from repartition topics (read only by their route's second leg; every other route's in counts decoded minus these).", nil, nil)
 	descDeadLettered = prometheus.NewDesc("deident_records_dead_lettered_total", "Undecodable records sent to the dead-letter topic.", nil, nil)
 	descAcked        = prometheus.NewDesc("deident_outputs_acked_total", "Outputs (vendor records and dead letters) acknowledged by the broker.", nil, nil)
 	descCommits      = prometheus.NewDesc("deident_offset_commits_total", "Successful offset commits.", nil, nil)
@@ -469,7 +470,7 @@ type workerCollector struct{ w *worker }
 var _ prometheus.Collector = (*workerCollector)(nil)
 
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRoute, descConsumed, descDecoded, descDeadLettered, descAcked, descCommits, descInFlight, descMaxInFlight, descGenerations, descAssigned, descReady, descHeld, descGateQuar, descGateChecked, descGateClosed} {
+	for _, d := range []*prometheus.Desc{descRoute, descConsumed, descDecoded, descDedicated, descDeadLettered, descAcked, descCommits, descInFlight, descMaxInFlight, descGenerations, descAssigned, descReady, descHeld, descGateQuar, descGateChecked, descGateClosed} {
 		ch <- d
 	}
 }
@@ -506,6 +507,7 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 	wc := &cnt.Worker
 	counter(descConsumed, wc.Consumed.Load())
 	counter(descDecoded, wc.Decoded.Load())
+	counter(descDedicated, wc.DecodedDedicated.Load())
 	counter(descDeadLettered, wc.DeadLettered.Load())
 	counter(descAcked, wc.Acked.Load())
 	counter(descCommits, wc.Commits.Load())
