@@ -111,3 +111,28 @@ func committedAt(cfg *config.Config, topic string, partition int) int64 {
 	}
 	return -1
 }
+
+// TestRepartitionTopicMustBeInternal: a repartition topic that is also a
+// source, vendor, dead-letter or quarantine topic is refused at start-up,
+// naming the key.
+func TestRepartitionTopicMustBeInternal(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		topic func(*config.Config) string
+		want  string
+	}{
+		{"source", func(c *config.Config) string { return c.Sources["edr"].Topic }, "is a source or another route's repartition topic"},
+		{"vendor", func(c *config.Config) string { return c.Vendors["flowai"].Topic }, "is the vendor topic of flowai"},
+		{"dead letter", func(c *config.Config) string { return c.Kafka.DeadLetterTopic }, "is also kafka.dead_letter_topic"},
+		{"quarantine", func(c *config.Config) string { return c.Kafka.QuarantineTopic }, "is also kafka.quarantine_topic"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := kanonConfig(t, kafkatest.Brokers(t), time.Second)
+			cfg.Vendors["acme-mdr"].KAnon.RepartitionTopic = tc.topic(cfg)
+			_, err := newWorker(cfg, testLogger(t), workerOptions{})
+			if err == nil || !strings.Contains(err.Error(), "vendors.acme-mdr.k_anonymity.repartition_topic: ") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one naming the key and %q", err, tc.want)
+			}
+		})
+	}
+}

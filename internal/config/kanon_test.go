@@ -75,6 +75,26 @@ func TestKAnonConfig(t *testing.T) {
       window: 1m
       quasi_identifiers: [{path: src.ip}]
 `, []string{"vendors.acme.k_anonymity: window, allowed_lateness, late, sums, min and max apply only to aggregate mode"}},
+		{"repartitioned", `
+      k: 3
+      entity: actor.user.name
+      quasi_identifiers: [{path: src.ip, ladder: {ip_prefix: [24, 16]}}]
+      repartition_topic: deident.repartition.acme
+      partition_level: 1
+`, nil},
+		{"partition level alone", `
+      k: 3
+      entity: actor.user.name
+      quasi_identifiers: [{path: src.ip}]
+      partition_level: 1
+`, []string{"vendors.acme.k_anonymity.partition_level: applies only with repartition_topic"}},
+		{"negative partition level", `
+      k: 3
+      entity: actor.user.name
+      quasi_identifiers: [{path: src.ip}]
+      repartition_topic: rp
+      partition_level: -1
+`, []string{"vendors.acme.k_anonymity.partition_level: must not be negative, got -1"}},
 		{"unknown key", `
       k: 3
       entity: actor.user.name
