@@ -236,14 +236,7 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		}
 		if g.Enabled() {
 			gates[name] = g
-			pr.NewChecker = func(a pipeline.Applier) pipeline.Checker {
-				c := g.NewChecker()
-				ra, observed := a.(*route.Applier)
-				if observed {
-					ra.SetObserver(c) // the gate learns raw identifiers as the route reads them
-				}
-				return g.ForPipeline(c, observed)
-			}
+			pr.NewChecker = observedChecker(g)
 		}
 		if kc := r.Config.KAnon; kc != nil {
 			// Compile once to report config errors at start-up; each claim gets its own.
