@@ -61,6 +61,8 @@ type Config struct {
 	Sources map[string]Source `mapstructure:"sources"`
 	// Vendors are the vendor routes, by name.
 	Vendors map[string]Route `mapstructure:"vendors"`
+	// Acknowledge lists acknowledged material policy changes (see Ack).
+	Acknowledge []Ack `mapstructure:"acknowledge"`
 
 	// Dir is the directory of the config file; relative paths resolve from it.
 	Dir string `mapstructure:"-"`

@@ -279,6 +279,7 @@ func (c *Config) Validate() error {
 		add("limits.max_record_bytes", "must be positive, got %d", c.Limits.MaxRecordBytes)
 	}
 	errs = append(errs, c.Kafka.validateRegistry()...)
+	errs = append(errs, c.validateAcks()...)
 	for _, name := range sortedKeys(c.Sources) {
 		s := c.Sources[name]
 		p := "sources." + name
