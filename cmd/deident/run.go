@@ -133,7 +133,7 @@ type workerOptions struct {
 // worker is the wiring shared by run, demo and the tests: a consumer-group
 // source over every source topic, the compiled routes, a Kafka sink.
 type worker struct {
-	cfg    *config.Config         // at start; current().cfg after reloads
+	cfg    *config.Config // at start; current().cfg after reloads
 	log    *slog.Logger
 	routes map[string]*route.Route // at start; current().routes after reloads
 	gates  map[string]*gate.Gate   // routes with an enabled gate, at start
