@@ -180,8 +180,8 @@ func planReload(running *policyState, cfg *config.Config, routes map[string]*rou
 		versions[name] = v[1]
 	}
 	for _, c := range policydiff.Unacknowledged(p.Changes, cfg, versions, "") {
-		if c.Route == "" {
-			continue // sources: refused above
+		if _, ok := old.Vendors[c.Route]; !ok {
+			continue // sources, routes added: refused above
 		}
 		p.Reasons = append(p.Reasons, fmt.Sprintf("%s: material change (%s) not acknowledged for policy %s", c.Key, c.Why, versions[c.Route]))
 	}

@@ -293,3 +293,92 @@ func grepLines(text, prefix string) string {
 	}
 	return b.String()
 }
+
+// Refused reloads leave the running policy in place: an invalid file, an
+// unacknowledged material change (acme-mdr would export a process id) and a
+// change that needs a restart are each refused with their reason and
+// counted, and the records after each are still the old policy's. Then the
+// file acknowledges the material change at its new policy version, and the
+// same change is applied.
+func TestReloadRefused(t *testing.T) {
+	f := newReloadFixture(t)
+	rw := startWorker(t, f.cfg)
+	rl := startReloader(t, rw.w, f.path)
+	oldRoutes := routesOf(t, f.path)
+	oldV := oldRoutes["acme-mdr"].Version
+	edr := f.cfg.Sources["edr"].Topic
+
+	// Material, and the gate lets it through (file.path would carry user names).
+	material := f.edit(t, "{path: actor.process.pid, action: drop}", "{path: actor.process.pid, action: keep}")
+	f.write(t, material)
+	newRoutes := routesOf(t, f.path)
+	newV := newRoutes["acme-mdr"].Version
+
+	const n = 200
+	seed := uint64(90)
+	consumed := uint64(0)
+	batch := func() {
+		t.Helper()
+		seed++
+		consumed += n
+		produce(t, f.brokers, edr, generate(gen.Threat, seed, n))
+		waitUntil(t, "the batch consumed", 20*time.Second, func() bool {
+			return rw.w.runner.Counters().Worker.Consumed.Load() >= consumed
+		})
+	}
+	batch()
+	for _, tc := range []struct {
+		name   string
+		text   []byte
+		result reloadResult
+		reason string
+	}{
+		{"invalid yaml", []byte("vendors: [\n"), reloadInvalid, "yaml"},
+		{"invalid config", f.edit(t, "{path: file.path, action: drop}", "{path: file.path, action: hash}"), reloadInvalid, `vendors.acme-mdr.fields[18].action: unknown action "hash"`},
+		{"material, not acknowledged", material, reloadRefused, "vendors.acme-mdr.fields[actor.process.pid].action: material change (field newly exported) not acknowledged for policy " + newV},
+		{"acknowledged for another version", append(material, []byte("acknowledge:\n  - {route: acme-mdr, policy: p0000000000000000, reason: stale}\n")...), reloadRefused, "not acknowledged for policy " + newV},
+		{"needs a restart", f.edit(t, "max_record_bytes: 1048576", "max_record_bytes: 2097152"), reloadRefused, "limits.max_record_bytes: changed: needs a restart"},
+		{"route added", append(bytes.Clone(f.text), []byte("  beta:\n    purpose: p\n    categories: [threat_telemetry]\n    topic: beta\n    keys: [{file: demo-keys/bench.key}]\n    fields: []\n")...), reloadRefused, "vendors.beta: route added: needs a restart"},
+	} {
+		f.write(t, tc.text)
+		p := rl.reload(t)
+		if p.Result != tc.result || !strings.Contains(strings.Join(p.Reasons, "\n"), tc.reason) {
+			t.Errorf("%s: reload %s %q, want %s naming %q", tc.name, p.Result, p.Reasons, tc.result, tc.reason)
+		}
+		if v := rw.w.runner.Versions()["acme-mdr"]; v != oldV {
+			t.Fatalf("%s: the runner runs %s after a refused reload", tc.name, v)
+		}
+		batch()
+	}
+	refusedAt := rw.w.runner.Counters().Worker.Consumed.Load()
+
+	// The file acknowledges the change at its new version: applied.
+	f.write(t, append(bytes.Clone(material), []byte("acknowledge:\n  - {route: acme-mdr, policy: "+newV+", reason: \"process ids are needed for detections\"}\n")...))
+	if p := rl.reload(t); p.Result != reloadApplied || p.Acked["acme-mdr"] != "process ids are needed for detections" {
+		t.Fatalf("acknowledged reload: %s %q %v", p.Result, p.Reasons, p.Acked)
+	}
+	batch()
+	waitCommitted(t, f.cfg, 30*time.Second)
+	rw.shutdown(t)
+
+	version := acmeOutputs(t, f, oldRoutes, newRoutes)
+	if want := int(consumed); len(version) != want {
+		t.Fatalf("%d acme-mdr outputs for %d inputs", len(version), want)
+	}
+	perPolicy := map[string]int{}
+	for _, m := range readAll(t, f.brokers, edr, testPartitions) {
+		perPolicy[version[srcOf(m)]]++
+	}
+	if perPolicy[oldV] != int(refusedAt) || perPolicy[newV] != n {
+		t.Errorf("outputs per policy %v, want %d under %s (before the acknowledged reload) and %d under %s", perPolicy, refusedAt, oldV, n, newV)
+	}
+	srv := httptest.NewServer(rw.w.httpHandler())
+	defer srv.Close()
+	_, text := scrape(t, srv.URL+"/metrics")
+	m := metricValues(t, text)
+	for result, want := range map[string]float64{"applied": 1, "refused": 4, "invalid": 2} {
+		if got := m[`deident_config_reloads_total{result="`+result+`"}`]; got != want {
+			t.Errorf("deident_config_reloads_total{result=%q} = %v, want %v", result, got, want)
+		}
+	}
+}
