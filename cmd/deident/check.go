@@ -24,7 +24,10 @@ func checkCmd() *cobra.Command {
 		Short: "Validate a config and print the effective policy per route",
 		Long: `Validate a config and print, per vendor route, its policy version, keys (ids
 only), categories and the action on every named field. With --sample (JSON lines),
-list the input fields that no rule names: they are dropped (default deny).`,
+list the input fields that no rule names: they are dropped (default deny). Last, list per
+cluster the Kafka ACLs the worker needs (kafka-acls commands): Read and Describe on each
+source topic and Read on the consumer group, Write and Describe on each vendor topic and
+on the dead-letter and quarantine topics.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
@@ -52,6 +55,7 @@ list the input fields that no rule names: they are dropped (default deny).`,
 				}
 			}
 			printPolicy(os.Stdout, cfg, routes, fields, records, classes)
+			printACLs(os.Stdout, cfg)
 			return nil
 		},
 	}
