@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -299,8 +300,7 @@ func (c *Conn) tlsError(err error) error {
 // authenticate runs the SASL exchange as kafka-go's Transport does.
 func (c *Conn) authenticate(ctx context.Context, pc *protocol.Conn, nc net.Conn) error {
 	host, port, _ := net.SplitHostPort(nc.RemoteAddr().String())
-	p := 0
-	fmt.Sscan(port, &p)
+	p, _ := strconv.Atoi(port)
 	ctx = sasl.WithMetadata(ctx, &sasl.Metadata{Host: host, Port: p})
 	fail := func(setting string, err error) error {
 		return fmt.Errorf("cluster %s: %w: %w (check %s.sasl.%s)", c.Name, ErrSASL, err, c.key, setting)
@@ -319,8 +319,9 @@ func (c *Conn) authenticate(ctx context.Context, pc *protocol.Conn, nc net.Conn)
 	for done := false; !done; {
 		r, err := pc.RoundTrip(&saslauthenticate.Request{AuthBytes: state})
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = kafka.SASLAuthenticationFailed
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				// Brokers may end a failed exchange by closing the connection.
+				err = fmt.Errorf("authentication failed (the broker closed the connection): %w", kafka.SASLAuthenticationFailed)
 			}
 			return fail("password", err)
 		}
