@@ -19,7 +19,9 @@ type failAck struct {
 	i int
 }
 
-func (f failAck) Acked(error) { f.t.Errorf("output %d of a refused batch was queued and acknowledged", f.i) }
+func (f failAck) Acked(error) {
+	f.t.Errorf("output %d of a refused batch was queued and acknowledged", f.i)
+}
 
 // TestSinkRefusesOtherTopics: a sink made for some topics refuses a batch
 // holding an output for any other, queueing none of it, so a route cannot
