@@ -361,3 +361,38 @@ func secureCheckOutputs(t *testing.T, s *kafkatest.Secure, cfg *config.Config, w
 		t.Errorf("outputs expected on %d vendor topics, want 2", len(want))
 	}
 }
+
+// TestCheckListsACLs: deident check prints, per cluster, kafka-acls
+// commands for exactly what the worker needs, and no credential.
+func TestCheckListsACLs(t *testing.T) {
+	out, err := runStdout(t, "check", "--config", "../../configs/testdata/clusters.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, acls, ok := strings.Cut(out, "ACLs the worker needs")
+	if !ok {
+		t.Fatalf("no ACL listing in:\n%s", out)
+	}
+	company, egress, ok := strings.Cut(acls, "\ncluster egress ")
+	if !ok || !strings.Contains(company, "\ncluster company (brokers kafka-1.internal:9093,kafka-2.internal:9093; PRINCIPAL is the user of clusters.company.sasl.username)") {
+		t.Fatalf("clusters not listed in order:\n%s", acls)
+	}
+	cmd := "kafka-acls.sh --bootstrap-server %s --command-config admin.properties --add --allow-principal User:PRINCIPAL %s   # %s"
+	for _, c := range []struct{ section, line string }{
+		{company, fmt.Sprintf(cmd, "kafka-1.internal:9093", "--operation Read --operation Describe --topic telemetry.edr", "sources.edr.topic")},
+		{company, fmt.Sprintf(cmd, "kafka-1.internal:9093", "--operation Read --group deident", "kafka.group_id")},
+		{company, fmt.Sprintf(cmd, "kafka-1.internal:9093", "--operation Write --operation Describe --topic deident.dead-letter", "kafka.dead_letter_topic")},
+		{company, fmt.Sprintf(cmd, "kafka-1.internal:9093", "--operation Write --operation Describe --topic deident.quarantine", "kafka.quarantine_topic")},
+		{egress, fmt.Sprintf(cmd, "egress.example:9093", "--operation Write --operation Describe --topic vendor.acme.edr", "vendors.acme.topic")},
+	} {
+		if !strings.Contains(c.section, c.line) {
+			t.Errorf("missing %q in:\n%s", c.line, c.section)
+		}
+	}
+	if n := strings.Count(acls, "kafka-acls.sh"); n != 5 {
+		t.Errorf("%d ACL commands, want 5", n)
+	}
+	if strings.Contains(out, "test-password") || strings.Contains(out, "deident-worker") {
+		t.Errorf("check prints a credential:\n%s", out)
+	}
+}

@@ -138,3 +138,29 @@ func values(t *testing.T, brokers []string, topic string, n int) []string {
 	}
 	return out
 }
+
+// BenchmarkAllows is the per-output cost of the topic allowlist on the
+// produce path: a worker's handful of topics, the output's topic string
+// shared with the route's config (as the runner passes it) or a copy.
+func BenchmarkAllows(b *testing.B) {
+	topics := []string{"vendor.acme-mdr", "vendor.flowai", "deident.dead-letter", "deident.quarantine"}
+	s := &Sink{topics: topics}
+	shared := topics[1]
+	copied := string([]byte(topics[1]))
+	b.Run("shared", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !s.Allows(shared) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("copied", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !s.Allows(copied) {
+				b.Fatal("refused")
+			}
+		}
+	})
+}

@@ -153,11 +153,21 @@ func (s *Sink) complete(msgs []kafka.Message, err error) {
 	}
 }
 
-// Allows reports whether the sink may produce to topic. A linear scan: a
-// worker has a handful of topics, and equal strings usually share their
-// bytes, so each comparison is a length and pointer check.
+// Allows reports whether the sink may produce to topic. A worker has a
+// handful of topics and passes each output the very string it gave New
+// (the route's config), so a scan comparing string data pointers answers
+// first; other strings are compared by value.
 func (s *Sink) Allows(topic string) bool {
-	return s.topics == nil || slices.Contains(s.topics, topic)
+	if s.topics == nil {
+		return true
+	}
+	p := unsafe.StringData(topic)
+	for _, t := range s.topics {
+		if unsafe.StringData(t) == p && len(t) == len(topic) {
+			return true
+		}
+	}
+	return slices.Contains(s.topics, topic)
 }
 
 // Stats returns the Writer's statistics since the last call.
