@@ -24,7 +24,10 @@ func checkCmd() *cobra.Command {
 		Short: "Validate a config and print the effective policy per route",
 		Long: `Validate a config and print, per vendor route, its policy version, keys (ids
 only), categories and the action on every named field. With --sample (JSON lines),
-list the input fields that no rule names: they are dropped (default deny).
+list the input fields that no rule names: they are dropped (default deny). Last, list per
+cluster the Kafka ACLs the worker needs (kafka-acls commands): Read and Describe on each
+source topic and Read on the consumer group, Write and Describe on each vendor topic and
+on the dead-letter and quarantine topics.
 
 With --against RUNNING, say what a worker running RUNNING would do on
 reloading NEW (the argument, or --config): applied or refused, why, and the
@@ -69,6 +72,7 @@ policy changes; exits 1 when it would refuse.`,
 				}
 			}
 			printPolicy(os.Stdout, cfg, routes, fields, records, classes)
+			printACLs(os.Stdout, cfg)
 			return nil
 		},
 	}

@@ -30,8 +30,9 @@ import (
 // keys (re-read from their files and variables), gate settings, vendor,
 // purpose, categories, opt-ins and event_time. Everything else needs a
 // restart and is refused with that reason rather than half-applied: the
-// kafka, limits, sources (and any other top-level) sections, routes added or
-// removed, a route's topic, output or cache_entries, and any change to a
+// kafka, clusters, limits, sources (and any other top-level) sections,
+// routes added or removed, a route's topic, cluster, output or
+// cache_entries, and any change to a
 // route with a k-anonymity stage (its classes hold records processed under
 // the running policy). A material change (policydiff) must be acknowledged
 // in the new file at the route's new policy version.
@@ -163,6 +164,9 @@ func planReload(running *policyState, cfg *config.Config, routes map[string]*rou
 		}
 		if o.Topic != n.Topic {
 			restart(key+".topic", "changed")
+		}
+		if o.Cluster != n.Cluster {
+			restart(key+".cluster", "changed")
 		}
 		if o.Output != n.Output {
 			restart(key+".output", "changed")
