@@ -53,6 +53,10 @@ type Runner struct {
 	// they read only such inputs.
 	dedicated []bool
 
+	// routes is the running route set; Reload swaps it and each claim
+	// switches to it between two records (see claimState.sync).
+	routes atomic.Pointer[routeSet]
+
 	failed chan struct{} // closed on the first fatal error
 	mu     sync.Mutex
 	fatal  error
@@ -127,7 +131,9 @@ func New(cfg Config) (*Runner, error) {
 	for i, d := range dedicated {
 		c.Routes[cfg.Routes[i].Name].dedicated = d
 	}
-	return &Runner{cfg: cfg, log: log, counters: c, dedicated: dedicated, sem: make(chan struct{}, cfg.MaxInFlight), failed: make(chan struct{})}, nil
+	r := &Runner{cfg: cfg, log: log, counters: c, dedicated: dedicated, sem: make(chan struct{}, cfg.MaxInFlight), failed: make(chan struct{})}
+	r.routes.Store(&routeSet{routes: cfg.Routes})
+	return r, nil
 }
 
 // MaxInFlight returns the bound on records with unacknowledged outputs.
@@ -241,6 +247,7 @@ type routeTally struct {
 // claimState is the per-claim state, dropped when the claim ends.
 type claimState struct {
 	r         *Runner
+	set       *routeSet // the routes the claim's appliers, checkers and stages belong to
 	topic     string
 	partition int
 	tr        *PartitionTracker
@@ -289,8 +296,8 @@ type claimState struct {
 }
 
 func (r *Runner) handle(ctx context.Context, c Claim) {
-	st := &claimState{r: r, topic: c.Topic(), partition: c.Partition(), tr: NewPartitionTracker(), committed: -1}
-	n := len(r.cfg.Routes)
+	st := &claimState{r: r, set: r.routes.Load(), topic: c.Topic(), partition: c.Partition(), tr: NewPartitionTracker(), committed: -1}
+	n := len(st.set.routes)
 	st.appliers = make([]Applier, n)
 	st.checkers = make([]Checker, n)
 	st.stages = make([]Stage, n)
@@ -301,7 +308,7 @@ func (r *Runner) handle(ctx context.Context, c Claim) {
 	st.keyID = make([]string, n)
 	st.keyHdr = make([][]byte, n)
 	hasStage := false
-	for i, rt := range r.cfg.Routes {
+	for i, rt := range st.set.routes {
 		st.policy[i] = []byte(rt.Version)
 		st.appliers[i] = rt.NewApplier()
 		if rt.NewChecker != nil {
@@ -452,6 +459,7 @@ fetch:
 		r.counters.Worker.InFlight.Add(1)
 		n := len(pending)
 		st.stageMu.Lock()
+		st.sync() // a reload takes effect here, between two records
 		pending, err = st.process(pending, &rec)
 		if err == nil {
 			err = st.tr.Add(rec.Offset, len(pending)-n)
@@ -507,7 +515,7 @@ drain:
 	var revoked int64
 	for i, n := range st.held {
 		if n > 0 {
-			rc := r.counters.Routes[r.cfg.Routes[i].Name]
+			rc := r.counters.Routes[st.set.routes[i].Name]
 			rc.Held.Add(-n)
 			rc.Revoked.Add(uint64(n))
 			revoked += n
@@ -650,7 +658,7 @@ func (st *claimState) input(topic string) (Input, bool) {
 	if !st.inOK {
 		return st.in, false
 	}
-	for i, rt := range r.cfg.Routes {
+	for i, rt := range st.set.routes {
 		st.allowed[i] = r.reads(i, st.in) && rt.Allows(st.in.Category)
 		if st.allowed[i] && st.first < 0 {
 			st.first = i
@@ -700,7 +708,7 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 		st.decoded, err = in.DecodeTo(st.decoded[:0], rec.Value)
 		value = st.decoded
 	default:
-		if lazy = st.first >= 0 && r.cfg.Routes[st.first].Decodes; !lazy {
+		if lazy = st.first >= 0 && st.set.routes[st.first].Decodes; !lazy {
 			err = in.Decode(rec.Value)
 		}
 	}
@@ -710,7 +718,7 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 	clear(st.tally)
 	var src []byte // the deident-src header value, shared by rec's outputs
 	var ack *recordAck
-	for i, rt := range r.cfg.Routes {
+	for i, rt := range st.set.routes {
 		if !r.reads(i, in) {
 			continue // not this route's input (see Input.Route): not counted
 		}
@@ -845,7 +853,7 @@ func (st *claimState) advance(now time.Time) error {
 func (st *claimState) applyTally() {
 	for i := range st.tally {
 		t := &st.tally[i]
-		rc := st.r.counters.Routes[st.r.cfg.Routes[i].Name]
+		rc := st.r.counters.Routes[st.set.routes[i].Name]
 		for _, c := range [...]struct {
 			n uint64
 			a *atomic.Uint64
@@ -879,8 +887,7 @@ func (st *claimState) setFloor() {
 // decide turns route i's stage decisions into staged outputs, registering
 // a tracker hold for each at the lowest offset it decides. st.stageMu is held.
 func (st *claimState) decide(i int, decs []Decision) error {
-	r := st.r
-	rt := &r.cfg.Routes[i]
+	rt := &st.set.routes[i]
 	t := &st.tally[i]
 	for _, d := range decs {
 		switch d.Kind {
@@ -934,7 +941,7 @@ func (st *claimState) decide(i int, decs []Decision) error {
 // acknowledgement releases the hold on the lowest offset it decides. A
 // tripped gate pins that offset (never committed) and stops the claim.
 func (st *claimState) publishDecided(i int, d Decision, headers []Header, what []byte, check func(Checker, []byte, int) (Verdict, error)) error {
-	rt := &st.r.cfg.Routes[i]
+	rt := &st.set.routes[i]
 	t := &st.tally[i]
 	t.held -= int64(d.Count)
 	if chk := st.checkers[i]; chk != nil {

@@ -62,6 +62,9 @@ type scenarioOptions struct {
 	maxInFlight int
 	// topicConfigs are topic configs by topic at creation.
 	topicConfigs map[string]map[string]string
+	// ownConfig: the workers run a copy of configs/deident.yaml (demo
+	// keys beside it) that the scenario may rewrite (a config reload).
+	ownConfig bool
 }
 
 // newScenario starts a broker, builds the binary, creates the config's
@@ -76,6 +79,20 @@ func newScenario(t *testing.T, opt scenarioOptions) *scenario {
 	s.bin = buildBinary(t)
 	root := repoRoot(t)
 	s.cfgPath = filepath.Join(root, "configs", "deident.yaml")
+	if opt.ownConfig {
+		text, err := os.ReadFile(s.cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		s.cfgPath = filepath.Join(dir, "deident.yaml")
+		if err := os.WriteFile(s.cfgPath, text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(root, "configs", "demo-keys"), filepath.Join(dir, "demo-keys")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	key, err := os.ReadFile(filepath.Join(root, "configs", "demo-keys", "flowai.key"))
 	if err != nil {
 		t.Fatal(err)

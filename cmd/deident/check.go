@@ -17,15 +17,35 @@ import (
 )
 
 func checkCmd() *cobra.Command {
-	var cfgPath, sample string
+	var cfgPath, sample, against string
 	var presetNames []string
 	cmd := &cobra.Command{
-		Use:   "check --config FILE [--sample FILE]",
+		Use:   "check --config FILE [--sample FILE] | check --against RUNNING NEW",
 		Short: "Validate a config and print the effective policy per route",
 		Long: `Validate a config and print, per vendor route, its policy version, keys (ids
 only), categories and the action on every named field. With --sample (JSON lines),
-list the input fields that no rule names: they are dropped (default deny).`,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+list the input fields that no rule names: they are dropped (default deny). Last, list per
+cluster the Kafka ACLs the worker needs (kafka-acls commands): Read and Describe on each
+source topic and Read on the consumer group, Write and Describe on each vendor topic and
+on the dead-letter and quarantine topics.
+
+With --against RUNNING, say what a worker running RUNNING would do on
+reloading NEW (the argument, or --config): applied or refused, why, and the
+policy changes; exits 1 when it would refuse.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if cfgPath != "" {
+					return fmt.Errorf("give the config as --config or as the argument, not both")
+				}
+				cfgPath = args[0]
+			}
+			if cfgPath == "" {
+				return fmt.Errorf("a config is required (--config FILE)")
+			}
+			if against != "" {
+				return checkReload(cmd.OutOrStdout(), against, cfgPath)
+			}
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
 				return err
@@ -52,13 +72,14 @@ list the input fields that no rule names: they are dropped (default deny).`,
 				}
 			}
 			printPolicy(os.Stdout, cfg, routes, fields, records, classes)
+			printACLs(os.Stdout, cfg)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "config file (YAML)")
 	cmd.Flags().StringVar(&sample, "sample", "", "JSON lines whose fields are compared with the rules")
+	cmd.Flags().StringVar(&against, "against", "", "the running config: show what reloading the config over it would do")
 	cmd.Flags().StringSliceVar(&presetNames, "preset", []string{"ocsf", "ecs"}, "field classifications to check rules and sample fields against (ocsf, ecs, or a preset file)")
-	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
 

@@ -45,25 +45,49 @@ const repartitionSuffix = "/repartition"
 // nothing is published under a version it was not derived by.
 var errPolicyChanged = errors.New("repartition record was produced under another policy version")
 
-// repartitionLegs returns the two routes and the repartition input of
-// route name, whose single-leg form is pr (its gate not yet attached).
-func repartitionLegs(cfg *config.Config, name string, r *route.Route, pr pipeline.Route, now func() time.Time, gates map[string]*gate.Gate) (leg1, leg2 pipeline.Route, in pipeline.Input, err error) {
+// repartitionInputs adds the repartition topics of cfg's routes to inputs
+// (each dedicated to its route's second leg) and returns them. Read at
+// start only: a reload that adds, removes or renames one needs a restart
+// (the runner's routes change).
+func repartitionInputs(cfg *config.Config, inputs map[string]pipeline.Input) ([]string, error) {
+	var topics []string
+	var errs []error
+	for _, name := range sortedNames(cfg.Vendors) {
+		kc := cfg.Vendors[name].KAnon
+		if kc == nil || kc.RepartitionTopic == "" {
+			continue
+		}
+		t := kc.RepartitionTopic
+		if _, dup := inputs[t]; dup {
+			errs = append(errs, fmt.Errorf("vendors.%s.k_anonymity.repartition_topic: topic %s is a source or another route's repartition topic", name, t))
+			continue
+		}
+		inputs[t] = pipeline.Input{Category: "repartition", Decode: decodeJSON(cfg.Limits.MaxRecordBytes), Route: name}
+		topics = append(topics, t)
+	}
+	return topics, errors.Join(errs...)
+}
+
+// repartitionLegs returns the two routes of route name, whose single-leg
+// form is pr (its gate not yet attached); prev are the running gates (a
+// reload continues them).
+func repartitionLegs(cfg *config.Config, name string, r *route.Route, pr pipeline.Route, now func() time.Time, gates, prev map[string]*gate.Gate) (leg1, leg2 pipeline.Route, err error) {
 	kc := *r.Config.KAnon
 	if _, err := kanon.New(kc, cfg.Dir, kanon.Options{Now: now}); err != nil {
-		return leg1, leg2, in, fmt.Errorf("vendors.%s.%w", name, err)
+		return leg1, leg2, fmt.Errorf("vendors.%s.%w", name, err)
 	}
 	for what, topic := range map[string]string{"kafka.dead_letter_topic": cfg.Kafka.DeadLetterTopic, "kafka.quarantine_topic": cfg.Kafka.QuarantineTopic} {
 		if topic == kc.RepartitionTopic {
-			return leg1, leg2, in, fmt.Errorf("vendors.%s.k_anonymity.repartition_topic: topic %s is also %s", name, topic, what)
+			return leg1, leg2, fmt.Errorf("vendors.%s.k_anonymity.repartition_topic: topic %s is also %s", name, topic, what)
 		}
 	}
 	for other, rc := range cfg.Vendors {
 		if rc.Topic == kc.RepartitionTopic {
-			return leg1, leg2, in, fmt.Errorf("vendors.%s.k_anonymity.repartition_topic: topic %s is the vendor topic of %s (it must be internal)", name, rc.Topic, other)
+			return leg1, leg2, fmt.Errorf("vendors.%s.k_anonymity.repartition_topic: topic %s is the vendor topic of %s (it must be internal)", name, rc.Topic, other)
 		}
 	}
 	if pr.Encode != nil {
-		return leg1, leg2, in, fmt.Errorf("vendors.%s.k_anonymity.repartition_topic: not supported with output avro", name)
+		return leg1, leg2, fmt.Errorf("vendors.%s.k_anonymity.repartition_topic: not supported with output avro", name)
 	}
 	keyers := sync.Pool{New: func() any {
 		s, _ := kanon.New(kc, cfg.Dir, kanon.Options{Now: now})
@@ -81,9 +105,9 @@ func repartitionLegs(cfg *config.Config, name string, r *route.Route, pr pipelin
 	// Leg 1's gate sees the raw input (echo) and every check but k.
 	rc1 := r.Config
 	rc1.KAnon = nil
-	g1, err := gate.New(name, rc1, gate.WithClock(now))
+	g1, err := gate.New(name, rc1, gate.WithClock(now), gate.WithState(prev[leg1.Name]))
 	if err != nil {
-		return leg1, leg2, in, err
+		return leg1, leg2, err
 	}
 	if g1.Enabled() {
 		gates[leg1.Name] = g1
@@ -109,16 +133,15 @@ func repartitionLegs(cfg *config.Config, name string, r *route.Route, pr pipelin
 	// flag every pseudonym as an echo).
 	rc2 := r.Config
 	rc2.Gate.Echo = new(bool)
-	g2, err := gate.New(name, rc2, gate.WithClock(now))
+	g2, err := gate.New(name, rc2, gate.WithClock(now), gate.WithState(prev[name]))
 	if err != nil {
-		return leg1, leg2, in, err
+		return leg1, leg2, err
 	}
 	if g2.Enabled() {
 		gates[name] = g2
 		leg2.NewChecker = func(pipeline.Applier) pipeline.Checker { return g2.ForPipeline(g2.NewChecker(), false) }
 	}
-	in = pipeline.Input{Category: "repartition", Decode: decodeJSON(cfg.Limits.MaxRecordBytes), Route: name}
-	return leg1, leg2, in, nil
+	return leg1, leg2, nil
 }
 
 // observedChecker makes a route's gate learn raw identifiers as the
