@@ -130,3 +130,26 @@ func TestKAnonConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestRepartitionACL: a repartition topic is read and written by the
+// worker on the source cluster.
+func TestRepartitionACL(t *testing.T) {
+	c, err := Parse([]byte(kanonRoute+`      k: 3
+      entity: actor.user.name
+      quasi_identifiers: [{path: src.ip}]
+      repartition_topic: deident.repartition.acme
+`), testdata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range c.ACLs() {
+		if a.Name == "deident.repartition.acme" {
+			found = a.Cluster == c.SourceCluster() && a.Resource == ResourceTopic && strings.Join(a.Operations, ",") == "Read,Write,Describe" &&
+				a.Why == "vendors.acme.k_anonymity.repartition_topic"
+		}
+	}
+	if !found {
+		t.Errorf("no Read, Write, Describe ACL for the repartition topic on the source cluster in %+v", c.ACLs())
+	}
+}
