@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,6 +32,9 @@ list the input fields that no rule names: they are dropped (default deny).`,
 				return err
 			}
 			routes, err := route.CompileAll(cfg)
+			if _, serr := sourceSchemas(cfg); serr != nil {
+				err = errors.Join(err, serr)
+			}
 			if err != nil {
 				return err
 			}
@@ -66,7 +70,11 @@ func printPolicy(w io.Writer, cfg *config.Config, routes map[string]*route.Route
 	fmt.Fprintf(w, "config OK: %d sources, %d vendor routes\n", len(cfg.Sources), len(routes))
 	for _, name := range sortedNames(cfg.Sources) {
 		s := cfg.Sources[name]
-		fmt.Fprintf(w, "source %s: topic %q, category %s, format %s\n", name, s.Topic, s.Category, s.Format)
+		schema := ""
+		if s.SchemaFile != "" {
+			schema = ", plain bodies with schema file " + s.SchemaFile
+		}
+		fmt.Fprintf(w, "source %s: topic %q, category %s, format %s%s\n", name, s.Topic, s.Category, s.Format, schema)
 	}
 	for _, name := range sortedNames(routes) {
 		r := routes[name]

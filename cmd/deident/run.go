@@ -146,6 +146,11 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 			reg.SetBasicAuth(a.User, a.Password.Reveal())
 		}
 	}
+	schemas, err := sourceSchemas(cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	fileSchemas := map[string]*avrocodec.Schema{} // by topic
 	inputs := map[string]pipeline.Input{}
 	formats := map[string]config.Format{} // by category: json if any of its sources is, else avro
 	var topics []string
@@ -164,6 +169,13 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		case config.JSON:
 			in.Decode = decodeJSON(cfg.Limits.MaxRecordBytes)
 		case config.Avro:
+			if s.SchemaFile != "" {
+				if schemas[name] != nil {
+					in.DecodeTo = decodeAvroBody(schemas[name], name, cfg.Limits.MaxRecordBytes)
+					fileSchemas[s.Topic] = schemas[name]
+				}
+				break
+			}
 			if cfg.Kafka.SchemaRegistry == "" {
 				errs = append(errs, fmt.Errorf("sources.%s.format: avro needs kafka.schema_registry (records carry a schema id, and their writer schema is looked up there)", name))
 				continue
@@ -197,7 +209,7 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		var encode func(dst, out []byte, rec *pipeline.Record) ([]byte, error)
 		if r.Config.Output == config.Avro {
 			var err error
-			if encode, err = avroOutput(cfg, name, reg, formats, log); err != nil {
+			if encode, err = avroOutput(cfg, name, reg, formats, fileSchemas, log); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -288,6 +288,21 @@ func (c *Config) Validate() error {
 		if s.Format != JSON && s.Format != Avro {
 			add(p+".format", "unknown format %q (want json or avro)", s.Format)
 		}
+		if s.SchemaFile != "" {
+			if s.Format != Avro {
+				add(p+".schema_file", "only for format avro, but the format is %s", s.Format)
+			}
+			path := s.SchemaFile
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(c.Dir, path)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				add(p+".schema_file", "%v", err)
+			}
+			s.SchemaText = string(b)
+			c.Sources[name] = s
+		}
 	}
 	if len(c.Vendors) == 0 {
 		add("vendors", "at least one vendor route is required")
