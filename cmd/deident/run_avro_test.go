@@ -252,6 +252,17 @@ func TestRunAvroConfigErrors(t *testing.T) {
 // expectedAvro returns the route's outputs for the inputs, canonical.
 func expectedAvro(t *testing.T, cfg *config.Config, inputs [][]byte) map[string]bool {
 	t.Helper()
+	out := map[string]bool{}
+	for _, o := range routeOutputs(t, cfg, inputs) {
+		out[o] = true
+	}
+	return out
+}
+
+// routeOutputs returns the flowai route's JSON output for each input, in
+// order, canonical: what the route writes when its output is json.
+func routeOutputs(t *testing.T, cfg *config.Config, inputs [][]byte) []string {
+	t.Helper()
 	r, err := route.Compile("flowai", cfg.Vendors["flowai"], cfg.Dir, cfg.Limits)
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +270,7 @@ func expectedAvro(t *testing.T, cfg *config.Config, inputs [][]byte) map[string]
 	a := r.NewApplier()
 	s1, _ := avrocodec.ParseSchema(configs.WorkflowSchema)
 	s2, _ := avrocodec.ParseSchema(workflowV2)
-	out := map[string]bool{}
+	var out []string
 	for _, in := range inputs {
 		// As the worker sees it: decoded from Avro, in schema order.
 		s := s1
@@ -278,7 +289,7 @@ func expectedAvro(t *testing.T, cfg *config.Config, inputs [][]byte) map[string]
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[canonical(t, o)] = true
+		out = append(out, canonical(t, o))
 	}
 	return out
 }

@@ -5,8 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/deident/deident/configs"
 	"github.com/deident/deident/internal/avrocodec"
@@ -175,5 +179,36 @@ func TestRegistryBasicAuth(t *testing.T) {
 	}
 	if _, err := reg.Register(ctx, "t-value", workflowSchema(t)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Concurrent lookups of an id not yet cached (several partitions meeting a
+// new writer schema at once) share one request.
+func TestRegistryConcurrentMisses(t *testing.T) {
+	fake := registrytest.New()
+	defer fake.Close()
+	id := fake.Add(configs.WorkflowSchema)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		fake.ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+	reg, _ := avrocodec.NewRegistry(slow.URL, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			if _, err := reg.SchemaByID(context.Background(), id); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := fake.Gets.Load(); n != 1 {
+		t.Fatalf("%d requests for one id looked up 8 times at once, want 1", n)
 	}
 }
