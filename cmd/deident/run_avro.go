@@ -97,16 +97,15 @@ type avroEncoder struct {
 
 func (o *avroEncoders) encode(dst, out []byte, rec *pipeline.Record) ([]byte, error) {
 	var e *avrocodec.Encoder
+	var id uint32
 	var err error
-	from := "the source's schema file"
-	if f := o.files[rec.Topic]; f != nil {
+	f := o.files[rec.Topic]
+	if f != nil {
 		e, err = o.fileEncoder(f)
 	} else {
-		var id uint32
 		if id, _, err = avrocodec.ParseWire(rec.Value); err != nil {
 			return dst, err
 		}
-		from = fmt.Sprintf("input schema id %d", id)
 		e, err = o.encoder(id)
 	}
 	if err != nil {
@@ -114,6 +113,10 @@ func (o *avroEncoders) encode(dst, out []byte, rec *pipeline.Record) ([]byte, er
 	}
 	dst, err = e.Append(dst, out)
 	if err != nil {
+		from := "the source's schema file"
+		if f == nil {
+			from = fmt.Sprintf("input schema id %d", id)
+		}
 		return dst, fmt.Errorf("encoding the output under schema id %d (derived from %s): %w", e.ID, from, err)
 	}
 	return dst, nil
