@@ -58,7 +58,7 @@ for a schema, every field it declares (a map as NAME.*: its keys are data).`,
 					classes[path] = c
 				}
 			}
-			printPolicy(cmd.OutOrStdout(), cfg, routes, fields, records, classes)
+			printPolicy(os.Stdout, cfg, routes, fields, records, classes)
 			return nil
 		},
 	}

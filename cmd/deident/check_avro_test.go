@@ -57,7 +57,7 @@ func TestCheckSampleAvro(t *testing.T) {
 		{avsc, []string{`sample schema: 19 fields, 2 named by no rule \(dropped\):`, `internal_note$`, `invoice.unit_price$`}},
 	} {
 		t.Run(filepath.Base(c.sample), func(t *testing.T) {
-			out, err := run(t, "check", "--config", cfg, "--sample", c.sample)
+			out, err := runStdout(t, "check", "--config", cfg, "--sample", c.sample)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -296,7 +297,7 @@ func (c *Config) Validate() error {
 			if !filepath.IsAbs(path) {
 				path = filepath.Join(c.Dir, path)
 			}
-			b, err := os.ReadFile(path)
+			b, err := readSmall(path, maxSchemaBytes)
 			if err != nil {
 				add(p+".schema_file", "%v", err)
 			}
@@ -600,4 +601,25 @@ func ParseBucket(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("bucket %q must divide a day evenly", s)
 	}
 	return d, nil
+}
+
+// maxSchemaBytes bounds a source's schema file: a schema is a few KiB, and
+// a path to a device or a huge file must not stall the loader.
+const maxSchemaBytes = 1 << 20
+
+// readSmall reads the file at path, refusing one over max bytes.
+func readSmall(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
 }
