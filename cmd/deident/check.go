@@ -28,7 +28,10 @@ func checkCmd() *cobra.Command {
 only), categories and the action on every named field. With --sample (JSON lines),
 list the input fields that no rule names: they are dropped (default deny). The
 sample is JSON lines, an Avro object container file, or an Avro schema (.avsc):
-for a schema, every field it declares (a map as NAME.*: its keys are data).`,
+for a schema, every field it declares (a map as NAME.*: its keys are data). Last,
+list per cluster the Kafka ACLs the worker needs (kafka-acls commands): Read and
+Describe on each source topic and Read on the consumer group, Write and Describe on
+each vendor topic and on the dead-letter and quarantine topics.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
@@ -59,6 +62,7 @@ for a schema, every field it declares (a map as NAME.*: its keys are data).`,
 				}
 			}
 			printPolicy(os.Stdout, cfg, routes, fields, records, classes)
+			printACLs(os.Stdout, cfg)
 			return nil
 		},
 	}

@@ -125,13 +125,13 @@ type worker struct {
 	gates  map[string]*gate.Gate // routes with an enabled gate
 	topics []string
 	source *kafkasrc.Source
-	sink   *kafkasink.Sink
+	sink   closingSink
 	runner *pipeline.Runner
 }
 
 func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker, error) {
 	var errs []error
-	if len(cfg.Kafka.Brokers) == 0 {
+	if len(cfg.Clusters) == 0 && len(cfg.Kafka.Brokers) == 0 {
 		errs = append(errs, errors.New("kafka.brokers: at least one broker is required"))
 	}
 	routes, err := route.CompileAll(cfg)
@@ -274,7 +274,13 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if err != nil {
 		return nil, err
 	}
-	scfg := kafkasrc.Config{Brokers: cfg.Kafka.Brokers, GroupID: cfg.Kafka.GroupID, Topics: topics, Logger: log}
+	conns, err := clusterConns(cfg)
+	if err != nil {
+		return nil, err
+	}
+	logClusters(log, conns)
+	srcConn := conns[cfg.SourceCluster()]
+	scfg := kafkasrc.Config{Brokers: srcConn.Brokers, Dialer: srcConn.Dialer(), GroupID: cfg.Kafka.GroupID, Topics: topics, Logger: log}
 	if opt.tuneSource != nil {
 		opt.tuneSource(&scfg)
 	}
@@ -282,8 +288,7 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if err != nil {
 		return nil, err
 	}
-	sink, err := kafkasink.New(kafkasink.Config{
-		Brokers:                cfg.Kafka.Brokers,
+	sink, err := newSink(cfg, conns, kafkasink.Config{
 		BatchSize:              cfg.Kafka.BatchSize,
 		BatchTimeout:           cfg.Kafka.BatchTimeout,
 		MaxAttempts:            opt.sinkMaxAttempts,

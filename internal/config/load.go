@@ -65,7 +65,7 @@ func newViper() *viper.Viper {
 func decode(v *viper.Viper, dir string) (*Config, error) {
 	bindEnv(v, "", reflect.TypeOf(Config{}), v.AllSettings())
 	settings := v.AllSettings()
-	if errs := unknownKeys("", settings, reflect.TypeOf(Config{})); len(errs) > 0 {
+	if errs := append(credentialsInText(settings), unknownKeys("", settings, reflect.TypeOf(Config{}))...); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	var c Config
@@ -280,6 +280,7 @@ func (c *Config) Validate() error {
 		add("limits.max_record_bytes", "must be positive, got %d", c.Limits.MaxRecordBytes)
 	}
 	errs = append(errs, c.Kafka.validateRegistry()...)
+	errs = append(errs, c.validateClusters()...)
 	for _, name := range sortedKeys(c.Sources) {
 		s := c.Sources[name]
 		p := "sources." + name
