@@ -138,9 +138,18 @@ func TestReloadSwitchesBetweenRecords(t *testing.T) {
 	if perVersion["v1"] == 0 || perVersion["v2"] == 0 {
 		t.Errorf("records per version %v: the reload did not land mid-stream", perVersion)
 	}
-	// One Applier per route per claim and set: 2 routes x 3 claims x 2 sets.
-	if n := made.Load(); n != 12 {
-		t.Errorf("%d appliers made, want 12", n)
+	// One Applier per route per claim and set: 2 routes x (the claims that
+	// processed records under v1, which depends on scheduling, + 3 under v2).
+	claimsV1 := 0
+	for p := range 3 {
+		if gen[key{p, 0}] == "v1" {
+			claimsV1++
+		}
+	}
+	// A claim may also have made its v1 appliers just before the swap
+	// without processing a record under them: at most 12.
+	if n, least := made.Load(), int64(2*(claimsV1+3)); n < least || n > 12 {
+		t.Errorf("%d appliers made, want %d to 12 (%d claims processed records under v1)", n, least, claimsV1)
 	}
 	t.Logf("records per version: %v", perVersion)
 }

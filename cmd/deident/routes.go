@@ -21,8 +21,10 @@ import (
 type routeBuilder struct {
 	reg     *avrocodec.Registry
 	formats map[string]config.Format // by category: json if any of its sources is, else avro
-	now     func() time.Time
-	log     *slog.Logger
+	// fileSchemas are the writer schemas of sources with a schema_file, by topic.
+	fileSchemas map[string]*avrocodec.Schema
+	now         func() time.Time
+	log         *slog.Logger
 }
 
 // build returns the runner's routes of cfg in name order and the enabled
@@ -44,7 +46,7 @@ func (b *routeBuilder) build(cfg *config.Config, routes map[string]*route.Route,
 		var encode func(dst, out []byte, rec *pipeline.Record) ([]byte, error)
 		if r.Config.Output == config.Avro {
 			var err error
-			if encode, err = avroOutput(cfg, name, b.reg, b.formats, b.log); err != nil {
+			if encode, err = avroOutput(cfg, name, b.reg, b.formats, b.fileSchemas, b.log); err != nil {
 				errs = append(errs, err)
 				continue
 			}

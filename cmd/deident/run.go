@@ -165,6 +165,11 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 			reg.SetBasicAuth(a.User, a.Password.Reveal())
 		}
 	}
+	schemas, err := sourceSchemas(cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	fileSchemas := map[string]*avrocodec.Schema{} // by topic
 	inputs := map[string]pipeline.Input{}
 	formats := map[string]config.Format{} // by category: json if any of its sources is, else avro
 	var topics []string
@@ -183,6 +188,13 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		case config.JSON:
 			in.Decode = decodeJSON(cfg.Limits.MaxRecordBytes)
 		case config.Avro:
+			if s.SchemaFile != "" {
+				if schemas[name] != nil {
+					in.DecodeTo = decodeAvroBody(schemas[name], name, cfg.Limits.MaxRecordBytes)
+					fileSchemas[s.Topic] = schemas[name]
+				}
+				break
+			}
 			if cfg.Kafka.SchemaRegistry == "" {
 				errs = append(errs, fmt.Errorf("sources.%s.format: avro needs kafka.schema_registry (records carry a schema id, and their writer schema is looked up there)", name))
 				continue
@@ -202,7 +214,7 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if now == nil {
 		now = time.Now
 	}
-	rb := &routeBuilder{reg: reg, formats: formats, now: now, log: log}
+	rb := &routeBuilder{reg: reg, formats: formats, fileSchemas: fileSchemas, now: now, log: log}
 	prs, gates, err := rb.build(cfg, routes, nil)
 	if err != nil {
 		errs = append(errs, err)

@@ -123,6 +123,12 @@ type Source struct {
 	Category Category `mapstructure:"category"`
 	// Format is the encoding; json when empty.
 	Format Format `mapstructure:"format"`
+	// SchemaFile is an Avro schema (.avsc, relative to the config) for a
+	// source whose records are plain Avro bodies, without the Confluent
+	// header; empty means records carry a registry schema id.
+	SchemaFile string `mapstructure:"schema_file"`
+	// SchemaText is the text of SchemaFile, read by Load.
+	SchemaText string `mapstructure:"-"`
 }
 
 // Route is one vendor's policy.
