@@ -3,6 +3,7 @@ package kanon
 import (
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -74,10 +75,27 @@ type aggState struct {
 	// what it gets, and a full slab is left to the garbage collector, not
 	// reused, so publishing allocates once per many aggregates.
 	byteSlab  []byte
+	repSlab   []byte // group representatives' values (own)
 	spanSlab  []Span
 	groupSlab []Group
 	strSlab   []string
 	numSlab   []float64
+}
+
+// own copies v into the representatives' byte slab: written once, never
+// overwritten (published values may alias it), left to the garbage
+// collector when full, so groups own their values without an allocation
+// each.
+func (a *aggState) own(v string) string {
+	if v == "" {
+		return v
+	}
+	if cap(a.repSlab)-len(a.repSlab) < len(v) {
+		a.repSlab = make([]byte, 0, max(64*slabChunk, len(v)))
+	}
+	n := len(a.repSlab)
+	a.repSlab = append(a.repSlab, v...)
+	return alias(a.repSlab[n:])
 }
 
 // slabChunk is how many elements a new slab holds.
@@ -323,7 +341,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		g.last = eh
 	}
 	if s.l > 0 && len(g.sens) < s.l && !slices.Contains(g.sens, rec.Sensitive) {
-		g.sens = append(g.sens, rec.Sensitive)
+		g.sens = append(g.sens, strings.Clone(rec.Sensitive))
 	}
 	g.count++
 	for i, x := range rec.Metrics[:min(len(rec.Metrics), len(g.acc)/3)] {
@@ -404,7 +422,7 @@ func (s *Stage) newGroup(w *window, qi []string) int32 {
 	g := &w.groups[n]
 	rep := int32(len(w.reps))
 	for i := range s.qis {
-		w.reps = append(w.reps, qiAt(qi, i))
+		w.reps = append(w.reps, a.own(qiAt(qi, i))) // rec's strings may alias its payload
 	}
 	*g = group{rep: rep, first: int32(n),
 		ents: distinct{h: g.ents.h[:0]}, sens: g.sens[:0],

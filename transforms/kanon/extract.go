@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/deident/deident/internal/jsonscan"
 	"github.com/deident/deident/transforms/generalize"
@@ -108,8 +109,9 @@ func (n *pnode) walk(s *jsonscan.Scanner, src []byte, out []found) error {
 // Extract fills rec's Entity, EventTime (aggregate mode), QI, Sensitive,
 // Metrics and Payload from payload, a de-identified record (route output,
 // one JSON object). The caller sets the source position (Topic, Partition,
-// Offset). rec keeps references into payload. Errors name a path, never a
-// value. Not safe for concurrent use.
+// Offset). rec's strings and Payload alias payload (no copies: Add copies
+// what it keeps), so payload must not change until rec is last used.
+// Errors name a path, never a value. Not safe for concurrent use.
 func (s *Stage) Extract(rec *Record, payload []byte) error {
 	if cap(s.found) < s.slots {
 		s.found = make([]found, s.slots)
@@ -124,7 +126,7 @@ func (s *Stage) Extract(rec *Record, payload []byte) error {
 	raw := func(i int) []byte { return payload[f[i].start:f[i].end] }
 	switch e := f[slotEntity]; e.kind {
 	case jsonscan.String, jsonscan.Number:
-		rec.Entity = string(raw(slotEntity))
+		rec.Entity = alias(raw(slotEntity))
 	default:
 		return &FieldError{s.cfg.Entity, ErrNoEntity}
 	}
@@ -135,7 +137,8 @@ func (s *Stage) Extract(rec *Record, payload []byte) error {
 		}
 		v := raw(slotTime)
 		if t.kind == jsonscan.String {
-			v = jsonscan.AppendUnescaped(nil, v[1:len(v)-1])
+			s.tbuf = jsonscan.AppendUnescaped(s.tbuf[:0], v[1:len(v)-1])
+			v = s.tbuf
 		}
 		tm, _, err := generalize.ParseTime(v, t.kind == jsonscan.Number)
 		if err != nil {
@@ -144,7 +147,7 @@ func (s *Stage) Extract(rec *Record, payload []byte) error {
 		rec.EventTime = tm
 	}
 	if s.cfg.LDiversity != nil && f[slotSensitive].kind != jsonscan.Invalid {
-		rec.Sensitive = string(raw(slotSensitive))
+		rec.Sensitive = alias(raw(slotSensitive))
 	} else {
 		rec.Sensitive = ""
 	}
@@ -157,7 +160,7 @@ func (s *Stage) Extract(rec *Record, payload []byte) error {
 		case jsonscan.Object, jsonscan.Array:
 			return &FieldError{s.qis[i].path, ErrNotObject}
 		default:
-			rec.QI = append(rec.QI, string(raw(slotQI+i)))
+			rec.QI = append(rec.QI, alias(raw(slotQI+i)))
 		}
 	}
 	rec.Metrics = rec.Metrics[:0]
@@ -165,12 +168,16 @@ func (s *Stage) Extract(rec *Record, payload []byte) error {
 		v := f[slotQI+len(s.qis)+i]
 		x := math.NaN()
 		if v.kind == jsonscan.Number {
-			x, _ = strconv.ParseFloat(string(raw(slotQI+len(s.qis)+i)), 64)
+			x, _ = strconv.ParseFloat(alias(raw(slotQI+len(s.qis)+i)), 64)
 		}
 		rec.Metrics = append(rec.Metrics, x)
 	}
 	return nil
 }
+
+// alias is b as a string without a copy: b must not change while the
+// string is in use (Extract's values live as long as the payload).
+func alias(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // rewrite appends payload with each QI value replaced by its value at lv.
 // QIs missing from payload stay missing (their class key holds null).

@@ -88,7 +88,8 @@ type Span struct {
 }
 
 // Record is one de-identified record as the stage sees it; Extract fills
-// it from the route's output. Add copies what it keeps.
+// it from the route's output (its strings alias the output). Add copies
+// what it keeps.
 type Record struct {
 	Topic     string
 	Partition int
@@ -220,6 +221,7 @@ type Stage struct {
 	found []found
 	scan  jsonscan.Scanner
 	key   []byte
+	tbuf  []byte // Extract's unescaped event time
 
 	agg *aggState
 	rec *recState

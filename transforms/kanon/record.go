@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -100,7 +101,11 @@ func (s *Stage) addRecord(dst []Output, rec Record, now time.Time) []Output {
 	r.seq++
 	p := &pending{ent: entityHash(rec.Entity), seq: r.seq, at: now}
 	p.rec = rec
-	p.rec.QI = slices.Clone(rec.QI)
+	p.rec.QI = make([]string, len(rec.QI)) // rec's strings may alias its payload: own them
+	for i, v := range rec.QI {
+		p.rec.QI[i] = strings.Clone(v)
+	}
+	p.rec.Entity, p.rec.Sensitive = strings.Clone(rec.Entity), strings.Clone(rec.Sensitive)
 	p.rec.Metrics = nil
 	p.keys = make([]string, s.top)
 	for j := range s.top {
