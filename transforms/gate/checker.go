@@ -324,8 +324,10 @@ func (c *Checker) leaf(n *gnode, kind jsonscan.Kind) error {
 }
 
 // leafString checks the string val at leaf n (escaped: it was written with
-// escapes, which no action produces).
-func (c *Checker) leafString(n *gnode, val []byte, escaped bool) {
+// escapes, which no action produces). It reports whether the leaf's own
+// test accepted val, which then depends on val alone; otherwise val was
+// tested as text.
+func (c *Checker) leafString(n *gnode, val []byte, escaped bool) bool {
 	l := n.leaf
 	ok := true
 	switch l.kind {
@@ -337,7 +339,7 @@ func (c *Checker) leafString(n *gnode, val []byte, escaped bool) {
 		ok = !escaped && ipLeafOK(l, val)
 	default: // generalized labels and times: free text to the other checks
 		c.text(val, n.path, true)
-		return
+		return false
 	}
 	if !ok {
 		// Not what the action writes: the transform cannot be trusted
@@ -347,6 +349,7 @@ func (c *Checker) leafString(n *gnode, val []byte, escaped bool) {
 		}
 		c.text(val, n.path, true)
 	}
+	return ok
 }
 
 // free scans any value, testing every string, member name and (for cards)
@@ -521,6 +524,14 @@ var coarse = func() (t [256]bool) {
 // / \ = & ? : ,), their parts around '@', the dot-separated parts of those,
 // and each coarse token's skeleton (without . - _) are looked up.
 func (c *Checker) echoes(s []byte) bool {
+	if indexByte(s, '%') < 0 {
+		return c.echoesPlain(s) // nothing to decode: the same lookups, lazily
+	}
+	return c.echoesDecoded(s)
+}
+
+// echoesDecoded is echoes for strings that may hold %XX escapes.
+func (c *Checker) echoesDecoded(s []byte) bool {
 	b := c.g.echo
 	// One pass folds, decodes and cuts s into coarse tokens, each looked
 	// up as soon as it ends; the whole folded string last.

@@ -37,17 +37,36 @@ const (
 
 // shapeEvent is one value of a shape. The literal before it ends at lit in
 // the shape's text and starts where the previous event's ends.
+//
+// Each event also remembers the last value that passed its checks there
+// (its bytes in the record, quotes included, in the shape's vals): the
+// same bytes at the same place pass again without being scanned, for a
+// pure check (numbers, and pseudonym, e-mail and IP leaves, whose tests
+// depend on the bytes alone) at once, and for one that tests text (the
+// echo test depends on the filter too) while the filter's version is the
+// one at which it passed. A value ends where the remembered bytes do: a
+// string at its closing quote; a number because the literal after it
+// starts with a byte no number holds (the record it was learnt from was
+// scanned there). A member name tested as text (evName) is part of the
+// literal, so only its version is kept.
 type shapeEvent struct {
 	lit     uint32
 	nameLen uint32 // evName: the name is the last nameLen bytes of the literal
 	kind    eventKind
+	pure    bool   // the remembered value's checks depended on its bytes alone
+	valLen  uint8  // bytes of the remembered value; 0: none
+	version uint64 // the filter's version when the value (or name) passed; 0: not yet
 	node    *gnode // evLeafString
 	path    string // the path findings would report
 }
 
+// maxVal is the longest value an event remembers.
+const maxVal = 64
+
 type shape struct {
 	text   []byte
 	events []shapeEvent
+	vals   []byte // maxVal bytes per event
 	used   uint64 // when last matched, for eviction
 }
 
@@ -110,6 +129,11 @@ func (c *Checker) learn(out []byte) {
 		prev = e.end
 	}
 	sh.text = append(sh.text, out[prev:]...)
+	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
+		sh.vals = make([]byte, n)
+	} else {
+		sh.vals = sh.vals[:n]
+	}
 	c.tick++
 	sh.used = c.tick
 }
@@ -146,9 +170,23 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			return false
 		}
 		pos += len(lit)
+		if e.kind == evName {
+			if e.version != c.version || e.version == 0 {
+				c.text(lit[len(lit)-int(e.nameLen):], e.path, true)
+				if c.reasons != 0 {
+					return false
+				}
+				e.version = c.version
+			}
+			continue
+		}
+		if n := int(e.valLen); n > 0 && (e.pure || e.version == c.version) && len(out)-pos >= n &&
+			equal(out[pos:pos+n], sh.vals[i*maxVal:i*maxVal+n]) {
+			pos += n // the value that passed here last time
+			continue
+		}
+		start, pure := pos, true
 		switch e.kind {
-		case evName:
-			c.text(lit[len(lit)-int(e.nameLen):], e.path, true)
 		case evLeafString, evFreeString:
 			if e.kind == evLeafString && e.node.leaf.hexPlain {
 				// A hex pseudonym: its bytes are all plain, so where the
@@ -157,9 +195,9 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 				l := e.node.leaf
 				n := 1 + len(l.prefix) + l.chars
 				if pos+n < len(out) && out[pos] == '"' && out[pos+n] == '"' &&
-					string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix && hexLower(out[pos+1+len(l.prefix):pos+n]) {
+					(len(l.prefix) == 0 || string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix) && hexLower(out[pos+1+len(l.prefix):pos+n]) {
 					pos += n + 1
-					break
+					continue // new every time: not worth remembering
 				}
 			}
 			end, escaped, ok := scanString(out, pos)
@@ -173,9 +211,10 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 				val = c.unesc
 			}
 			if e.kind == evLeafString {
-				c.leafString(e.node, val, escaped)
+				pure = c.leafString(e.node, val, escaped)
 			} else {
 				c.text(val, e.path, true)
+				pure = false
 			}
 		default:
 			end := numberEnd(out, pos)
@@ -189,10 +228,15 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 				c.freeNumber(num, e.path)
 			case evKNumber:
 				c.kNumber(num)
+				continue // its value is read every time
 			}
 		}
 		if c.reasons != 0 {
 			return false
+		}
+		if n := pos - start; n <= maxVal {
+			copy(sh.vals[i*maxVal:], out[start:pos])
+			e.valLen, e.version, e.pure = uint8(n), c.version, pure
 		}
 	}
 	tail := text[prev:]
