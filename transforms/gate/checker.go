@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -437,6 +438,14 @@ func (c *Checker) text(s []byte, path string, ipPatterns bool) {
 	if !ipPatterns {
 		want &^= 1<<patIPv4 | 1<<patIPv6
 	}
+	if isTimestamp(s) && !c.reference {
+		// Holds no pattern (scanPatterns), and is most often new: the
+		// memo would only cost a hash, a copy and a slot.
+		if g.echo != nil && c.echoTimestamp(s) {
+			c.fail(ReasonEcho, path)
+		}
+		return
+	}
 	if len(s) > memoLongMax || c.reference {
 		c.report(scanPatterns(s, want), path)
 		if g.echo != nil && c.echoes(s) {
@@ -524,7 +533,7 @@ var coarse = func() (t [256]bool) {
 // / \ = & ? : ,), their parts around '@', the dot-separated parts of those,
 // and each coarse token's skeleton (without . - _) are looked up.
 func (c *Checker) echoes(s []byte) bool {
-	if indexByte(s, '%') < 0 {
+	if bytes.IndexByte(s, '%') < 0 {
 		return c.echoesPlain(s) // nothing to decode: the same lookups, lazily
 	}
 	return c.echoesDecoded(s)
@@ -707,14 +716,14 @@ func (c *Checker) Observe(in []byte) {
 // The route's Applier calls it for every direct identifier it reads, which
 // spares the gate a second pass over the input (route.Observer).
 func (c *Checker) ObserveIdentifier(rule int, val []byte) {
-	g := c.g
-	if g.echo == nil || rule >= len(g.byRule) || g.byRule[rule] == nil || !g.byRule[rule].identifier() {
+	idents := c.g.idents
+	if uint(rule) >= uint(len(idents)) || idents[rule] == nil {
 		return
 	}
 	if c.sinceRefresh++; c.sinceRefresh >= refreshEvery || c.gens == nil {
 		c.refresh()
 	}
-	c.remember(val, g.byRule[rule])
+	c.remember(val, idents[rule])
 }
 
 // refreshEvery bounds how many identifiers ObserveIdentifier remembers

@@ -163,3 +163,50 @@ func (c *Checker) lookupPlain(gens *generations, v []byte) bool {
 	c.fold = f
 	return c.g.echo.contains(f)
 }
+
+// echoTimestamp is echoes for s that isTimestamp accepts: the strings the
+// one-pass test would look up, found by their places in the layout
+// (TestEchoTimestamp compares the two). Folded, ':' and a space (also a
+// '+' of the offset) separate tokens; '-', '.', 't' and 'z' do not. So the
+// tokens are the date and hour (one token with 'T', two with a space, the
+// hour alone being too short), the minutes (too short), and C: the
+// seconds, the fraction, and a 'Z' or the '-' and hours of an offset; then
+// the offset's two-digit parts (too short). Each long enough is looked
+// up, with its skeleton, and C's part after the '.'; then the whole.
+func (c *Checker) echoTimestamp(s []byte) bool {
+	gens := c.g.echo.gens.Load()
+	a := 13 // the date and the hour
+	if s[10] == ' ' {
+		a = 10 // the date alone
+	}
+	if c.lookupPlain(gens, s[:a]) || c.skeletonEchoes(gens, s[:a], a-2) {
+		return true
+	}
+	cEnd, nSep, frac := len(s), 0, 19 // C is s[17:cEnd]; the fraction's digits are s[20:frac]
+	if len(s) > 19 && s[19] == '.' {
+		nSep = 1
+		for frac = 20; frac < len(s) && isDigit(s[frac]); frac++ {
+		}
+	}
+	if zone := s[max(frac, 19):]; len(zone) == 6 {
+		if zone[0] == '+' {
+			cEnd = len(s) - 6 // the '+' is a space
+		} else {
+			cEnd = len(s) - 3 // the ':' of the offset
+			nSep++
+		}
+	}
+	cTok := s[17:cEnd]
+	if tokenOK(cTok) && c.lookupPlain(gens, cTok) {
+		return true
+	}
+	if nSep > 0 && c.skeletonEchoes(gens, cTok, len(cTok)-nSep) {
+		return true
+	}
+	if frac > 19 {
+		if q := s[20:cEnd]; tokenOK(q) && c.lookupPlain(gens, q) {
+			return true
+		}
+	}
+	return c.lookupPlain(gens, s)
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/internal/gen"
@@ -437,6 +438,87 @@ func TestEchoesMatchReference(t *testing.T) {
 		want := echoesReference(g.echo, s)
 		if got := c.echoes(s); got != want {
 			t.Fatalf("%q: %v, reference %v", s, got, want)
+		}
+		if want {
+			hits++
+		}
+	}
+	t.Logf("%d of 100000 echo", hits)
+}
+
+// TestEqual compares the shapes' inline compare with string equality for
+// every length up to 40 and a difference at every place.
+func TestEqual(t *testing.T) {
+	for n := range 41 {
+		a := []byte(strings.Repeat("abcdefghij", 5)[:n])
+		if !equal(a, []byte(string(a))) {
+			t.Fatalf("%q differs from itself", a)
+		}
+		if n > 0 && equal(a, a[:n-1]) {
+			t.Fatalf("%q equals a shorter string", a)
+		}
+		for i := range n {
+			b := []byte(string(a))
+			b[i] ^= 0x20
+			if equal(a, b) {
+				t.Fatalf("%q equals %q", a, b)
+			}
+		}
+	}
+}
+
+// TestEchoTimestamp: the echo test of a timestamp by its layout finds what
+// the reference finds, with a filter holding one random piece of the
+// timestamp (a substring, folded, maybe without its '.', '-' and '_').
+func TestEchoTimestamp(t *testing.T) {
+	r := corpusRoute(t)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.echo = newRotatingBloom(1000, 1e-6, time.Hour, time.Now)
+	c := g.NewChecker()
+	rng := rand.New(rand.NewPCG(9, 10))
+	hits := 0
+	for i := range 100000 {
+		var b []byte
+		for _, ch := range []byte("0000-00-00T00:00:00") {
+			if ch == '0' {
+				ch = "0123456789"[rng.IntN(10)]
+			}
+			b = append(b, ch)
+		}
+		b[10] = "Tt "[rng.IntN(3)]
+		if n := rng.IntN(11); n > 0 {
+			b = append(b, '.')
+			for range min(n, 9) {
+				b = append(b, "0123456789"[rng.IntN(10)])
+			}
+		}
+		switch rng.IntN(4) {
+		case 1:
+			b = append(b, "Zz"[rng.IntN(2)])
+		case 2, 3:
+			b = append(b, "+-"[rng.IntN(2)], '0', byte('0'+rng.IntN(10)), ':', byte('0'+rng.IntN(6)), '0')
+		}
+		if !isTimestamp(b) {
+			t.Fatalf("%q is not taken for a timestamp", b)
+		}
+		if i%1000 == 0 {
+			g.echo = newRotatingBloom(1000, 1e-6, time.Hour, time.Now)
+		}
+		f := foldDecode(nil, b)
+		lo := rng.IntN(len(f))
+		piece := f[lo : lo+1+rng.IntN(len(f)-lo)]
+		if rng.IntN(2) == 0 {
+			piece = skeleton(nil, piece)
+		}
+		if len(piece) > 0 {
+			g.echo.insert(g.echo.gens.Load(), piece, time.Now())
+		}
+		want := echoesReference(g.echo, b)
+		if got := c.echoTimestamp(b); got != want {
+			t.Fatalf("%q with %q remembered: %v, reference %v", b, piece, got, want)
 		}
 		if want {
 			hits++
