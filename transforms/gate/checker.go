@@ -438,7 +438,7 @@ func (c *Checker) text(s []byte, path string, ipPatterns bool) {
 	if !ipPatterns {
 		want &^= 1<<patIPv4 | 1<<patIPv6
 	}
-	if isTimestamp(s) && !c.reference {
+	if len(s) >= 19 && s[4] == '-' && isTimestamp(s) && !c.reference {
 		// Holds no pattern (scanPatterns), and is most often new: the
 		// memo would only cost a hash, a copy and a slot.
 		if g.echo != nil && c.echoTimestamp(s) {

@@ -201,7 +201,20 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			pos = q
 			continue
 		case evLeafString:
-			if l := e.node.leaf; l.hexPlain {
+			if l := e.node.leaf; l.kind == kindIPTruncate || l.kind == kindIPPrefix {
+				// A dotted quad: digits and dots end at the closing quote,
+				// so the scanner and ipLeafOK agree with this.
+				j := pos + 1
+				for j < len(out) && j-pos <= 16 && (out[j]-'0' <= 9 || out[j] == '.') {
+					j++
+				}
+				if pos < len(out) && out[pos] == '"' && j < len(out) && out[j] == '"' {
+					if a, ok := parseIPv4(out[pos+1 : j]); ok && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
+						pos = j + 1
+						continue
+					}
+				}
+			} else if l.hexPlain {
 				// A hex pseudonym: its bytes are all plain, so where the
 				// scanner would end the string and whether the leaf
 				// accepts it are one test. New every time: not remembered.

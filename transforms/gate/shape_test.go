@@ -526,3 +526,29 @@ func TestEchoTimestamp(t *testing.T) {
 	}
 	t.Logf("%d of 100000 echo", hits)
 }
+
+// TestShapeIPLeaves: the shapes' inline test of dotted quads gives the
+// verdicts of the full pass, in a prefix-preserving and a truncated field.
+func TestShapeIPLeaves(t *testing.T) {
+	g := newGate(t, config.Gate{})
+	fast, full := g.NewChecker(), g.NewChecker()
+	full.reference = true
+	in := []string{"10.0.1.0", "10.0.1.1", "0.0.0.0", "255.255.255.0", "256.1.1.0", "01.2.3.0", "1.2.3", "1.2.3.0.", "1..2.0", "1.2.3.00", "1234.1.1.0", "10.1.2.0 ", "::ffff:10.0.1.0", "2001:db8::", "1.2.3.0\\u0030", "99.99.99.999999999999999"}
+	rng := rand.New(rand.NewPCG(11, 12))
+	for range 5000 {
+		b := make([]byte, 1+rng.IntN(17))
+		for i := range b {
+			b[i] = "0123456789...."[rng.IntN(14)]
+		}
+		in = append(in, string(b))
+	}
+	for _, s := range in {
+		for _, rec := range []string{replace(good, `"ip":"10.1.2.0"`, `"ip":"`+s+`"`), replace(good, `"ip":"203.0.113.77"`, `"ip":"`+s+`"`)} {
+			fast.Check([]byte(good)) // the shape
+			want := verdictString(full.Check([]byte(rec)))
+			if got := verdictString(fast.Check([]byte(rec))); got != want {
+				t.Fatalf("%q: with shapes %s, in full %s", s, got, want)
+			}
+		}
+	}
+}
