@@ -84,6 +84,10 @@ const (
 	seenWays  = 4
 )
 
+// seenFour fails to compile unless seenWays is 4, as remember assumes.
+var _ [seenWays - 4]struct{}
+var _ [4 - seenWays]struct{}
+
 type memoEntry struct {
 	h       uint64     // the string's prehash; any value with n == 0: empty slot
 	version uint64     // Bloom version of the last negative echo test; 0: none
@@ -817,18 +821,22 @@ func (c *Checker) remember(raw []byte, l *gleaf) {
 	}
 	fp := prehashSeeded(raw, seed) | 1 // 0: empty
 	set := (*[seenWays]uint64)(c.seen[fp&(seenSlots-1)&^(seenWays-1):])
-	for i, x := range set {
-		if x == fp {
-			if i > 0 { // most recent first
-				copy(set[1:i+1], set[:i])
-				set[0] = fp
-			}
-			return
-		}
+	// Most recent first; the switch knows there are four ways (seenFour).
+	switch fp {
+	case set[0]:
+		return
+	case set[1]:
+		set[0], set[1] = fp, set[0]
+		return
+	case set[2]:
+		set[0], set[1], set[2] = fp, set[0], set[1]
+		return
+	case set[3]:
+		set[0], set[1], set[2], set[3] = fp, set[0], set[1], set[2]
+		return
 	}
 	c.rememberForms(raw, l)
-	copy(set[1:], set[:seenWays-1])
-	set[0] = fp
+	set[0], set[1], set[2], set[3] = fp, set[0], set[1], set[2]
 }
 
 func (c *Checker) rememberForms(raw []byte, l *gleaf) {
