@@ -313,6 +313,8 @@ func New(name string, rc config.Route, opts ...Option) (*Gate, error) {
 		g.echo = o.prev.echo // nil too when the echo check is off
 	case g.on && gc.EchoOn():
 		g.echo = newRotatingBloom(gc.BloomCapacity, gc.BloomFPRate, gc.BloomRotate, o.now)
+	}
+	if g.echo != nil {
 		g.idents = make([]*gleaf, len(g.byRule))
 		for i, l := range g.byRule {
 			if l != nil && l.identifier() {
