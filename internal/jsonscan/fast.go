@@ -2,6 +2,7 @@ package jsonscan
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -305,4 +306,54 @@ func (t *Names) IndexAt(d []byte, p, n int) int {
 			return int(k)
 		}
 	}
+}
+
+// ResetAt points s at data, at offset pos inside depth open containers, so
+// a caller's position-based loop can hand one value to the Scanner.
+func (s *Scanner) ResetAt(data []byte, pos, depth int) { s.data, s.pos, s.depth = data, pos, depth }
+
+// ValueEnd validates the value that starts exactly at d[p] (p < len(d), no
+// leading whitespace) for a Scanner at the given depth and returns the
+// offset after it, or -1 when it is malformed, truncated or too deep (as
+// SkipValue, whose fast paths for the common scalars it inlines).
+func ValueEnd(d []byte, p, depth int) int {
+	switch c := d[p]; {
+	case c == '"':
+		i := plainRun(d, p+1)
+		if i < len(d) && d[i] == '"' {
+			return i + 1
+		}
+		return stringEnd(d, i)
+	case c-'0' < 10:
+		return digitsEnd(d, p)
+	}
+	_, end, ok := SkipValue(d, p, depth)
+	if !ok {
+		return -1
+	}
+	return end
+}
+
+// digitsEnd reads a number starting with a digit at d[p]. The usual case,
+// an integer of at most seven digits followed by a byte that cannot
+// continue a number, is found with one eight-byte load; anything else goes
+// through numberEnd.
+func digitsEnd(d []byte, p int) int {
+	if p+8 > len(d) {
+		return numberEnd(d, p)
+	}
+	x := binary.LittleEndian.Uint64(d[p:])
+	// A byte is a digit when its high nibble is 3 and adding 6 keeps it so.
+	// No byte below the first non-digit carries into the next, so the
+	// lowest flagged byte is exact.
+	nd := (x&(lsb*0xF0) ^ lsb*0x30) | ((x+lsb*0x06)&(lsb*0xF0) ^ lsb*0x30)
+	t := ((nd&(lsb*0x7F) + lsb*0x7F) | nd) & msb
+	n := bits.TrailingZeros64(t) / 8 // 8 when all eight are digits
+	if n == 8 || (n > 1 && d[p] == '0') {
+		return numberEnd(d, p)
+	}
+	if c := d[p+n]; c == '.' || c|0x20 == 'e' {
+		return numberEnd(d, p)
+	}
+	return p + n
 }

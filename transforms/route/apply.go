@@ -66,6 +66,14 @@ type Applier struct {
 	norm    []byte
 	shapes  [][]expect // per node id: the keys its objects had last time
 	Stats   Stats
+
+	// The fast path's state (fast.go): while queue is set, Observer calls
+	// wait in obsQueue, their values copied to obsBuf. general forces the
+	// general path, for tests that compare the two.
+	queue    bool
+	obsQueue []pending
+	obsBuf   []byte
+	general  bool
 }
 
 // expect is the key an object's member had last time at the same position,
@@ -160,6 +168,12 @@ func (a *Applier) Apply(dst, src []byte) ([]byte, error) {
 	if a.r.ring.Len() > 1 {
 		if err := a.pickEpoch(src); err != nil {
 			return dst, err
+		}
+	}
+	if !a.general {
+		if out, ok := a.fastApply(dst, src); ok {
+			a.Stats.Records++
+			return out, nil
 		}
 	}
 	a.s.Reset(src)
@@ -436,7 +450,7 @@ func (a *Applier) leaf(dst []byte, n *node, kind jsonscan.Kind) ([]byte, bool, e
 // as kind says) through n's action.
 func (a *Applier) act(dst []byte, n *node, l *leaf, val []byte, kind jsonscan.Kind) ([]byte, bool, error) {
 	if a.obs != nil && l.kind >= kindPseudonym && l.kind <= kindIPTruncate {
-		a.obs.ObserveIdentifier(l.rule, val)
+		a.observe(l.rule, val)
 	}
 	var err error
 	switch l.kind {
