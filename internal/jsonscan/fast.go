@@ -342,13 +342,7 @@ func digitsEnd(d []byte, p int) int {
 	if p+8 > len(d) {
 		return numberEnd(d, p)
 	}
-	x := binary.LittleEndian.Uint64(d[p:])
-	// A byte is a digit when its high nibble is 3 and adding 6 keeps it so.
-	// No byte below the first non-digit carries into the next, so the
-	// lowest flagged byte is exact.
-	nd := (x&(lsb*0xF0) ^ lsb*0x30) | ((x+lsb*0x06)&(lsb*0xF0) ^ lsb*0x30)
-	t := ((nd&(lsb*0x7F) + lsb*0x7F) | nd) & msb
-	n := bits.TrailingZeros64(t) / 8 // 8 when all eight are digits
+	n := DigitRun(binary.LittleEndian.Uint64(d[p:]))
 	if n == 8 || (n > 1 && d[p] == '0') {
 		return numberEnd(d, p)
 	}
@@ -357,3 +351,35 @@ func digitsEnd(d []byte, p int) int {
 	}
 	return p + n
 }
+
+// The word-level pieces of the fast paths, small enough to be inlined into
+// a caller's loop (a call there costs more than the work: Go's calling
+// convention has no callee-saved registers, so every call spills the
+// loop's state).
+
+// StopMask flags (top bit of each byte) the bytes of x, eight bytes of a
+// string body little-endian, that end a plain run: a control byte, '"',
+// '\\' or non-ASCII. Only the lowest flag is exact: bytes below the first
+// match borrow nothing, and a byte with its top bit clear is flagged by each
+// term exactly when it matches, so the usual "&^ x" masks are not needed
+// (the top bit of x flags non-ASCII by itself).
+func StopMask(x uint64) uint64 {
+	return ((x - lsb*0x20) | (x ^ lsb*'"' - lsb) | (x ^ lsb*'\\' - lsb) | x) & msb
+}
+
+// DigitRun returns how many of the eight bytes of x (little-endian) are
+// ASCII digits before the first that is not; 8 when all are. A byte is a
+// digit when its high nibble is 3 and adding 6 keeps it so; no byte below
+// the first non-digit carries into the next, so the lowest flag is exact.
+func DigitRun(x uint64) int {
+	nd := (x&(lsb*0xF0) ^ lsb*0x30) | ((x+lsb*0x06)&(lsb*0xF0) ^ lsb*0x30)
+	return bits.TrailingZeros64(((nd&(lsb*0x7F)+lsb*0x7F)|nd)&msb) >> 3
+}
+
+// PlainRun returns the offset of the first byte at or after i that ends a
+// plain run of a string body (see StopMask), or len(d).
+func PlainRun(d []byte, i int) int { return plainRun(d, i) }
+
+// StringEnd validates the rest of a string body from d[i] and returns the
+// offset after its closing quote, or -1 when it is malformed or truncated.
+func StringEnd(d []byte, i int) int { return stringEnd(d, i) }

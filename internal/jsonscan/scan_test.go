@@ -1,6 +1,7 @@
 package jsonscan
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -139,6 +140,24 @@ func TestPlainRunMatchesByteLoop(t *testing.T) {
 				if got := plainRun(d, from); got != want {
 					t.Fatalf("byte %#x at %d from %d: got %d, want %d", c, at, from, got, want)
 				}
+			}
+		}
+	}
+}
+
+// TestDigitRunMatchesByteLoop checks the SWAR digit count against a byte
+// loop for every byte value at every position of a word of digits.
+func TestDigitRunMatchesByteLoop(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for at := 0; at < 8; at++ {
+			d := []byte("12345678")
+			d[at] = byte(c)
+			want := 0
+			for want < 8 && d[want] >= '0' && d[want] <= '9' {
+				want++
+			}
+			if got := DigitRun(binary.LittleEndian.Uint64(d)); got != want {
+				t.Fatalf("byte %#x at %d: got %d, want %d", c, at, got, want)
 			}
 		}
 	}

@@ -73,6 +73,7 @@ type Applier struct {
 	queue    bool
 	obsQueue []pending
 	obsBuf   []byte
+	pad      []byte // the record and pad zero bytes
 	general  bool
 }
 

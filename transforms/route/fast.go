@@ -1,6 +1,11 @@
 package route
 
-import "github.com/deident/deident/internal/jsonscan"
+import (
+	"encoding/binary"
+	"math/bits"
+
+	"github.com/deident/deident/internal/jsonscan"
+)
 
 // The fast path. Most records are machine-written, hold no escapes in their
 // keys and repeat the shapes of the records before them; fastObject applies
@@ -20,6 +25,9 @@ import "github.com/deident/deident/internal/jsonscan"
 // (they are queued meanwhile), and the Stats and cache counters are reset
 // (pseudonyms it computed stay cached: they are right, only the hit rate
 // of such a record reads a little high).
+
+// pad is how many zero bytes follow the record in the fast path's copy.
+const pad = 16
 
 // pending is one queued Observer call: the value is obsBuf[off:end].
 type pending struct {
@@ -44,7 +52,14 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 	a.queue = true
 	a.obsQueue, a.obsBuf = a.obsQueue[:0], a.obsBuf[:0]
 	start := len(dst)
-	dst, p, ok := a.fastObject(dst, src, p, a.r.root, 1)
+	// The record followed by pad zero bytes: every read of up to 16 bytes
+	// at an offset up to len(src) stays inside d, so the loop needs no
+	// length checks before its word loads. A zero byte is valid nowhere in
+	// JSON outside a string and ends a string's plain run, so the loop
+	// never moves past len(src) on its own: see fastObject.
+	a.pad = append(append(a.pad[:0], src...), make([]byte, pad)...)
+	d := a.pad
+	dst, p, ok := a.fastObject(dst, d, p, a.r.root, 1)
 	a.queue = false
 	if ok && p < len(src) {
 		ok = jsonscan.SkipWS(src, p) == len(src)
@@ -65,79 +80,131 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 	return dst, true
 }
 
+// fastOp is what the fast path does with a member's value.
+type fastOp uint8
+
+const (
+	opDrop    fastOp = iota // no rule names the member: validate, skip
+	opKeep                  // validate, copy
+	opAct                   // an action on a scalar
+	opObject                // an object with rules for its members
+	opGeneral               // inside arrays: the general path
+)
+
 // fastObject writes the members of the object at d[p] ('{') that n names
 // and returns the offset after it; ok is false when the general path must
-// decide. depth counts the open containers, this one included. Members are
-// written as `,"name":value`; when anything was written, the first comma
-// becomes the object's '{'.
+// decide. d is the record followed by pad zero bytes (fastApply), and p
+// never passes the record's end: a zero byte fails every test here that
+// would move past it. depth counts the open containers, this one included.
+// Members are written as `,"name":value`; when anything was written, the
+// first comma becomes the object's '{'.
+//
+// The usual member (a key of the learned shape, a number or a plain string)
+// goes through the loop without a call: see jsonscan.StopMask.
 func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, int, bool) {
 	if depth > jsonscan.MaxDepth {
 		return dst, p, false
 	}
 	mark := len(dst)
 	p++
-	if p < len(d) && d[p] <= ' ' {
-		p = jsonscan.SkipWS(d, p)
+	if d[p] <= ' ' && d[p] != 0 {
+		p = jsonscan.SkipWS(d[:len(d)-pad], p)
 	}
-	if p < len(d) && d[p] == '}' {
+	if d[p] == '}' {
 		return dst, p + 1, true
 	}
 	shape := a.shapes[n.id]
 	for ord := 0; ; ord++ {
-		// The key: the same as last time at this position, or a plain one.
+		// The key: `"key":` as the shape remembers it at this position
+		// (two masked word compares; the pad bytes never match a key's),
+		// or read and looked up.
 		var child *node
-		if ord < len(shape) && shape[ord].match(d, p) {
-			e := &shape[ord]
-			child, p = e.child, p+e.n
-		} else if k, end, ok := jsonscan.PlainKey(d, p); ok {
-			if i := n.names.IndexAt(d, p+1, len(k)); i >= 0 {
-				child = n.kids[i]
-			}
-			shape = a.learn(n, ord, p, end, d, child)
-			p = end
+		if ord < len(shape) && load64(d, p)&shape[ord].m0 == shape[ord].w0 && load64(d, p+8)&shape[ord].m1 == shape[ord].w1 && uint(shape[ord].n-1) < 16 {
+			child, p = shape[ord].child, p+shape[ord].n
 		} else {
-			return dst, p, false
-		}
-		if p < len(d) && d[p] <= ' ' {
-			p = jsonscan.SkipWS(d, p)
-		}
-		if p >= len(d) {
-			return dst, p, false
-		}
-		switch l := child.leafOrNil(); {
-		case child == nil:
-			// Default deny: validated, never copied.
-			a.Stats.DroppedFields++
-			if p = jsonscan.ValueEnd(d, p, depth); p < 0 {
-				return dst, 0, false
-			}
-		case l != nil && child.arrays == 0 && l.kind == kindKeep:
-			end := jsonscan.ValueEnd(d, p, depth)
-			if end < 0 {
+			var ok bool
+			if child, p, ok = a.fastKey(d[:len(d)-pad], p, n, ord); !ok {
 				return dst, p, false
 			}
-			dst = append(dst, child.member...)
-			dst = append(dst, d[p:end]...)
-			p = end
-		case l != nil && child.arrays == 0 && d[p] == '"':
-			val, end, ok := jsonscan.PlainString(d, p)
-			if !ok {
-				goto general
+			shape = a.shapes[n.id]
+		}
+		if d[p] <= ' ' {
+			if d[p] == 0 {
+				return dst, p, false
 			}
+			p = jsonscan.SkipWS(d[:len(d)-pad], p)
+		}
+		op := opDrop
+		if child != nil {
+			op = child.op
+		}
+		// The end of a scalar value: a plain string (any string for drop
+		// and keep, validated), or a number. -1: not found here.
+		c, end := d[p], -1
+		if op <= opAct {
+			if c == '"' {
+				i := p + 1
+				for {
+					if t := jsonscan.StopMask(load64(d, i)); t != 0 {
+						i += bits.TrailingZeros64(t) >> 3
+						break
+					}
+					i += 8
+				}
+				if d[i] == '"' {
+					end = i + 1
+				} else if op != opAct {
+					if end = jsonscan.StringEnd(d[:len(d)-pad], i); end < 0 {
+						return dst, p, false
+					}
+				}
+			} else if op != opAct {
+				if c-'0' < 10 {
+					// An integer (no leading zero) ending within 8 bytes.
+					if k := jsonscan.DigitRun(load64(d, p)); k < 8 && (k == 1 || c != '0') {
+						if e := d[p+k]; e != '.' && e|0x20 != 'e' {
+							end = p + k
+						}
+					}
+				}
+				if end < 0 {
+					if end = jsonscan.ValueEnd(d[:len(d)-pad], p, depth); end < 0 {
+						return dst, p, false
+					}
+				}
+			}
+		}
+		switch {
+		case op == opDrop:
+			// Default deny: validated, never copied.
+			a.Stats.DroppedFields++
+			p = end
+		case op == opKeep:
+			dst = appendMember(dst, child)
+			if l, k := len(dst), end-p; k <= 16 && cap(dst)-l >= 16 {
+				w := dst[l : l+16]
+				binary.LittleEndian.PutUint64(w, load64(d, p))
+				binary.LittleEndian.PutUint64(w[8:], load64(d, p+8))
+				dst = dst[:l+k]
+			} else {
+				dst = append(dst, d[p:end]...)
+			}
+			p = end
+		case op == opAct && end >= 0:
 			member := len(dst)
-			dst = append(dst, child.member...)
+			dst = appendMember(dst, child)
+			var ok bool
 			var err error
-			dst, ok, err = a.act(dst, child, l, val, jsonscan.String)
-			if err != nil {
+			if dst, ok, err = a.act(dst, child, child.leaf, d[p+1:end-1], jsonscan.String); err != nil {
 				return dst, p, false
 			}
 			if !ok {
 				dst = dst[:member]
 			}
 			p = end
-		case l == nil && child.arrays == 0 && d[p] == '{':
+		case op == opObject && c == '{':
 			member := len(dst)
-			dst = append(dst, child.member...)
+			dst = appendMember(dst, child)
 			var ok bool
 			if dst, p, ok = a.fastObject(dst, d, p, child, depth+1); !ok {
 				return dst, p, false
@@ -146,37 +213,19 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 				dst = dst[:member]
 			}
 		default:
-			goto general
-		}
-		goto next
-	general:
-		{
-			member := len(dst)
-			dst = append(dst, child.member...)
-			a.s.ResetAt(d, p, depth)
 			var ok bool
-			var err error
-			dst, ok, err = a.value(dst, child, child.arrays)
-			if err != nil {
+			if dst, p, ok = a.fastGeneral(dst, d[:len(d)-pad], p, child, depth); !ok {
 				return dst, p, false
 			}
-			if !ok {
-				dst = dst[:member]
-			}
-			p = a.s.Pos()
 		}
-	next:
 		// After the value: a comma and the next key, or the end.
-		if p < len(d) && d[p] <= ' ' {
-			p = jsonscan.SkipWS(d, p)
-		}
-		if p >= len(d) {
-			return dst, p, false
+		if d[p] <= ' ' && d[p] != 0 {
+			p = jsonscan.SkipWS(d[:len(d)-pad], p)
 		}
 		if c := d[p]; c == ',' {
 			p++
-			if p < len(d) && d[p] <= ' ' {
-				p = jsonscan.SkipWS(d, p)
+			if d[p] <= ' ' && d[p] != 0 {
+				p = jsonscan.SkipWS(d[:len(d)-pad], p)
 			}
 			continue
 		} else if c != '}' {
@@ -192,12 +241,53 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	return dst, p, true
 }
 
-// leafOrNil is n's leaf; nil for a nil node.
-func (n *node) leafOrNil() *leaf {
-	if n == nil {
-		return nil
+// load64 reads the eight bytes at d[i] little-endian.
+func load64(d []byte, i int) uint64 { return binary.LittleEndian.Uint64(d[i : i+8]) }
+
+// appendMember appends child's `,"name":`, with two word stores when it
+// and the room for it fit in 16 bytes.
+func appendMember(dst []byte, child *node) []byte {
+	if l := len(dst); len(child.member) <= 16 && cap(dst)-l >= 16 {
+		w := dst[l : l+16]
+		binary.LittleEndian.PutUint64(w, child.mw0)
+		binary.LittleEndian.PutUint64(w[8:], child.mw1)
+		return dst[:l+len(child.member)]
 	}
-	return n.leaf
+	return append(dst, child.member...)
+}
+
+// fastKey reads the key at d[p] when the shape's two words did not match:
+// a long key the shape remembers, or a plain key looked up and learnt.
+func (a *Applier) fastKey(d []byte, p int, n *node, ord int) (*node, int, bool) {
+	if sh := a.shapes[n.id]; ord < len(sh) && sh[ord].match(d, p) {
+		return sh[ord].child, p + sh[ord].n, true
+	}
+	k, end, ok := jsonscan.PlainKey(d, p)
+	if !ok {
+		return nil, p, false // escapes or malformed: the general path
+	}
+	var child *node
+	if i := n.names.IndexAt(d, p+1, len(k)); i >= 0 {
+		child = n.kids[i]
+	}
+	a.learn(n, ord, p, end, d, child)
+	return child, end, true
+}
+
+// fastGeneral hands the value at d[p] for child (never nil) to the general
+// code through the Scanner.
+func (a *Applier) fastGeneral(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
+	member := len(dst)
+	dst = append(dst, child.member...)
+	a.s.ResetAt(d, p, depth)
+	dst, ok, err := a.value(dst, child, child.arrays)
+	if err != nil {
+		return dst, p, false
+	}
+	if !ok {
+		dst = dst[:member]
+	}
+	return dst, a.s.Pos(), true
 }
 
 // observe tells the Observer about a raw identifier, or queues it while the

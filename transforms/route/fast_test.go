@@ -43,8 +43,8 @@ func FuzzFastPathMatchesGeneral(f *testing.F) {
 	} {
 		f.Add([]byte(s[0]), []byte(s[1]))
 	}
+	r := compile(f, fastRules)
 	f.Fuzz(func(t *testing.T, x, y []byte) {
-		r := compile(t, fastRules)
 		fast, slow := r.NewApplier(), r.NewApplier()
 		slow.general = true
 		var fo, so recorder
