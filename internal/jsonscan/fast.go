@@ -312,11 +312,14 @@ func (t *Names) IndexAt(d []byte, p, n int) int {
 // a caller's position-based loop can hand one value to the Scanner.
 func (s *Scanner) ResetAt(data []byte, pos, depth int) { s.data, s.pos, s.depth = data, pos, depth }
 
-// ValueEnd validates the value that starts exactly at d[p] (p < len(d), no
-// leading whitespace) for a Scanner at the given depth and returns the
-// offset after it, or -1 when it is malformed, truncated or too deep (as
-// SkipValue, whose fast paths for the common scalars it inlines).
+// ValueEnd validates the value that starts exactly at d[p] (no leading
+// whitespace) for a Scanner at the given depth and returns the offset after
+// it, or -1 when it is malformed, truncated or too deep (as SkipValue, whose
+// fast paths for the common scalars it inlines).
 func ValueEnd(d []byte, p, depth int) int {
+	if p >= len(d) {
+		return -1
+	}
 	switch c := d[p]; {
 	case c == '"':
 		i := plainRun(d, p+1)
