@@ -86,23 +86,26 @@ type expect struct {
 	m0, m1 uint64 // masks of the bytes w0 and w1 hold
 	n      int    // length of `"key":`; 0: nothing remembered
 	child  *node  // nil: a member no rule names
+	op     fastOp // what the fast path does with the value (fast.go)
 }
+
+// A key longer than 16 bytes, or nothing, is remembered with masks that
+// never match (w0 & 0 != 1); match then compares a long key in full.
+const noMatch = 1
 
 // maxShape bounds the members remembered per object.
 const maxShape = 64
 
 // match reports whether d[q:] starts with e's key.
 func (e *expect) match(d []byte, q int) bool {
+	if e.n > 16 {
+		return q+e.n <= len(d) && string(d[q:q+e.n]) == string(e.child.member[1:])
+	}
 	if q < 0 || q+16 > len(d) {
 		return false
 	}
 	w := d[q : q+16]
-	return e.n != 0 && binary.LittleEndian.Uint64(w)&e.m0 == e.w0 && binary.LittleEndian.Uint64(w[8:])&e.m1 == e.w1 &&
-		(e.n <= 16 || e.matchLong(d, q))
-}
-
-func (e *expect) matchLong(d []byte, q int) bool {
-	return q+e.n <= len(d) && string(d[q+16:q+e.n]) == string(e.child.member[17:])
+	return binary.LittleEndian.Uint64(w)&e.m0 == e.w0 && binary.LittleEndian.Uint64(w[8:])&e.m1 == e.w1
 }
 
 // learn remembers the plain key d[q:end] (`"key":`) as member ord of an
@@ -112,8 +115,9 @@ func (a *Applier) learn(n *node, ord, q, end int, d []byte, child *node) []expec
 	if ord > len(sh) || ord >= maxShape {
 		return sh
 	}
-	var e expect
-	if l := end - q; l <= 16 || child != nil {
+	e := expect{w0: noMatch, w1: noMatch}
+	switch l := end - q; {
+	case l <= 16:
 		var b [16]byte
 		copy(b[:], d[q:end])
 		e = expect{w0: binary.LittleEndian.Uint64(b[:]), w1: binary.LittleEndian.Uint64(b[8:]), n: l, child: child}
@@ -123,6 +127,11 @@ func (a *Applier) learn(n *node, ord, q, end int, d []byte, child *node) []expec
 		} else if l < 16 {
 			e.m1 = 1<<(8*(l-8)) - 1
 		}
+	case child != nil:
+		e.n, e.child = l, child
+	}
+	if child != nil {
+		e.op = child.op
 	}
 	if ord == len(sh) {
 		sh = append(sh, e)
@@ -488,24 +497,25 @@ func (a *Applier) hasher() *pseudonym.Hasher {
 const slotMix = 0x9E3779B97F4A7C15
 
 // cached looks val up in the cache for namespace ns of the current epoch.
-func (a *Applier) cached(ns uint32, val []byte) (slot uint32, h uint64, out []byte, ok bool) {
+// The cache holds what the action writes, quotes included, so a hit is one
+// append.
+func (a *Applier) cached(ns uint32, val []byte) (slot uint32, h uint64, out []byte) {
 	slot = uint32(a.epoch)<<16 | ns
 	h = xxhash.Sum64(val) ^ (uint64(slot) * slotMix)
-	out, ok = a.cache.Get(slot, h, val)
-	return slot, h, out, ok
+	return slot, h, a.cache.Get(slot, h, val)
 }
 
 func (a *Applier) pseudonym(dst []byte, l *leaf, val []byte) []byte {
-	dst = append(dst, '"')
-	slot, h, out, ok := a.cached(l.ns, val)
-	if ok {
-		dst = append(dst, out...)
-		return append(dst, '"')
+	slot, h, out := a.cached(l.ns, val)
+	if out != nil {
+		return append(dst, out...)
 	}
 	start := len(dst)
+	dst = append(dst, '"')
 	dst = l.format.AppendPseudonym(dst, a.hasher(), a.normalize(l, val))
+	dst = append(dst, '"')
 	a.cache.Put(slot, h, val, dst[start:])
-	return append(dst, '"')
+	return dst
 }
 
 // normalize returns val as the rule's normalization wants it hashed.
@@ -554,13 +564,12 @@ func (a *Applier) email(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	if at <= 0 || at == len(val)-1 {
 		return dst, ErrNotEmail
 	}
-	slot, h, out, ok := a.cached(l.ns, val)
-	dst = append(dst, '"')
-	if ok {
-		dst = append(dst, out...)
-		return append(dst, '"'), nil
+	slot, h, out := a.cached(l.ns, val)
+	if out != nil {
+		return append(dst, out...), nil
 	}
 	start := len(dst)
+	dst = append(dst, '"')
 	local, domain := val[:at], val[at+1:]
 	dst = l.format.AppendPseudonym(dst, a.hasher(), a.normalize(l, local))
 	dst = append(dst, '@')
@@ -570,8 +579,9 @@ func (a *Applier) email(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	} else {
 		dst = jsonscan.AppendEscaped(dst, a.norm)
 	}
+	dst = append(dst, '"')
 	a.cache.Put(slot, h, val, dst[start:])
-	return append(dst, '"'), nil
+	return dst, nil
 }
 
 func parseIP(val []byte) (netip.Addr, error) {
@@ -583,33 +593,36 @@ func parseIP(val []byte) (netip.Addr, error) {
 }
 
 func (a *Applier) ipPrefix(dst []byte, l *leaf, val []byte) ([]byte, error) {
-	slot, h, out, ok := a.cached(l.ns, val)
-	dst = append(dst, '"')
-	if ok {
-		dst = append(dst, out...)
-		return append(dst, '"'), nil
+	slot, h, out := a.cached(l.ns, val)
+	if out != nil {
+		return append(dst, out...), nil
 	}
 	ip, err := parseIP(val)
 	if err != nil {
-		return dst[:len(dst)-1], err
+		return dst, err
 	}
 	start := len(dst)
+	dst = append(dst, '"')
 	dst = a.r.ring.CryptoPAn(a.epoch).Anonymize(ip).AppendTo(dst)
+	dst = append(dst, '"')
 	a.cache.Put(slot, h, val, dst[start:])
-	return append(dst, '"'), nil
+	return dst, nil
 }
 
 func ipTruncate(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	if v, ok := parseDottedQuad(val); ok && l.v4 >= 0 && l.v4 <= 32 {
 		v &^= uint32(uint64(1)<<(32-l.v4) - 1)
-		dst = append(dst, '"')
+		// Written into a scratch array, then one append.
+		var b [17]byte
+		b[0] = '"'
+		n := 1
 		for i := 24; i >= 0; i -= 8 {
-			dst = appendOctet(dst, byte(v>>i))
-			if i > 0 {
-				dst = append(dst, '.')
-			}
+			n = putOctet(&b, n, byte(v>>i))
+			b[n] = '.'
+			n++
 		}
-		return append(dst, '"'), nil
+		b[n-1] = '"'
+		return append(dst, b[:n]...), nil
 	}
 	ip, err := parseIP(val)
 	if err != nil {
@@ -726,12 +739,16 @@ func parseDottedQuad(b []byte) (v uint32, ok bool) {
 	return v<<8 | uint32(octet), true
 }
 
-func appendOctet(dst []byte, b byte) []byte {
+// putOctet writes b in decimal at buf[n:] and returns the offset after it.
+func putOctet(buf *[17]byte, n int, b byte) int {
 	switch {
 	case b >= 100:
-		return append(dst, '0'+b/100, '0'+b/10%10, '0'+b%10)
+		buf[n], buf[n+1], buf[n+2] = '0'+b/100, '0'+b/10%10, '0'+b%10
+		return n + 3
 	case b >= 10:
-		return append(dst, '0'+b/10, '0'+b%10)
+		buf[n], buf[n+1] = '0'+b/10, '0'+b%10
+		return n + 2
 	}
-	return append(dst, '0'+b)
+	buf[n] = '0' + b
+	return n + 1
 }

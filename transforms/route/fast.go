@@ -107,9 +107,6 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	}
 	mark := len(dst)
 	p++
-	if d[p] <= ' ' && d[p] != 0 {
-		p = jsonscan.SkipWS(d[:len(d)-pad], p)
-	}
 	if d[p] == '}' {
 		return dst, p + 1, true
 	}
@@ -117,29 +114,24 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	for ord := 0; ; ord++ {
 		// The key: `"key":` as the shape remembers it at this position
 		// (two masked word compares; the pad bytes never match a key's),
-		// or read and looked up.
+		// or, after whitespace or a change of shape, read and looked up.
 		var child *node
-		if ord < len(shape) && load64(d, p)&shape[ord].m0 == shape[ord].w0 && load64(d, p+8)&shape[ord].m1 == shape[ord].w1 && uint(shape[ord].n-1) < 16 {
-			child, p = shape[ord].child, p+shape[ord].n
+		var op fastOp
+		if ord < len(shape) && load64(d, p)&shape[ord].m0 == shape[ord].w0 && load64(d, p+8)&shape[ord].m1 == shape[ord].w1 {
+			child, op, p = shape[ord].child, shape[ord].op, p+shape[ord].n
 		} else {
 			var ok bool
 			if child, p, ok = a.fastKey(d[:len(d)-pad], p, n, ord); !ok {
 				return dst, p, false
 			}
+			if op = opDrop; child != nil {
+				op = child.op
+			}
 			shape = a.shapes[n.id]
 		}
-		if d[p] <= ' ' {
-			if d[p] == 0 {
-				return dst, p, false
-			}
-			p = jsonscan.SkipWS(d[:len(d)-pad], p)
-		}
-		op := opDrop
-		if child != nil {
-			op = child.op
-		}
-		// The end of a scalar value: a plain string (any string for drop
-		// and keep, validated), or a number. -1: not found here.
+		// The value. Its end, for a plain string (any string for drop and
+		// keep, validated) or a number; whitespace, other values and
+		// other ops go on below with end -1.
 		c, end := d[p], -1
 		if op <= opAct {
 			if c == '"' {
@@ -158,19 +150,33 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 						return dst, p, false
 					}
 				}
-			} else if op != opAct {
-				if c-'0' < 10 {
-					// An integer (no leading zero) ending within 8 bytes.
-					if k := jsonscan.DigitRun(load64(d, p)); k < 8 && (k == 1 || c != '0') {
-						if e := d[p+k]; e != '.' && e|0x20 != 'e' {
-							end = p + k
-						}
+			} else if op != opAct && c-'0' < 10 {
+				// An integer (no leading zero) ending within 8 bytes.
+				if k := jsonscan.DigitRun(load64(d, p)); k < 8 && (k == 1 || c != '0') {
+					if e := d[p+k]; e != '.' && e|0x20 != 'e' {
+						end = p + k
 					}
 				}
-				if end < 0 {
-					if end = jsonscan.ValueEnd(d[:len(d)-pad], p, depth); end < 0 {
-						return dst, p, false
-					}
+			}
+		}
+		if end < 0 {
+			if c <= ' ' {
+				if c == 0 {
+					return dst, p, false
+				}
+				p = jsonscan.SkipWS(d[:len(d)-pad], p)
+				c = d[p]
+			}
+			if op <= opKeep {
+				if end = jsonscan.ValueEnd(d[:len(d)-pad], p, depth); end < 0 {
+					return dst, p, false
+				}
+			} else if op == opAct && c == '"' {
+				end = jsonscan.PlainRun(d[:len(d)-pad], p+1)
+				if d[end] != '"' {
+					end = -1
+				} else {
+					end++
 				}
 			}
 		}
@@ -180,28 +186,36 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 			a.Stats.DroppedFields++
 			p = end
 		case op == opKeep:
-			dst = appendMember(dst, child)
-			if l, k := len(dst), end-p; k <= 16 && cap(dst)-l >= 16 {
-				w := dst[l : l+16]
-				binary.LittleEndian.PutUint64(w, load64(d, p))
-				binary.LittleEndian.PutUint64(w[8:], load64(d, p+8))
-				dst = dst[:l+k]
+			if l, k := len(dst), end-p; k <= 16 && cap(dst)-l >= 32 && len(child.member) <= 16 {
+				w := dst[l : l+32]
+				binary.LittleEndian.PutUint64(w, child.mw0)
+				binary.LittleEndian.PutUint64(w[8:], child.mw1)
+				l = len(child.member)
+				binary.LittleEndian.PutUint64(w[l:], load64(d, p))
+				binary.LittleEndian.PutUint64(w[l+8:], load64(d, p+8))
+				dst = dst[:len(dst)+l+k]
 			} else {
+				dst = append(dst, child.member...)
 				dst = append(dst, d[p:end]...)
 			}
 			p = end
 		case op == opAct && end >= 0:
 			member := len(dst)
 			dst = appendMember(dst, child)
+			val := d[p+1 : end-1]
+			p = end
+			if l := child.leaf; l.kind == kindPseudonym && a.obs == nil {
+				dst = a.pseudonym(dst, l, val)
+				break
+			}
 			var ok bool
 			var err error
-			if dst, ok, err = a.act(dst, child, child.leaf, d[p+1:end-1], jsonscan.String); err != nil {
+			if dst, ok, err = a.act(dst, child, child.leaf, val, jsonscan.String); err != nil {
 				return dst, p, false
 			}
 			if !ok {
 				dst = dst[:member]
 			}
-			p = end
 		case op == opObject && c == '{':
 			member := len(dst)
 			dst = appendMember(dst, child)
@@ -218,17 +232,21 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 				return dst, p, false
 			}
 		}
-		// After the value: a comma and the next key, or the end.
-		if d[p] <= ' ' && d[p] != 0 {
-			p = jsonscan.SkipWS(d[:len(d)-pad], p)
-		}
-		if c := d[p]; c == ',' {
+		// After the value: a comma (whitespace after it is left to the
+		// key's slow branch), or the end.
+		c = d[p]
+		if c == ',' {
 			p++
-			if d[p] <= ' ' && d[p] != 0 {
-				p = jsonscan.SkipWS(d[:len(d)-pad], p)
-			}
 			continue
-		} else if c != '}' {
+		}
+		if c <= ' ' && c != 0 {
+			p = jsonscan.SkipWS(d[:len(d)-pad], p)
+			if c = d[p]; c == ',' {
+				p++
+				continue
+			}
+		}
+		if c != '}' {
 			return dst, p, false
 		}
 		p++
@@ -256,9 +274,13 @@ func appendMember(dst []byte, child *node) []byte {
 	return append(dst, child.member...)
 }
 
-// fastKey reads the key at d[p] when the shape's two words did not match:
-// a long key the shape remembers, or a plain key looked up and learnt.
+// fastKey reads the key at d[p] (after whitespace) when the shape's two
+// words did not match: a key the shape remembers after whitespace, a long
+// one, or a plain key looked up and learnt.
 func (a *Applier) fastKey(d []byte, p int, n *node, ord int) (*node, int, bool) {
+	if p < len(d) && d[p] <= ' ' {
+		p = jsonscan.SkipWS(d, p)
+	}
 	if sh := a.shapes[n.id]; ord < len(sh) && sh[ord].match(d, p) {
 		return sh[ord].child, p + sh[ord].n, true
 	}
