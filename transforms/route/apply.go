@@ -610,12 +610,25 @@ func (a *Applier) ipPrefix(dst []byte, l *leaf, val []byte) ([]byte, error) {
 }
 
 func ipTruncate(dst []byte, l *leaf, val []byte) ([]byte, error) {
-	if v, ok := parseDottedQuad(val); ok && l.v4 >= 0 && l.v4 <= 32 {
-		v &^= uint32(uint64(1)<<(32-l.v4) - 1)
-		// Written into a scratch array, then one append.
+	if v, dots, ok := parseDottedQuad(val); ok && l.v4 >= 0 && l.v4 <= 32 {
 		var b [17]byte
 		b[0] = '"'
 		n := 1
+		if k := l.v4 / 8; l.v4%8 == 0 && k > 0 {
+			// Whole octets kept: their text is already canonical.
+			end := len(val)
+			if k < 4 {
+				end = int(uint8(dots >> (8 * (k - 1))))
+			}
+			n += copy(b[1:], val[:end])
+			for ; k < 4; k++ {
+				b[n], b[n+1] = '.', '0'
+				n += 2
+			}
+			b[n] = '"'
+			return append(dst, b[:n+1]...), nil
+		}
+		v &^= uint32(uint64(1)<<(32-l.v4) - 1)
 		for i := 24; i >= 0; i -= 8 {
 			n = putOctet(&b, n, byte(v>>i))
 			b[n] = '.'
@@ -710,33 +723,34 @@ func lookup(s *jsonscan.Scanner, src []byte, r *Route) (val []byte, isNum, ok bo
 
 // parseDottedQuad reads the IPv4 form netip.ParseAddr accepts (four decimal
 // octets, no leading zeros) quickly; ok is false for anything else, which
-// then goes through netip.
-func parseDottedQuad(b []byte) (v uint32, ok bool) {
+// then goes through netip. Byte k of dots is the offset of dot k.
+func parseDottedQuad(b []byte) (v, dots uint32, ok bool) {
 	fields, octet, digits := 0, 0, 0
 	for i := 0; i < len(b); i++ {
 		c := b[i]
 		switch {
 		case c >= '0' && c <= '9':
 			if digits > 0 && octet == 0 {
-				return 0, false // leading zero
+				return 0, 0, false // leading zero
 			}
 			octet = octet*10 + int(c-'0')
 			digits++
 			if octet > 255 {
-				return 0, false
+				return 0, 0, false
 			}
 		case c == '.' && digits > 0 && fields < 3:
 			v = v<<8 | uint32(octet)
+			dots |= uint32(i) << (8 * fields)
 			fields++
 			octet, digits = 0, 0
 		default:
-			return 0, false
+			return 0, 0, false
 		}
 	}
 	if fields != 3 || digits == 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	return v<<8 | uint32(octet), true
+	return v<<8 | uint32(octet), dots, true
 }
 
 // putOctet writes b in decimal at buf[n:] and returns the offset after it.
