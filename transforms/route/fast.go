@@ -3,6 +3,7 @@ package route
 import (
 	"encoding/binary"
 	"math/bits"
+	"unsafe"
 
 	"github.com/deident/deident/internal/jsonscan"
 )
@@ -259,8 +260,15 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	return dst, p, true
 }
 
-// load64 reads the eight bytes at d[i] little-endian.
-func load64(d []byte, i int) uint64 { return binary.LittleEndian.Uint64(d[i : i+8]) }
+// load64 reads the eight bytes at d[i] little-endian. One unsigned compare
+// guards it (d[i:i+8] would cost two compares and the masking of an
+// empty slice's pointer on every load of the loop).
+func load64(d []byte, i int) uint64 {
+	if uint(i) > uint(len(d)-8) { // d is padded: len(d) >= 16
+		panic("route: load64 out of range")
+	}
+	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(d)), i))[:])
+}
 
 // appendMember appends child's `,"name":`, with two word stores when it
 // and the room for it fit in 16 bytes.
