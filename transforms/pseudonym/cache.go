@@ -87,5 +87,8 @@ func (c *Cache) Put(slot uint32, h uint64, val, out []byte) {
 		c.tick = 1
 	}
 	e.h, e.slot, e.tick, e.n = h, slot, c.tick, len(val)
+	if n := len(val) + len(out); cap(e.kv) < n {
+		e.kv = make([]byte, 0, n) // one allocation (the size class leaves some room)
+	}
 	e.kv = append(append(e.kv[:0], val...), out...)
 }
