@@ -73,7 +73,8 @@ type Applier struct {
 	queue    bool
 	obsQueue []pending
 	obsBuf   []byte
-	pad      []byte // the record and pad zero bytes
+	pad      []byte       // the record and pad zero bytes
+	memo     []*memoTable // per node id: recent objects and their outputs
 	general  bool
 }
 
@@ -149,6 +150,7 @@ func (r *Route) NewApplier() *Applier {
 		hashers: make([]*pseudonym.Hasher, r.ring.Len()),
 		cache:   pseudonym.NewCache(r.cacheEntries),
 		shapes:  make([][]expect, r.nodes),
+		memo:    make([]*memoTable, r.nodes),
 		unesc:   make([]byte, 0, 256),
 		norm:    make([]byte, 0, 256),
 	}

@@ -28,7 +28,7 @@ import (
 // of such a record reads a little high).
 
 // pad is how many zero bytes follow the record in the fast path's copy.
-const pad = 16
+const pad = 32
 
 // pending is one queued Observer call: the value is obsBuf[off:end].
 type pending struct {
@@ -218,14 +218,9 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 				dst = dst[:member]
 			}
 		case op == opObject && c == '{':
-			member := len(dst)
-			dst = appendMember(dst, child)
 			var ok bool
-			if dst, p, ok = a.fastObject(dst, d, p, child, depth+1); !ok {
+			if dst, p, ok = a.fastMember(dst, d, p, child, depth+1); !ok {
 				return dst, p, false
-			}
-			if len(dst) == member+len(child.member) {
-				dst = dst[:member]
 			}
 		default:
 			var ok bool
@@ -256,6 +251,101 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	if len(dst) > mark {
 		dst[mark] = '{'
 		dst = append(dst, '}')
+	}
+	return dst, p, true
+}
+
+// The subtree memo. Telemetry repeats whole objects, not only values: the
+// same user object ({"name":…,"email_addr":…,"uid":…}) with the same three
+// pseudonyms, the same device, the same product. fastMember remembers, per
+// node, the input bytes of recent objects and the output they gave, and
+// replays the output when the same bytes come again. Equal bytes are the
+// same object, already validated (a complete object ends where its bytes
+// say, and a node always sits at the same depth), and its output depends
+// on nothing else but the key epoch, which the entry records. Used only
+// with the pseudonym cache on (it is a cache of pseudonyms too: with the
+// cache off every value is hashed, as the floor comparison expects) and
+// without an Observer, which must see every record's values. Bounded:
+// memoEntries*(memoMaxIn+memoMaxOut) bytes per node with rules for members
+// at most, allocated for nodes whose objects are met.
+const (
+	memoEntries = 1024 // per node, direct-mapped
+	memoMaxIn   = 256  // longest object remembered
+	memoMaxOut  = 1024 // longest output remembered
+	memoTrial   = 256  // lookups after which a node whose objects rarely repeat is given up
+)
+
+type memoTable struct {
+	e           [memoEntries]memoEntry
+	tries, hits uint32
+	off         bool
+}
+
+type memoEntry struct {
+	h        uint64
+	epoch    int
+	in, out  []byte // the object's bytes; what it wrote, member included
+	dropped  uint64 // members it dropped
+	lookups  uint64 // pseudonym cache lookups it made (counted as hits on replay)
+	occupied bool
+}
+
+// fastMember writes the member for the object at d[p] (node child, at the
+// given depth) through the memo or fastObject.
+func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
+	var m *memoTable
+	var h uint64
+	if a.obs == nil && a.cache != nil {
+		if m = a.memo[child.id]; m == nil {
+			m = new(memoTable)
+			a.memo[child.id] = m
+		}
+		if m.off {
+			m = nil
+		}
+	}
+	if m != nil {
+		// The index: the object's first 32 bytes (or what follows it).
+		h = (load64(d, p)*0x9E3779B97F4A7C15 ^ load64(d, p+8)*0xC2B2AE3D27D4EB4F ^
+			load64(d, p+16)*0x165667B19E3779F9 ^ load64(d, p+24)*0x27D4EB2F165667C5) * 0x9E3779B97F4A7C15
+		e := &m.e[h>>(64-10)]
+		m.tries++
+		if e.occupied && e.h == h && e.epoch == a.epoch && len(e.in) <= len(d)-pad-p && string(d[p:p+len(e.in)]) == string(e.in) {
+			m.hits++
+			a.Stats.DroppedFields += e.dropped
+			if a.cache != nil {
+				a.cache.Hits += e.lookups
+			}
+			return append(dst, e.out...), p + len(e.in), true
+		}
+		if m.tries == memoTrial && m.hits < m.tries/4 {
+			m.off = true // this node's objects rarely repeat
+		}
+	}
+	start, member := p, len(dst)
+	dropped := a.Stats.DroppedFields
+	var lookups uint64
+	if a.cache != nil {
+		lookups = a.cache.Hits + a.cache.Misses
+	}
+	dst = appendMember(dst, child)
+	dst, p, ok := a.fastObject(dst, d, p, child, depth)
+	if !ok {
+		return dst, p, false
+	}
+	if len(dst) == member+len(child.member) {
+		dst = dst[:member]
+	}
+	if m != nil && p-start <= memoMaxIn && len(dst)-member <= memoMaxOut {
+		e := &m.e[h>>(64-10)]
+		e.h, e.epoch, e.occupied = h, a.epoch, true
+		e.in = append(e.in[:0], d[start:p]...)
+		e.out = append(e.out[:0], dst[member:]...)
+		e.dropped = a.Stats.DroppedFields - dropped
+		e.lookups = 0
+		if a.cache != nil {
+			e.lookups = a.cache.Hits + a.cache.Misses - lookups
+		}
 	}
 	return dst, p, true
 }

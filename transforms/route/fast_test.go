@@ -39,6 +39,9 @@ func FuzzFastPathMatchesGeneral(f *testing.F) {
 		{`{"u":12345678,"n":100000000}`, `{"u":"a","u":"b"}`},
 		{"{\"a\":{\"b\":\"\xff\"}}", `{"a":{"b":1}}`},
 		{`{"u":1}x`, `{"u":1,}`},
+		{`{"a":{"b":"x","c":{"d":1}},"u":1}`, `{"a":{"b":"x","c":{"d":1}},"u":2}`},
+		{`{"a":{"b":"x","c":{"d":1}}`, `{"a":{"b":"x","c":{"d":1}},"a":{"b":"x","c":{"d":1}}}`},
+		{`{"a":{"b":"x"},"a":{"b":"x"}}`, `{"a":{"b":"x"} ,"a":{"b":"x"}}`},
 		{`{"a":{"b":"x"}`, `[{"u":1}]`},
 	} {
 		f.Add([]byte(s[0]), []byte(s[1]))
@@ -50,11 +53,20 @@ func FuzzFastPathMatchesGeneral(f *testing.F) {
 		var fo, so recorder
 		fast.SetObserver(&fo)
 		slow.SetObserver(&so)
-		for _, in := range [][]byte{x, y, x} {
+		memo := r.NewApplier() // no Observer: the subtree memo is on
+		for _, in := range [][]byte{x, y, x, y} {
 			got, gotErr := fast.Apply([]byte("prefix"), in)
 			want, wantErr := slow.Apply([]byte("prefix"), in)
 			if string(got) != string(want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
 				t.Fatalf("%q: fast %q %v, general %q %v", in, got, gotErr, want, wantErr)
+			}
+			got, gotErr = memo.Apply([]byte("prefix"), in)
+			if string(got) != string(want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+				t.Fatalf("%q: with the memo %q %v, general %q %v", in, got, gotErr, want, wantErr)
+			}
+			if memo.Stats != slow.Stats || memo.cache.Hits+memo.cache.Misses != slow.cache.Hits+slow.cache.Misses {
+				t.Fatalf("%q: with the memo %+v %d lookups, general %+v %d", in, memo.Stats, memo.cache.Hits+memo.cache.Misses,
+					slow.Stats, slow.cache.Hits+slow.cache.Misses)
 			}
 			// A record the fast path gave up on may leave pseudonyms in the
 			// cache that the general path then finds: the same lookups,
@@ -81,5 +93,37 @@ func TestFastPathTakesTheUsualRecord(t *testing.T) {
 		if _, ok := a.fastApply(nil, in); !ok {
 			t.Fatalf("round %d: the fast path gave up on %s", i, in)
 		}
+	}
+}
+
+// TestMemoKeepsKeyEpochsApart: the same object in records of two key
+// epochs must get each epoch's pseudonym, not the one remembered from the
+// other (the subtree memo replays outputs by the object's bytes).
+func TestMemoKeepsKeyEpochsApart(t *testing.T) {
+	r := compile(t, "      - {path: a.u, action: pseudonymize}\n      - {path: time, action: keep}\n",
+		"event_time: time",
+		"keys: [{env: TEST_KEY_V, valid_from: 2026-01-01T00:00:00Z}, {env: TEST_KEY_V2, valid_from: 2027-01-01T00:00:00Z}]")
+	a := r.NewApplier()
+	in := []string{
+		`{"time":"2026-06-01T00:00:00Z","a":{"u":"alice"}}`,
+		`{"time":"2027-06-01T00:00:00Z","a":{"u":"alice"}}`,
+	}
+	for round := 0; round < 3; round++ {
+		for _, rec := range []string{in[0], in[0], in[1], in[1]} { // a hit, then the other epoch
+			got, err := a.Apply(nil, []byte(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := r.NewApplier().Apply(nil, []byte(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Fatalf("round %d, %s: got %s, want %s", round, rec, got, want)
+			}
+		}
+	}
+	if m := a.memo[r.root.kids[0].id]; m == nil || m.hits == 0 {
+		t.Fatal("the memo was not used: the test checks nothing")
 	}
 }
