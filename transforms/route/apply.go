@@ -473,7 +473,7 @@ func (a *Applier) act(dst []byte, n *node, l *leaf, val []byte, kind jsonscan.Ki
 	case kindIPPrefix:
 		dst, err = a.ipPrefix(dst, l, val)
 	case kindIPTruncate:
-		dst, err = ipTruncate(dst, l, val)
+		dst, err = a.ipTruncateCached(dst, l, val)
 	case kindTime:
 		dst, err = l.time.Append(dst, val, kind == jsonscan.Number)
 	case kindNumber:
@@ -609,6 +609,23 @@ func (a *Applier) ipPrefix(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	dst = append(dst, '"')
 	a.cache.Put(slot, h, val, dst[start:])
 	return dst, nil
+}
+
+// ipTruncateCached is ipTruncate through the pseudonym cache.
+func (a *Applier) ipTruncateCached(dst []byte, l *leaf, val []byte) ([]byte, error) {
+	if a.cache == nil {
+		return ipTruncate(dst, l, val)
+	}
+	slot, h, out := a.cached(l.ns, val)
+	if out != nil {
+		return append(dst, out...), nil
+	}
+	start := len(dst)
+	dst, err := ipTruncate(dst, l, val)
+	if err == nil {
+		a.cache.Put(slot, h, val, dst[start:])
+	}
+	return dst, err
 }
 
 func ipTruncate(dst []byte, l *leaf, val []byte) ([]byte, error) {

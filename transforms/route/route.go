@@ -218,6 +218,9 @@ func Compile(name string, rc config.Route, dir string, limits config.Limits) (*R
 			l.ns = nsIndex("\x00ip_prefix_preserving")
 		case config.IPTruncate:
 			l.kind, l.v4, l.v6 = kindIPTruncate, f.IPv4Bits, f.IPv6Bits
+			// Cached like a pseudonym (telemetry repeats addresses too),
+			// in a namespace of its prefix lengths.
+			l.ns = nsIndex(fmt.Sprintf("\x00ip_truncate/%d/%d", f.IPv4Bits, f.IPv6Bits))
 		case config.Generalize:
 			switch {
 			case f.TimeBucket != "":
