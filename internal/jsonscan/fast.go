@@ -210,10 +210,9 @@ func stringEnd(d []byte, i int) int {
 			if i+1 >= len(d) {
 				return -1
 			}
-			switch d[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			if e := d[i+1]; simpleEscape[e] {
 				i += 2
-			case 'u':
+			} else if e == 'u' {
 				if i+6 > len(d) {
 					return -1
 				}
@@ -223,7 +222,7 @@ func stringEnd(d []byte, i int) int {
 					}
 				}
 				i += 6
-			default:
+			} else {
 				return -1
 			}
 		case c < 0x20:
@@ -237,6 +236,9 @@ func stringEnd(d []byte, i int) int {
 		}
 	}
 }
+
+// simpleEscape marks the bytes that may follow a backslash on their own.
+var simpleEscape = [256]bool{'"': true, '\\': true, '/': true, 'b': true, 'f': true, 'n': true, 'r': true, 't': true}
 
 // numberEnd reads a number at d[i] by the JSON grammar; -1 when malformed.
 func numberEnd(d []byte, i int) int {
