@@ -53,8 +53,10 @@ type Observer interface {
 }
 
 // Applier applies a Route. It owns the per-worker state: keyed hashers,
-// the pseudonym cache and scratch buffers. Not safe for concurrent use;
-// src is not retained after Apply returns.
+// the pseudonym cache, the subtree memo (fast.go) and scratch buffers. Not
+// safe for concurrent use; src is not retained after Apply returns (the
+// caches keep copies of recent values and objects, as a pseudonym cache
+// must, in the worker's memory only).
 type Applier struct {
 	r       *Route
 	s       jsonscan.Scanner
