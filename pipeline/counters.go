@@ -25,13 +25,21 @@ type RouteCounters struct {
 	// (rebalance, shutdown): not decided here, their offsets not committed,
 	// the partition's next owner reprocesses them.
 	Revoked atomic.Uint64
+	// Dedicated counts decoded records of the inputs dedicated to the route
+	// (Input.Route, a repartition topic): such a route reads only them.
+	Dedicated atomic.Uint64
+
+	dedicated bool
 }
 
 // WorkerCounters count the worker's input records.
 type WorkerCounters struct {
-	Consumed     atomic.Uint64
-	Decoded      atomic.Uint64
-	DeadLettered atomic.Uint64 // undecodable; sent to the dead-letter topic
+	Consumed atomic.Uint64
+	Decoded  atomic.Uint64
+	// DecodedDedicated counts the decoded records of dedicated inputs
+	// (Input.Route): every route but theirs ignores them.
+	DecodedDedicated atomic.Uint64
+	DeadLettered     atomic.Uint64 // undecodable; sent to the dead-letter topic
 	// Acked counts outputs (vendor records and dead letters) the sink acknowledged.
 	Acked atomic.Uint64
 	// Committed counts successful offset commits.
@@ -55,8 +63,11 @@ type Counters struct {
 //	per route:  in = out + suppressed + quarantined + filtered_by_category + failed + held + revoked
 //	worker:     consumed = decoded + dead_lettered
 //
-// (held and revoked are zero for routes without a k-anonymity stage) and that every route saw every decoded record. Counters are read one by
-// one, so Check is exact only while no record is being processed.
+// (held and revoked are zero for routes without a k-anonymity stage) and
+// that every route saw every decoded record it reads: a route with a
+// dedicated input (Input.Route) those of its dedicated inputs, every other
+// route every other decoded record. Counters are read one by one, so Check
+// is exact only while no record is being processed.
 func (c *Counters) Check() error {
 	var errs []error
 	w := &c.Worker
@@ -71,8 +82,11 @@ func (c *Counters) Check() error {
 		if in != out+sup+q+f+fail+held+rev {
 			errs = append(errs, fmt.Errorf("route %s: in %d != out %d + suppressed %d + quarantined %d + filtered_by_category %d + failed %d + held %d + revoked %d", name, in, out, sup, q, f, fail, held, rev))
 		}
-		if in != decoded {
-			errs = append(errs, fmt.Errorf("route %s: in %d != decoded %d", name, in, decoded))
+		switch ded := w.DecodedDedicated.Load(); {
+		case r.dedicated && in != r.Dedicated.Load():
+			errs = append(errs, fmt.Errorf("route %s: in %d != decoded %d of its dedicated inputs", name, in, r.Dedicated.Load()))
+		case !r.dedicated && in != decoded-ded:
+			errs = append(errs, fmt.Errorf("route %s: in %d != decoded %d - decoded of dedicated inputs %d", name, in, decoded, ded))
 		}
 	}
 	return errors.Join(errs...)

@@ -206,6 +206,11 @@ type Decision struct {
 	Count int
 	// First and Last bound the offsets it decides (of the claim's partition).
 	First, Last int64
+	// Prov, when set, is the provenance header value of a Release
+	// (deident-src) or an Aggregate (deident-spans) instead of the claim's
+	// own coordinates: a stage reading a repartition topic names the
+	// source records its decisions derive from.
+	Prov []byte
 }
 
 // Stage is a route's k-anonymity stage for one claim: the runner makes one
@@ -252,6 +257,13 @@ type Route struct {
 	// Quarantined outputs are not encoded. Not applied to k-anonymity
 	// stage outputs. Must be safe for concurrent use.
 	Encode func(dst, out []byte, rec *Record) ([]byte, error)
+	// Key, when set, gives the key of the route's outputs from the route's
+	// output (what Apply wrote) instead of the input record's key: a
+	// repartition route keys records by their class. Appends to dst. A
+	// failure dead-letters the record for the route at stage "kanon"
+	// (counted failed); its error names a field path, never a value. Not
+	// used with a Stage or Encode. Must be safe for concurrent use.
+	Key func(dst, out []byte) ([]byte, error)
 	// Decodes declares that the route's Apply reads the whole input value
 	// and accepts only values its input's Decode accepts (a successful
 	// Apply implies a successful Decode). When the first route that may
@@ -279,4 +291,10 @@ type Input struct {
 	// a value. Without it the routes read the value itself, uncopied. Must
 	// be safe for concurrent use.
 	DecodeTo func(dst, value []byte) ([]byte, error)
+	// Route, when set, dedicates the input to the route of that name: its
+	// records are offered to that route alone, and that route reads only
+	// its dedicated inputs; the other routes and inputs neither see nor
+	// count each other (the repartition topic of a k-anonymity route, read
+	// by the route's second leg).
+	Route string
 }

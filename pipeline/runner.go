@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,13 @@ type Runner struct {
 	counters *Counters
 	sem      chan struct{}
 	sink     Sink
+	// dedicated marks the routes an Input is dedicated to (Input.Route):
+	// they read only such inputs.
+	dedicated []bool
+
+	// routes is the running route set; Reload swaps it and each claim
+	// switches to it between two records (see claimState.sync).
+	routes atomic.Pointer[routeSet]
 
 	failed chan struct{} // closed on the first fatal error
 	mu     sync.Mutex
@@ -84,6 +92,17 @@ func New(cfg Config) (*Runner, error) {
 		c.Routes[r.Name] = &RouteCounters{}
 		c.Names = append(c.Names, r.Name)
 	}
+	dedicated := make([]bool, len(cfg.Routes))
+	for topic, in := range cfg.Inputs {
+		if in.Route == "" {
+			continue
+		}
+		if i := slices.IndexFunc(cfg.Routes, func(r Route) bool { return r.Name == in.Route }); i >= 0 {
+			dedicated[i] = true
+		} else {
+			errs = append(errs, fmt.Errorf("input %s: dedicated to route %s, which does not exist", topic, in.Route))
+		}
+	}
 	if cfg.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max in flight must be positive, got %d", cfg.MaxInFlight))
 	}
@@ -109,7 +128,12 @@ func New(cfg Config) (*Runner, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{cfg: cfg, log: log, counters: c, sem: make(chan struct{}, cfg.MaxInFlight), failed: make(chan struct{})}, nil
+	for i, d := range dedicated {
+		c.Routes[cfg.Routes[i].Name].dedicated = d
+	}
+	r := &Runner{cfg: cfg, log: log, counters: c, dedicated: dedicated, sem: make(chan struct{}, cfg.MaxInFlight), failed: make(chan struct{})}
+	r.routes.Store(&routeSet{routes: cfg.Routes})
+	return r, nil
 }
 
 // MaxInFlight returns the bound on records with unacknowledged outputs.
@@ -223,6 +247,7 @@ type routeTally struct {
 // claimState is the per-claim state, dropped when the claim ends.
 type claimState struct {
 	r         *Runner
+	set       *routeSet // the routes the claim's appliers, checkers and stages belong to
 	topic     string
 	partition int
 	tr        *PartitionTracker
@@ -231,6 +256,7 @@ type claimState struct {
 	src       []byte
 	decoded   []byte // the record as the routes read it, when its input has DecodeTo
 	encoded   []byte // a route's Encode output, before it is carved from the arena
+	key       []byte // a route's Key output, before it is carved from the arena
 
 	// The input the claim's records come from (cached by topic: a claim's
 	// records normally share one) and which routes may receive its category.
@@ -270,8 +296,8 @@ type claimState struct {
 }
 
 func (r *Runner) handle(ctx context.Context, c Claim) {
-	st := &claimState{r: r, topic: c.Topic(), partition: c.Partition(), tr: NewPartitionTracker(), committed: -1}
-	n := len(r.cfg.Routes)
+	st := &claimState{r: r, set: r.routes.Load(), topic: c.Topic(), partition: c.Partition(), tr: NewPartitionTracker(), committed: -1}
+	n := len(st.set.routes)
 	st.appliers = make([]Applier, n)
 	st.checkers = make([]Checker, n)
 	st.stages = make([]Stage, n)
@@ -282,7 +308,7 @@ func (r *Runner) handle(ctx context.Context, c Claim) {
 	st.keyID = make([]string, n)
 	st.keyHdr = make([][]byte, n)
 	hasStage := false
-	for i, rt := range r.cfg.Routes {
+	for i, rt := range st.set.routes {
 		st.policy[i] = []byte(rt.Version)
 		st.appliers[i] = rt.NewApplier()
 		if rt.NewChecker != nil {
@@ -433,6 +459,7 @@ fetch:
 		r.counters.Worker.InFlight.Add(1)
 		n := len(pending)
 		st.stageMu.Lock()
+		st.sync() // a reload takes effect here, between two records
 		pending, err = st.process(pending, &rec)
 		if err == nil {
 			err = st.tr.Add(rec.Offset, len(pending)-n)
@@ -488,7 +515,7 @@ drain:
 	var revoked int64
 	for i, n := range st.held {
 		if n > 0 {
-			rc := r.counters.Routes[r.cfg.Routes[i].Name]
+			rc := r.counters.Routes[st.set.routes[i].Name]
 			rc.Held.Add(-n)
 			rc.Revoked.Add(uint64(n))
 			revoked += n
@@ -631,13 +658,21 @@ func (st *claimState) input(topic string) (Input, bool) {
 	if !st.inOK {
 		return st.in, false
 	}
-	for i, rt := range r.cfg.Routes {
-		st.allowed[i] = rt.Allows(st.in.Category)
+	for i, rt := range st.set.routes {
+		st.allowed[i] = r.reads(i, st.in) && rt.Allows(st.in.Category)
 		if st.allowed[i] && st.first < 0 {
 			st.first = i
 		}
 	}
 	return st.in, true
+}
+
+// reads reports whether route i reads input in at all (see Input.Route).
+func (r *Runner) reads(i int, in Input) bool {
+	if in.Route != "" {
+		return in.Route == r.cfg.Routes[i].Name
+	}
+	return !r.dedicated[i]
 }
 
 // keyHeader returns route i's deident-key header value for the key id of
@@ -673,7 +708,7 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 		st.decoded, err = in.DecodeTo(st.decoded[:0], rec.Value)
 		value = st.decoded
 	default:
-		if lazy = st.first >= 0 && r.cfg.Routes[st.first].Decodes; !lazy {
+		if lazy = st.first >= 0 && st.set.routes[st.first].Decodes; !lazy {
 			err = in.Decode(rec.Value)
 		}
 	}
@@ -683,7 +718,10 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 	clear(st.tally)
 	var src []byte // the deident-src header value, shared by rec's outputs
 	var ack *recordAck
-	for i, rt := range r.cfg.Routes {
+	for i, rt := range st.set.routes {
+		if !r.reads(i, in) {
+			continue // not this route's input (see Input.Route): not counted
+		}
 		t := &st.tally[i]
 		t.in++
 		if !st.allowed[i] {
@@ -733,6 +771,16 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 				continue
 			}
 		}
+		rekey := rt.Key != nil && rt.Encode == nil
+		if rekey {
+			// val stays in the arena's free end while its key is made aside.
+			if st.key, err = rt.Key(st.key[:0], val); err != nil {
+				t.fail++
+				r.log.Warn("record dead-lettered", "stage", "kanon", "route", rt.Name, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+				outs = append(outs, st.deadLetter(rec, "kanon", rt.Name, err))
+				continue
+			}
+		}
 		verdict := Verdict{Pass: true}
 		if chk != nil {
 			// The gate reads the route's output as Apply wrote it.
@@ -744,6 +792,10 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 			val = append(st.alloc(len(st.encoded)), st.encoded...)
 		}
 		val = st.commit(val)
+		key := rec.Key
+		if rekey {
+			key = st.commit(append(st.alloc(len(st.key)), st.key...))
+		}
 		if src == nil {
 			src = st.commit(append(st.alloc(len(st.src)), st.src...))
 			ack = st.ack(rec.Offset)
@@ -754,14 +806,18 @@ func (st *claimState) process(outs []Output, rec *Record) ([]Output, error) {
 		headers[2] = Header{Key: HeaderKey, Value: st.keyHeader(i, a.KeyID())}
 		if !verdict.Pass {
 			t.q++
-			outs = append(outs, st.quarantine(rec.Key, val, headers, rt.Name, verdict, rec.Offset))
+			outs = append(outs, st.quarantine(key, val, headers, rt.Name, verdict, rec.Offset))
 			continue
 		}
 		t.out++
-		outs = append(outs, Output{Topic: rt.Topic, Key: rec.Key, Value: val, Headers: headers, Done: ack})
+		outs = append(outs, Output{Topic: rt.Topic, Key: key, Value: val, Headers: headers, Done: ack})
 	}
 	cnt.Worker.Consumed.Add(1)
 	cnt.Worker.Decoded.Add(1)
+	if in.Route != "" {
+		cnt.Worker.DecodedDedicated.Add(1)
+		cnt.Routes[in.Route].Dedicated.Add(1)
+	}
 	st.applyTally()
 	st.setFloor()
 	return outs, nil
@@ -797,7 +853,7 @@ func (st *claimState) advance(now time.Time) error {
 func (st *claimState) applyTally() {
 	for i := range st.tally {
 		t := &st.tally[i]
-		rc := st.r.counters.Routes[st.r.cfg.Routes[i].Name]
+		rc := st.r.counters.Routes[st.set.routes[i].Name]
 		for _, c := range [...]struct {
 			n uint64
 			a *atomic.Uint64
@@ -831,8 +887,7 @@ func (st *claimState) setFloor() {
 // decide turns route i's stage decisions into staged outputs, registering
 // a tracker hold for each at the lowest offset it decides. st.stageMu is held.
 func (st *claimState) decide(i int, decs []Decision) error {
-	r := st.r
-	rt := &r.cfg.Routes[i]
+	rt := &st.set.routes[i]
 	t := &st.tally[i]
 	for _, d := range decs {
 		switch d.Kind {
@@ -856,13 +911,19 @@ func (st *claimState) decide(i int, decs []Decision) error {
 			st.staged = append(st.staged, Output{Topic: rt.Topic, Value: d.Payload, Headers: headers,
 				Done: &stageAck{c: st, hold: -1}})
 		case Aggregate:
-			spans := fmt.Appendf(nil, "%s/%d/%d-%d:%d", st.topic, st.partition, d.First, d.Last, d.Count)
+			spans := d.Prov
+			if spans == nil {
+				spans = fmt.Appendf(nil, "%s/%d/%d-%d:%d", st.topic, st.partition, d.First, d.Last, d.Count)
+			}
 			headers := []Header{{Key: HeaderSpans, Value: spans}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
 			if err := st.publishDecided(i, d, headers, spans, Checker.CheckAggregate); err != nil {
 				return err
 			}
 		case Release:
-			src := (&Record{Topic: st.topic, Partition: st.partition, Offset: d.First}).AppendSrc(nil)
+			src := d.Prov
+			if src == nil {
+				src = (&Record{Topic: st.topic, Partition: st.partition, Offset: d.First}).AppendSrc(nil)
+			}
 			headers := []Header{{Key: HeaderSrc, Value: src}, {Key: HeaderPolicy, Value: []byte(rt.Version)}}
 			if err := st.publishDecided(i, d, headers, src, Checker.CheckClass); err != nil {
 				return err
@@ -880,7 +941,7 @@ func (st *claimState) decide(i int, decs []Decision) error {
 // acknowledgement releases the hold on the lowest offset it decides. A
 // tripped gate pins that offset (never committed) and stops the claim.
 func (st *claimState) publishDecided(i int, d Decision, headers []Header, what []byte, check func(Checker, []byte, int) (Verdict, error)) error {
-	rt := &st.r.cfg.Routes[i]
+	rt := &st.set.routes[i]
 	t := &st.tally[i]
 	t.held -= int64(d.Count)
 	if chk := st.checkers[i]; chk != nil {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,13 +209,15 @@ func TestFaultPoisonBurst(t *testing.T) {
 }
 
 // 5. A policy change with a material difference (acme-mdr exports
-// file.path, which it dropped) is refused by `deident policy diff` (exit 1),
-// and the running worker keeps producing under the old policy: every vendor
-// record, before and after the refusal, carries the old policy version and
-// is the old policy's output. (Config reload itself is issue 9.)
+// file.path, which it dropped) is refused by `deident policy diff` (exit 1)
+// and by the running worker when it reaches it as a reload (its config
+// file rewritten, then SIGHUP): the refusal is logged with its reason and
+// counted, and the worker keeps producing under the old policy: every
+// vendor record, before and after the refusal, carries the old policy
+// version and is the old policy's output.
 func TestFaultMaterialPolicyChangeRefused(t *testing.T) {
-	s := newScenario(t, scenarioOptions{})
-	s.worker("worker-1")
+	s := newScenario(t, scenarioOptions{ownConfig: true})
+	p := s.worker("worker-1")
 	st := s.stream(1000, 250, 100*time.Millisecond, 500)
 
 	root := repoRoot(t)
@@ -260,6 +263,24 @@ func TestFaultMaterialPolicyChangeRefused(t *testing.T) {
 	if !strings.Contains(out.String(), "file.path") {
 		t.Errorf("policy diff does not name file.path:\n%s", out.String())
 	}
+	// The worker reaches the change as a reload: the file rewritten, SIGHUP.
+	if err := os.WriteFile(s.cfgPath, changed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor("the reload refused", 20*time.Second, func() bool {
+		return p.metric(`deident_config_reloads_total{result="refused"}`) >= 1
+	})
+	m := p.scrapeNow(t)
+	if m[`deident_config_reloads_total{result="applied"}`] != 0 || m[`deident_policy_info{route="acme-mdr",version="`+oldV+`"}`] != 1 {
+		t.Errorf("after the refusal: %v applied, acme-mdr at %s: %v", m[`deident_config_reloads_total{result="applied"}`], oldV, m[`deident_policy_info{route="acme-mdr",version="`+oldV+`"}`])
+	}
+	if !strings.Contains(p.tail(1000), `material change (field newly exported) not acknowledged for policy `+newV) {
+		t.Errorf("no refusal naming the material change in the log:\n%s", p.tail(20))
+	}
+	t.Logf("worker refused the reload: %v refused (SIGHUP and the file watch, debounced)", m[`deident_config_reloads_total{result="refused"}`])
 	st.wait(s)
 	// More records after the refusal: still the old policy.
 	s.produce(s.topic("edr"), generate(gen.Threat, 501, 500))

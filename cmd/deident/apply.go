@@ -57,6 +57,7 @@ rejected or quarantined, 4 when the gate failed closed, 1 on a fatal error.`,
 				return fmt.Errorf("--route: no vendor route %q in %s", routeName, cfgPath)
 			}
 			var srcCfg *config.Source
+			var srcSchema *avrocodec.Schema
 			if source != "" {
 				s, ok := cfg.Sources[source]
 				srcCfg = &s
@@ -66,6 +67,11 @@ rejected or quarantined, 4 when the gate failed closed, 1 on a fatal error.`,
 				if !r.Allows(s.Category) {
 					return fmt.Errorf("--source: route %s may not receive %s (source %s); its categories are %v", routeName, s.Category, source, r.Config.Categories)
 				}
+				schemas, err := sourceSchemas(cfg)
+				if err != nil {
+					return err
+				}
+				srcSchema = schemas[source]
 			}
 			var src io.Reader = os.Stdin
 			if in != "" && in != "-" {
@@ -98,7 +104,7 @@ rejected or quarantined, 4 when the gate failed closed, 1 on a fatal error.`,
 			}
 			rf, qf := &lazyFile{path: rejects}, &lazyFile{path: quarantine}
 			inBuf := bufio.NewReaderSize(src, 1<<16)
-			avroIn, avroOut, err := avroFormats(inBuf, dst, r, srcCfg)
+			avroIn, avroOut, err := avroFormats(inBuf, dst, r, srcCfg, srcSchema)
 			if err != nil {
 				return err
 			}
@@ -192,9 +198,10 @@ type applyJob struct {
 	gate                *gate.Gate
 	maxRecord           int
 	rejects, quarantine io.Writer
-	// avroIn, when set, is the input (an Avro container file) instead of
-	// JSON lines; avroOut, when set, receives the output instead of JSON lines.
-	avroIn  *avrocodec.OCFReader
+	// avroIn, when set, is the input (an Avro container file, or plain
+	// bodies with the source's schema file) instead of JSON lines; avroOut,
+	// when set, receives the output instead of JSON lines.
+	avroIn  avroReader
 	avroOut *avrocodec.OCFWriter
 
 	check *gate.Checker

@@ -14,19 +14,32 @@ import (
 	"github.com/deident/deident/transforms/route"
 )
 
+// avroReader reads Avro records as JSON: an object container file, or
+// plain bodies with a source's schema file.
+type avroReader interface {
+	Schema() *avrocodec.Schema
+	Next(dst []byte) ([]byte, error)
+}
+
 // avroFormats decides apply's input and output formats and opens the Avro
-// sides. The input is an Avro object container file when the --source says
-// avro, or, without --source, when it starts with the container magic; the
+// sides. The input is Avro when the --source says avro, or, without
+// --source, when it starts with the container magic: an object container
+// file when it starts like one, else plain bodies back to back read with
+// the source's schema file (schema, nil when the source has none). The
 // output is Avro when the route's output is avro. Avro output needs Avro
 // input: its schema derives from the input's schema and the route's rules.
-func avroFormats(in *bufio.Reader, dst io.Writer, r *route.Route, src *config.Source) (*avrocodec.OCFReader, *avrocodec.OCFWriter, error) {
+func avroFormats(in *bufio.Reader, dst io.Writer, r *route.Route, src *config.Source, schema *avrocodec.Schema) (avroReader, *avrocodec.OCFWriter, error) {
 	head, _ := in.Peek(len(avrocodec.OCFMagic))
-	avroIn := avrocodec.IsOCF(head)
+	ocf := avrocodec.IsOCF(head)
+	avroIn := ocf
 	if src != nil {
 		avroIn = src.Format == config.Avro
 	}
-	var rd *avrocodec.OCFReader
-	if avroIn {
+	var rd avroReader
+	switch {
+	case avroIn && !ocf && schema != nil:
+		rd = avrocodec.NewBodyReader(in, schema)
+	case avroIn:
 		var err error
 		if rd, err = avrocodec.NewOCFReader(in); err != nil {
 			return nil, nil, fmt.Errorf("--in: %w", err)
@@ -36,7 +49,7 @@ func avroFormats(in *bufio.Reader, dst io.Writer, r *route.Route, src *config.So
 		return rd, nil, nil
 	}
 	if rd == nil {
-		return nil, nil, fmt.Errorf("route %s writes avro, which needs an Avro container file as input (its output schema is derived from the input schema)", r.Name)
+		return nil, nil, fmt.Errorf("route %s writes avro, which needs Avro input: a container file, or plain bodies with a source's schema_file (its output schema is derived from the input schema)", r.Name)
 	}
 	if r.Config.KAnon != nil {
 		return nil, nil, fmt.Errorf("route %s: avro output with k_anonymity is not supported yet", r.Name)

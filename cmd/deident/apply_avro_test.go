@@ -286,7 +286,7 @@ func TestApplyAvroOutputNeedsAvroInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := run(t, "apply", "--config", cfg, "--route", "flowai", "--in", in, "--out", filepath.Join(dir, "out.avro"))
-	if err == nil || !strings.Contains(err.Error(), "needs an Avro container file as input") {
+	if err == nil || !strings.Contains(err.Error(), "needs Avro input: a container file, or plain bodies") {
 		t.Fatalf("got %v", err)
 	}
 	_, err = run(t, "apply", "--config", cfg, "--route", "flowai", "--source", "workflow", "--in", in, "--out", filepath.Join(dir, "out.avro"))

@@ -11,11 +11,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
 	"github.com/deident/deident/internal/audit"
 	"github.com/deident/deident/internal/config"
+	"github.com/deident/deident/internal/kafkaconn"
 )
 
 // exitAuditFindings is audit's exit code when the report is not clean.
@@ -51,8 +51,16 @@ no network). Exits 2 when anything is found, 0 when the report is clean.`,
 			if err != nil {
 				return err
 			}
-			if len(cfg.Kafka.Brokers) == 0 {
+			if len(cfg.Clusters) == 0 && len(cfg.Kafka.Brokers) == 0 {
 				return errors.New("kafka.brokers: at least one broker is required")
+			}
+			// One client reads the vendor topic and the sources.
+			if rcl, scl := cfg.RouteCluster(routeName), cfg.SourceCluster(); rcl != scl {
+				return fmt.Errorf("vendors.%s.cluster: audit reads the vendor topic and the sources with one connection; %s and %s differ (not supported yet)", routeName, rcl, scl)
+			}
+			conn, err := kafkaconn.New(cfg, cfg.SourceCluster())
+			if err != nil {
+				return err
 			}
 			cur, policies, notes, err := audit.LoadPolicies(cfg, cfgPath, routeName, policiesDir)
 			if err != nil {
@@ -67,8 +75,8 @@ no network). Exits 2 when anything is found, 0 when the report is clean.`,
 				Config:   cfg,
 				Current:  cur,
 				Policies: policies,
-				Client:   &kafka.Client{Addr: kafka.TCP(cfg.Kafka.Brokers...), Timeout: 30 * time.Second},
-				Reader:   audit.Reader{Brokers: cfg.Kafka.Brokers, IdleTimeout: idle},
+				Client:   conn.Client(30 * time.Second),
+				Reader:   audit.Reader{Brokers: conn.Brokers, Dialer: conn.Dialer(), IdleTimeout: idle},
 				From:     from,
 				To:       to,
 				Grace:    grace,

@@ -45,7 +45,14 @@ changes a key, or loosens the gate. Both configs are loaded in full, keys
 included, so keys compare by id.
 
 Prints, per route with vendor-facing changes, the change notice to send the
-vendor. Exits 1 on material changes unless --ack gives the reason.`,
+vendor. Exits 1 on material changes unless --ack gives the reason, or NEW
+acknowledges them per route at the new policy version:
+
+  acknowledge:
+    - {route: acme-mdr, policy: p0123456789abcdef, reason: "file paths needed for detections"}
+
+The same acknowledgement lets a running worker reload a materially weaker
+config (see deident run and check --against).`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			oldCfg, oldRoutes, err1 := loadForDiff("old", args[0])
@@ -62,14 +69,12 @@ vendor. Exits 1 on material changes unless --ack gives the reason.`,
 			} else {
 				writeDiff(out, changes, oldCfg, newCfg, oldRoutes, newRoutes, ack)
 			}
-			if policydiff.Material(changes) && strings.TrimSpace(ack) == "" {
-				n := 0
-				for _, c := range changes {
-					if c.Material {
-						n++
-					}
-				}
-				return &exitError{code: exitMaterial, err: fmt.Errorf("%d material change(s); review them and rerun with --ack \"reason\"", n)}
+			versions := map[string]string{}
+			for name, r := range newRoutes {
+				versions[name] = r.Version
+			}
+			if n := len(policydiff.Unacknowledged(changes, newCfg, versions, strings.TrimSpace(ack))); n > 0 {
+				return &exitError{code: exitMaterial, err: fmt.Errorf("%d material change(s) not acknowledged; review them and rerun with --ack \"reason\", or acknowledge them in NEW (acknowledge: [{route, policy, reason}])", n)}
 			}
 			return nil
 		},
@@ -138,6 +143,9 @@ func writeDiff(w io.Writer, changes []policydiff.Change, oldCfg, newCfg *config.
 			NewVersion: routeVersion(newRoutes, name),
 			Changes:    changes,
 			Ack:        ack,
+		}
+		if in.Ack == "" {
+			in.Ack = newCfg.Acked(name, in.NewVersion)
 		}
 		rc, ok := newCfg.Vendors[name]
 		if !ok {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/deident/deident/internal/audit"
 	"github.com/deident/deident/internal/config"
+	"github.com/deident/deident/internal/kafkaconn"
 	"github.com/deident/deident/pipeline"
 )
 
@@ -62,7 +63,7 @@ out); writing to another route's vendor topic is refused. The counts go to stder
 			if !ok {
 				return fmt.Errorf("--route: no route %q in %s (routes: %s)", routeName, cfgPath, strings.Join(slices.Sorted(maps.Keys(cfg.Vendors)), ", "))
 			}
-			if len(cfg.Kafka.Brokers) == 0 {
+			if len(cfg.Clusters) == 0 && len(cfg.Kafka.Brokers) == 0 {
 				return errors.New("kafka.brokers: at least one broker is required")
 			}
 			if topic == "" && toVendor {
@@ -82,13 +83,27 @@ out); writing to another route's vendor topic is refused. The counts go to stder
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			client := &kafka.Client{Addr: kafka.TCP(cfg.Kafka.Brokers...), Timeout: 30 * time.Second}
-			rd := audit.Reader{Brokers: cfg.Kafka.Brokers, IdleTimeout: idle}
+			src, err := kafkaconn.New(cfg, cfg.SourceCluster())
+			if err != nil {
+				return err
+			}
+			client := src.Client(30 * time.Second)
+			rd := audit.Reader{Brokers: src.Brokers, Dialer: src.Dialer(), IdleTimeout: idle}
 
 			var emit func(audit.Output) error
 			var finish func() error
 			if topic != "" {
-				emit, finish = topicEmitter(ctx, cfg, topic)
+				// The route's own topic is on the route's cluster; an audit
+				// topic is internal.
+				cluster := cfg.InternalCluster()
+				if topic == rc.Topic {
+					cluster = cfg.RouteCluster(routeName)
+				}
+				dst, err := kafkaconn.New(cfg, cluster)
+				if err != nil {
+					return err
+				}
+				emit, finish = topicEmitter(ctx, cfg, dst, topic)
 			} else {
 				emit, finish, err = fileEmitter(cmd.OutOrStdout(), outPath)
 				if err != nil {
@@ -161,9 +176,10 @@ func fileEmitter(stdout io.Writer, path string) (func(audit.Output) error, func(
 	return emit, finish, nil
 }
 
-func topicEmitter(ctx context.Context, cfg *config.Config, topic string) (func(audit.Output) error, func() error) {
+func topicEmitter(ctx context.Context, cfg *config.Config, dst *kafkaconn.Conn, topic string) (func(audit.Output) error, func() error) {
 	w := &kafka.Writer{
-		Addr:         kafka.TCP(cfg.Kafka.Brokers...),
+		Addr:         kafka.TCP(dst.Brokers...),
+		Transport:    dst.Transport(),
 		Topic:        topic,
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +32,7 @@ import (
 
 func runCmd() *cobra.Command {
 	var cfgPath, logLevel string
+	var watch bool
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Run the de-identification worker in the consumer group",
@@ -38,7 +41,14 @@ each record for every vendor route that may receive its category, and produce to
 route's topic with provenance headers. Undecodable records and records a route cannot
 de-identify go to kafka.dead_letter_topic with the reason. Offsets are committed only
 once every derived output is acknowledged (acks=all). SIGTERM or SIGINT drains and
-commits within kafka.shutdown_grace, then exits 0.`,
+commits within kafka.shutdown_grace, then exits 0.
+
+SIGHUP, or a change of the config file (--watch-config), reloads the config: a
+valid config that is not materially weaker (or whose material changes the file
+acknowledges) replaces the running policy between two records; any other is
+refused and the running policy continues. Sources, topics, kafka settings, added
+or removed routes and routes with k-anonymity need a restart. deident check
+--against shows what a reload would do.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel)
 			if err != nil {
@@ -54,6 +64,9 @@ commits within kafka.shutdown_grace, then exits 0.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
+			if err := notifyReloads(ctx, w, cfgPath, watch); err != nil {
+				return err
+			}
 			if addr := cfg.Kafka.MetricsAddr; addr != "off" {
 				srv, bound, err := w.serveHTTP(addr)
 				if err != nil {
@@ -79,6 +92,7 @@ commits within kafka.shutdown_grace, then exits 0.`,
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "config file (YAML)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().BoolVar(&watch, "watch-config", true, "reload the config when its file changes (SIGHUP always reloads)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -119,19 +133,24 @@ type workerOptions struct {
 // worker is the wiring shared by run, demo and the tests: a consumer-group
 // source over every source topic, the compiled routes, a Kafka sink.
 type worker struct {
-	cfg    *config.Config
+	cfg    *config.Config // at start; current().cfg after reloads
 	log    *slog.Logger
-	routes map[string]*route.Route
-	gates  map[string]*gate.Gate // routes with an enabled gate
+	routes map[string]*route.Route // at start; current().routes after reloads
+	gates  map[string]*gate.Gate   // routes with an enabled gate, at start
 	topics []string
 	source *kafkasrc.Source
-	sink   *kafkasink.Sink
+	sink   closingSink
 	runner *pipeline.Runner
+
+	rb       *routeBuilder
+	pol      atomic.Pointer[policyState] // the running policy (config reload: reload.go)
+	reloadMu sync.Mutex                  // serialises reloads
+	reloads  reloadCounters
 }
 
 func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker, error) {
 	var errs []error
-	if len(cfg.Kafka.Brokers) == 0 {
+	if len(cfg.Clusters) == 0 && len(cfg.Kafka.Brokers) == 0 {
 		errs = append(errs, errors.New("kafka.brokers: at least one broker is required"))
 	}
 	routes, err := route.CompileAll(cfg)
@@ -146,6 +165,11 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 			reg.SetBasicAuth(a.User, a.Password.Reveal())
 		}
 	}
+	schemas, err := sourceSchemas(cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	fileSchemas := map[string]*avrocodec.Schema{} // by topic
 	inputs := map[string]pipeline.Input{}
 	formats := map[string]config.Format{} // by category: json if any of its sources is, else avro
 	var topics []string
@@ -164,6 +188,13 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 		case config.JSON:
 			in.Decode = decodeJSON(cfg.Limits.MaxRecordBytes)
 		case config.Avro:
+			if s.SchemaFile != "" {
+				if schemas[name] != nil {
+					in.DecodeTo = decodeAvroBody(schemas[name], name, cfg.Limits.MaxRecordBytes)
+					fileSchemas[s.Topic] = schemas[name]
+				}
+				break
+			}
 			if cfg.Kafka.SchemaRegistry == "" {
 				errs = append(errs, fmt.Errorf("sources.%s.format: avro needs kafka.schema_registry (records carry a schema id, and their writer schema is looked up there)", name))
 				continue
@@ -183,67 +214,16 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if now == nil {
 		now = time.Now
 	}
-	gates := map[string]*gate.Gate{}
-	var prs []pipeline.Route
-	for _, name := range sortedNames(cfg.Vendors) {
-		r := routes[name]
-		if r == nil {
-			continue // compile error reported above
-		}
-		if r.Config.Topic == "" {
-			errs = append(errs, fmt.Errorf("vendors.%s.topic: required for run", name))
-			continue
-		}
-		var encode func(dst, out []byte, rec *pipeline.Record) ([]byte, error)
-		if r.Config.Output == config.Avro {
-			var err error
-			if encode, err = avroOutput(cfg, name, reg, formats, log); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		pr := pipeline.Route{
-			Name:       name,
-			Topic:      r.Config.Topic,
-			Version:    r.Version,
-			Allows:     func(c string) bool { return r.Allows(config.Category(c)) },
-			NewApplier: func() pipeline.Applier { return r.NewApplier() },
-			Encode:     encode,
-			// A route's Applier parses the whole record, accepting only what
-			// decodeJSON accepts (same scanner, same limits.max_record_bytes;
-			// FuzzApplyImpliesDecode): for JSON sources its parse is the
-			// decode check. Avro sources always decode first (DecodeTo).
-			Decodes: true,
-		}
-		g, err := gate.New(name, r.Config, gate.WithClock(now))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if g.Enabled() {
-			gates[name] = g
-			pr.NewChecker = func(a pipeline.Applier) pipeline.Checker {
-				c := g.NewChecker()
-				ra, observed := a.(*route.Applier)
-				if observed {
-					ra.SetObserver(c) // the gate learns raw identifiers as the route reads them
-				}
-				return g.ForPipeline(c, observed)
-			}
-		}
-		if kc := r.Config.KAnon; kc != nil {
-			// Compile once to report config errors at start-up; each claim gets its own.
-			if _, err := kanon.New(*kc, cfg.Dir, kanon.Options{Now: now}); err != nil {
-				errs = append(errs, fmt.Errorf("vendors.%s.%w", name, err))
-				continue
-			}
-			pr.NewStage = func() pipeline.Stage {
-				s, _ := kanon.New(*kc, cfg.Dir, kanon.Options{Now: now})
-				return &kanonStage{s: s}
-			}
-		}
-		prs = append(prs, pr)
+	rb := &routeBuilder{reg: reg, formats: formats, fileSchemas: fileSchemas, now: now, log: log}
+	prs, gates, err := rb.build(cfg, routes, nil)
+	if err != nil {
+		errs = append(errs, err)
 	}
+	rpTopics, err := repartitionInputs(cfg, inputs)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	topics = append(topics, rpTopics...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -262,7 +242,13 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if err != nil {
 		return nil, err
 	}
-	scfg := kafkasrc.Config{Brokers: cfg.Kafka.Brokers, GroupID: cfg.Kafka.GroupID, Topics: topics, Logger: log}
+	conns, err := clusterConns(cfg)
+	if err != nil {
+		return nil, err
+	}
+	logClusters(log, conns)
+	srcConn := conns[cfg.SourceCluster()]
+	scfg := kafkasrc.Config{Brokers: srcConn.Brokers, Dialer: srcConn.Dialer(), GroupID: cfg.Kafka.GroupID, Topics: topics, Logger: log}
 	if opt.tuneSource != nil {
 		opt.tuneSource(&scfg)
 	}
@@ -270,8 +256,7 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if err != nil {
 		return nil, err
 	}
-	sink, err := kafkasink.New(kafkasink.Config{
-		Brokers:                cfg.Kafka.Brokers,
+	sink, err := newSink(cfg, conns, kafkasink.Config{
 		BatchSize:              cfg.Kafka.BatchSize,
 		BatchTimeout:           cfg.Kafka.BatchTimeout,
 		MaxAttempts:            opt.sinkMaxAttempts,
@@ -281,7 +266,9 @@ func newWorker(cfg *config.Config, log *slog.Logger, opt workerOptions) (*worker
 	if err != nil {
 		return nil, err
 	}
-	return &worker{cfg: cfg, log: log, routes: routes, gates: gates, topics: topics, source: src, sink: sink, runner: runner}, nil
+	w := &worker{cfg: cfg, log: log, routes: routes, gates: gates, topics: topics, source: src, sink: sink, runner: runner, rb: rb}
+	w.pol.Store(&policyState{cfg: cfg, routes: routes, gates: gates})
+	return w, nil
 }
 
 // kanonStage is a route's k-anonymity stage for one claim (one partition).
@@ -291,6 +278,9 @@ type kanonStage struct {
 	s    *kanon.Stage
 	rec  kanon.Record
 	outs []kanon.Output
+	// prov, when set, gives each output's Decision.Prov (a repartitioned
+	// stage names the source records); called for every output.
+	prov func(*kanon.Output) []byte
 }
 
 var _ pipeline.Stage = (*kanonStage)(nil)
@@ -322,6 +312,9 @@ func (k *kanonStage) decisions(dst []pipeline.Decision) []pipeline.Decision {
 	for i := range k.outs {
 		o := &k.outs[i]
 		d := pipeline.Decision{Payload: o.Payload, Entities: o.Entities, Count: o.Count, First: -1, Last: -1}
+		if k.prov != nil {
+			d.Prov = k.prov(o)
+		}
 		for _, sp := range o.Spans {
 			if d.First < 0 || sp.First < d.First {
 				d.First = sp.First
@@ -427,6 +420,7 @@ var (
 		[]string{"route", "outcome"}, nil)
 	descConsumed     = prometheus.NewDesc("deident_records_consumed_total", "Records read from source topics; consumed = decoded + dead_lettered.", nil, nil)
 	descDecoded      = prometheus.NewDesc("deident_records_decoded_total", "Records decoded.", nil, nil)
+	descDedicated    = prometheus.NewDesc("deident_records_repartition_decoded_total", "Records decoded from repartition topics (read only by their route's second leg; every other route's in counts decoded minus these).", nil, nil)
 	descDeadLettered = prometheus.NewDesc("deident_records_dead_lettered_total", "Undecodable records sent to the dead-letter topic.", nil, nil)
 	descAcked        = prometheus.NewDesc("deident_outputs_acked_total", "Outputs (vendor records and dead letters) acknowledged by the broker.", nil, nil)
 	descCommits      = prometheus.NewDesc("deident_offset_commits_total", "Successful offset commits.", nil, nil)
@@ -441,6 +435,10 @@ var (
 		[]string{"route", "reason"}, nil)
 	descGateChecked = prometheus.NewDesc("deident_gate_checked_total", "Records the re-identification gate checked, per route.", []string{"route"}, nil)
 	descGateClosed  = prometheus.NewDesc("deident_gate_failed_closed", "1 once the route's quarantine rate has passed max_quarantine_rate.", []string{"route"}, nil)
+	descReloads     = prometheus.NewDesc("deident_config_reloads_total",
+		"Config reloads (SIGHUP or the file changing) by result: applied (including no policy change), refused (materially weaker without acknowledgement, or needs a restart), invalid.",
+		[]string{"result"}, nil)
+	descPolicy = prometheus.NewDesc("deident_policy_info", "1 for the policy version each route runs under.", []string{"route", "version"}, nil)
 )
 
 // workerCollector is a prometheus.Collector over a worker's counters.
@@ -449,7 +447,7 @@ type workerCollector struct{ w *worker }
 var _ prometheus.Collector = (*workerCollector)(nil)
 
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRoute, descConsumed, descDecoded, descDeadLettered, descAcked, descCommits, descInFlight, descMaxInFlight, descGenerations, descAssigned, descReady, descHeld, descGateQuar, descGateChecked, descGateClosed} {
+	for _, d := range []*prometheus.Desc{descRoute, descConsumed, descDecoded, descDedicated, descDeadLettered, descAcked, descCommits, descInFlight, descMaxInFlight, descGenerations, descAssigned, descReady, descHeld, descGateQuar, descGateChecked, descGateClosed, descReloads, descPolicy} {
 		ch <- d
 	}
 }
@@ -462,8 +460,11 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
 	}
+	gates := c.w.current().gates
+	versions := c.w.runner.Versions()
 	for _, name := range cnt.Names {
 		r := cnt.Routes[name]
+		ch <- prometheus.MustNewConstMetric(descPolicy, prometheus.GaugeValue, 1, name, versions[name])
 		counter(descRoute, r.In.Load(), name, "in")
 		counter(descRoute, r.Out.Load(), name, "out")
 		counter(descRoute, r.Suppressed.Load(), name, "suppressed")
@@ -472,7 +473,7 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRoute, r.Failed.Load(), name, "failed")
 		counter(descRoute, r.Revoked.Load(), name, "revoked")
 		ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(r.Held.Load()), name)
-		if g := c.w.gates[name]; g != nil {
+		if g := gates[name]; g != nil {
 			s := g.Stats()
 			counter(descGateChecked, s.Checked, name)
 			s.Each(func(reason string, n uint64) { counter(descGateQuar, n, name, reason) })
@@ -483,9 +484,13 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descGateClosed, prometheus.GaugeValue, closed, name)
 		}
 	}
+	counter(descReloads, c.w.reloads.applied.Load(), string(reloadApplied))
+	counter(descReloads, c.w.reloads.refused.Load(), string(reloadRefused))
+	counter(descReloads, c.w.reloads.invalid.Load(), string(reloadInvalid))
 	wc := &cnt.Worker
 	counter(descConsumed, wc.Consumed.Load())
 	counter(descDecoded, wc.Decoded.Load())
+	counter(descDedicated, wc.DecodedDedicated.Load())
 	counter(descDeadLettered, wc.DeadLettered.Load())
 	counter(descAcked, wc.Acked.Load())
 	counter(descCommits, wc.Commits.Load())

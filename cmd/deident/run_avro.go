@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/deident/deident/internal/avrocodec"
 	"github.com/deident/deident/internal/config"
@@ -38,9 +39,10 @@ func decodeAvro(dec *avrocodec.Decoder, maxBytes int) func(dst, v []byte) ([]byt
 
 // avroOutput checks that route name can write Avro and returns its
 // Encode: the route's output encoded under the schema derived from the
-// input record's writer schema and the route's rules, registered under the
-// vendor topic's subject (<topic>-value), in the Confluent wire format.
-func avroOutput(cfg *config.Config, name string, reg *avrocodec.Registry, formats map[string]config.Format, log *slog.Logger) (func(dst, out []byte, rec *pipeline.Record) ([]byte, error), error) {
+// input record's writer schema (by its schema id, or the schema file of
+// its topic's source, fileSchemas) and the route's rules, registered under
+// the vendor topic's subject (<topic>-value), in the Confluent wire format.
+func avroOutput(cfg *config.Config, name string, reg *avrocodec.Registry, formats map[string]config.Format, fileSchemas map[string]*avrocodec.Schema, log *slog.Logger) (func(dst, out []byte, rec *pipeline.Record) ([]byte, error), error) {
 	rc := cfg.Vendors[name]
 	p := "vendors." + name + ".output"
 	var errs []string
@@ -58,7 +60,10 @@ func avroOutput(cfg *config.Config, name string, reg *avrocodec.Registry, format
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%s: %s", p, strings.Join(errs, "; "))
 	}
-	o := &avroEncoders{reg: reg, route: name, subject: avrocodec.ValueSubject(rc.Topic), rules: rc.Fields, log: log}
+	o := &avroEncoders{reg: reg, route: name, subject: avrocodec.ValueSubject(rc.Topic), rules: rc.Fields, log: log, files: map[string]*fileEncoder{}}
+	for topic, s := range fileSchemas {
+		o.files[topic] = &fileEncoder{schema: s}
+	}
 	return o.encode, nil
 }
 
@@ -71,6 +76,16 @@ type avroEncoders struct {
 	rules   []config.FieldRule
 	log     *slog.Logger
 	byID    sync.Map // input schema id -> *avroEncoder
+	// files holds the encoders of sources with a schema file, by topic
+	// (fixed at start-up; each derives and registers once, on first use).
+	files map[string]*fileEncoder
+}
+
+// fileEncoder is the output encoder for a source's schema file.
+type fileEncoder struct {
+	schema *avrocodec.Schema
+	mu     sync.Mutex                  // held while deriving and registering
+	enc    atomic.Pointer[avroEncoder] // nil until derived and registered
 }
 
 // avroEncoder is the output encoder for one input schema, or why there is
@@ -81,17 +96,28 @@ type avroEncoder struct {
 }
 
 func (o *avroEncoders) encode(dst, out []byte, rec *pipeline.Record) ([]byte, error) {
-	id, _, err := avrocodec.ParseWire(rec.Value)
-	if err != nil {
-		return dst, err
+	var e *avrocodec.Encoder
+	var id uint32
+	var err error
+	f := o.files[rec.Topic]
+	if f != nil {
+		e, err = o.fileEncoder(f)
+	} else {
+		if id, _, err = avrocodec.ParseWire(rec.Value); err != nil {
+			return dst, err
+		}
+		e, err = o.encoder(id)
 	}
-	e, err := o.encoder(id)
 	if err != nil {
 		return dst, err
 	}
 	dst, err = e.Append(dst, out)
 	if err != nil {
-		return dst, fmt.Errorf("encoding the output under schema id %d (derived from input schema id %d): %w", e.ID, id, err)
+		from := "the source's schema file"
+		if f == nil {
+			from = fmt.Sprintf("input schema id %d", id)
+		}
+		return dst, fmt.Errorf("encoding the output under schema id %d (derived from %s): %w", e.ID, from, err)
 	}
 	return dst, nil
 }
@@ -101,27 +127,50 @@ func (o *avroEncoders) encoder(id uint32) (*avrocodec.Encoder, error) {
 		e := v.(*avroEncoder)
 		return &e.enc, e.err
 	}
-	ctx := context.Background()
-	in, err := o.reg.SchemaByID(ctx, id)
+	in, err := o.reg.SchemaByID(context.Background(), id)
 	if err != nil {
 		return nil, fmt.Errorf("input schema id %d: %w", id, err)
 	}
-	schema, warnings, err := avrocodec.Derive(in, o.route, o.rules)
-	if err != nil {
-		// The same for every record of this schema: remembered.
-		e := &avroEncoder{err: fmt.Errorf("deriving the output schema from input schema id %d: %w", id, err)}
-		o.byID.Store(id, e)
-		return nil, e.err
-	}
-	outID, err := o.reg.Register(ctx, o.subject, schema)
+	e, err := o.derive(in, fmt.Sprintf("input schema id %d", id), "input_schema_id", id)
 	if err != nil {
 		return nil, err // the registry may come back: not remembered
 	}
-	for _, w := range warnings {
-		o.log.Warn("avro output schema", "route", o.route, "input_schema_id", id, "warning", w)
-	}
-	o.log.Info("avro output schema registered", "route", o.route, "subject", o.subject, "input_schema_id", id, "output_schema_id", outID)
-	e := &avroEncoder{enc: avrocodec.Encoder{Schema: schema, ID: outID}}
 	v, _ := o.byID.LoadOrStore(id, e)
-	return &v.(*avroEncoder).enc, nil
+	e = v.(*avroEncoder)
+	return &e.enc, e.err
+}
+
+func (o *avroEncoders) fileEncoder(f *fileEncoder) (*avrocodec.Encoder, error) {
+	e := f.enc.Load()
+	if e == nil {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if e = f.enc.Load(); e == nil {
+			var err error
+			if e, err = o.derive(f.schema, "the source's schema file", "input_schema", "schema_file"); err != nil {
+				return nil, err
+			}
+			f.enc.Store(e)
+		}
+	}
+	return &e.enc, e.err
+}
+
+// derive derives the route's output schema from in and registers it. A
+// derivation error holds for every record of in, so it is returned inside
+// the encoder (to be remembered); a registry error is returned alone.
+func (o *avroEncoders) derive(in *avrocodec.Schema, from string, logKey string, logVal any) (*avroEncoder, error) {
+	schema, warnings, err := avrocodec.Derive(in, o.route, o.rules)
+	if err != nil {
+		return &avroEncoder{err: fmt.Errorf("deriving the output schema from %s: %w", from, err)}, nil
+	}
+	outID, err := o.reg.Register(context.Background(), o.subject, schema)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		o.log.Warn("avro output schema", "route", o.route, logKey, logVal, "warning", w)
+	}
+	o.log.Info("avro output schema registered", "route", o.route, "subject", o.subject, logKey, logVal, "output_schema_id", outID)
+	return &avroEncoder{enc: avrocodec.Encoder{Schema: schema, ID: outID}}, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,10 @@ import (
 
 // avroRunConfig is avroConfig (every action on every Avro type of the
 // workflow schema) for run: the source reads the Confluent wire format
-// through reg, the route writes it, with unique topics on brokers.
+// through reg, the route writes it, with unique topics on brokers. reg is
+// registrytest.Open's: the real registry of DEIDENT_SCHEMA_REGISTRY_URL
+// when it is set (which ignores the credentials), else the fake (which
+// requires them).
 func avroRunConfig(t *testing.T, brokers []string, reg *registrytest.Registry) *config.Config {
 	t.Helper()
 	t.Setenv("DEIDENT_TEST_AVRO_KEY", strings.Repeat("c3", 32))
@@ -63,8 +67,7 @@ var workflowV2 = strings.Replace(configs.WorkflowSchema, `"fields": [`,
 // dead-lettered at stage decode with the reason, and the worker goes on.
 func TestRunAvro(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
-	reg := registrytest.New()
-	defer reg.Close()
+	reg := registrytest.Open(t)
 	cfg := avroRunConfig(t, brokers, reg)
 	v1, v2 := reg.Add(configs.WorkflowSchema), reg.Add(workflowV2)
 	s1, err := avrocodec.ParseSchema(configs.WorkflowSchema)
@@ -92,7 +95,7 @@ func TestRunAvro(t *testing.T) {
 	}
 	good := values[0]
 	bad := map[string]string{ // value -> reason the dead letter must give
-		string(append(avrocodec.AppendWire(nil, 99), good[5:]...)):      "schema id 99: schema id unknown to the registry",
+		string(append(avrocodec.AppendWire(nil, registrytest.UnknownID), good[5:]...)): fmt.Sprintf("schema id %d: schema id unknown to the registry", registrytest.UnknownID),
 		string(good[:len(good)/2]):                                      "the body ends early (truncated)",
 		string(append(append([]byte{}, good...), 0x02, 0x04)):           "2 bytes left after the record",
 		string(append(avrocodec.AppendWire(nil, v1), 0x0b, 0x0c, 0x0d)): "does not match the schema",
@@ -183,8 +186,7 @@ func TestRunAvro(t *testing.T) {
 // records decode (nothing about the outage is remembered).
 func TestRunAvroRegistryDown(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
-	reg := registrytest.New()
-	defer reg.Close()
+	reg := registrytest.Open(t)
 	cfg := avroRunConfig(t, brokers, reg)
 	id := reg.Add(configs.WorkflowSchema)
 	s, _ := avrocodec.ParseSchema(configs.WorkflowSchema)
@@ -224,8 +226,7 @@ func TestRunAvroRegistryDown(t *testing.T) {
 
 // TestRunAvroConfigErrors: what run refuses at start-up.
 func TestRunAvroConfigErrors(t *testing.T) {
-	reg := registrytest.New()
-	defer reg.Close()
+	reg := registrytest.Open(t)
 	cfg := avroRunConfig(t, kafkatest.Brokers(t), reg)
 	noReg := *cfg
 	noReg.Kafka.SchemaRegistry = ""
@@ -251,6 +252,17 @@ func TestRunAvroConfigErrors(t *testing.T) {
 // expectedAvro returns the route's outputs for the inputs, canonical.
 func expectedAvro(t *testing.T, cfg *config.Config, inputs [][]byte) map[string]bool {
 	t.Helper()
+	out := map[string]bool{}
+	for _, o := range routeOutputs(t, cfg, inputs) {
+		out[o] = true
+	}
+	return out
+}
+
+// routeOutputs returns the flowai route's JSON output for each input, in
+// order, canonical: what the route writes when its output is json.
+func routeOutputs(t *testing.T, cfg *config.Config, inputs [][]byte) []string {
+	t.Helper()
 	r, err := route.Compile("flowai", cfg.Vendors["flowai"], cfg.Dir, cfg.Limits)
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +270,7 @@ func expectedAvro(t *testing.T, cfg *config.Config, inputs [][]byte) map[string]
 	a := r.NewApplier()
 	s1, _ := avrocodec.ParseSchema(configs.WorkflowSchema)
 	s2, _ := avrocodec.ParseSchema(workflowV2)
-	out := map[string]bool{}
+	var out []string
 	for _, in := range inputs {
 		// As the worker sees it: decoded from Avro, in schema order.
 		s := s1
@@ -277,7 +289,7 @@ func expectedAvro(t *testing.T, cfg *config.Config, inputs [][]byte) map[string]
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[canonical(t, o)] = true
+		out = append(out, canonical(t, o))
 	}
 	return out
 }

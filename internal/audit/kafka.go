@@ -192,6 +192,8 @@ var ErrIncomplete = errors.New("range not read to its end")
 // Reader reads offset ranges. The zero value is not usable; set Brokers.
 type Reader struct {
 	Brokers []string
+	// Dialer connects to a TLS or SASL cluster; plaintext when nil.
+	Dialer *kafka.Dialer
 	// IdleTimeout bounds the wait for the next record of a range; 10s when zero.
 	IdleTimeout time.Duration
 }
@@ -215,6 +217,7 @@ func (rd Reader) Read(ctx context.Context, r Range, fn func(kafka.Message) error
 		MinBytes:  1,
 		MaxBytes:  16 << 20,
 		MaxWait:   200 * time.Millisecond,
+		Dialer:    rd.Dialer,
 	})
 	defer kr.Close()
 	if err := kr.SetOffset(r.Start); err != nil {

@@ -26,9 +26,17 @@ type Registry struct {
 	// user and password, when user is set, go with every request (basic auth).
 	user, password string
 
-	mu   sync.Mutex
-	byID map[uint32]*Schema
-	ids  map[string]uint32 // subject \x00 schema text -> id
+	mu       sync.Mutex
+	byID     map[uint32]*Schema
+	fetching map[uint32]*fetch // lookups in flight: concurrent misses share one request
+	ids      map[string]uint32 // subject \x00 schema text -> id
+}
+
+// fetch is one lookup in flight; done is closed once s or err is set.
+type fetch struct {
+	done chan struct{}
+	s    *Schema
+	err  error
 }
 
 // NewRegistry returns a client for the registry at baseURL. A nil client
@@ -41,7 +49,7 @@ func NewRegistry(baseURL string, client *http.Client) (*Registry, error) {
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &Registry{base: u, http: client, byID: map[uint32]*Schema{}, ids: map[string]uint32{}}, nil
+	return &Registry{base: u, http: client, byID: map[uint32]*Schema{}, fetching: map[uint32]*fetch{}, ids: map[string]uint32{}}, nil
 }
 
 // SetBasicAuth makes every request carry these credentials (HTTP basic
@@ -69,14 +77,39 @@ type registryError struct {
 
 // SchemaByID returns the schema registered under id (GET /schemas/ids/{id}).
 // An id the registry does not know wraps ErrUnknownSchema; a registry that
-// cannot be reached or fails wraps ErrRegistryUnavailable.
+// cannot be reached or fails wraps ErrRegistryUnavailable. Concurrent
+// callers missing the cache for the same id share one request; failures
+// are not cached.
 func (r *Registry) SchemaByID(ctx context.Context, id uint32) (*Schema, error) {
 	r.mu.Lock()
-	s, ok := r.byID[id]
-	r.mu.Unlock()
-	if ok {
+	if s, ok := r.byID[id]; ok {
+		r.mu.Unlock()
 		return s, nil
 	}
+	if f, ok := r.fetching[id]; ok {
+		r.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.s, f.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: waiting for schema id %d: %v", ErrRegistryUnavailable, id, ctx.Err())
+		}
+	}
+	f := &fetch{done: make(chan struct{})}
+	r.fetching[id] = f
+	r.mu.Unlock()
+	f.s, f.err = r.schemaByID(ctx, id)
+	r.mu.Lock()
+	if f.err == nil {
+		r.byID[id] = f.s
+	}
+	delete(r.fetching, id)
+	r.mu.Unlock()
+	close(f.done)
+	return f.s, f.err
+}
+
+func (r *Registry) schemaByID(ctx context.Context, id uint32) (*Schema, error) {
 	var resp struct {
 		Schema     string `json:"schema"`
 		SchemaType string `json:"schemaType"`
@@ -91,13 +124,10 @@ func (r *Registry) SchemaByID(ctx context.Context, id uint32) (*Schema, error) {
 	if resp.SchemaType != "" && resp.SchemaType != "AVRO" {
 		return nil, fmt.Errorf("schema is %s, not AVRO", resp.SchemaType)
 	}
-	s, err = ParseSchema(resp.Schema)
+	s, err := ParseSchema(resp.Schema)
 	if err != nil {
 		return nil, fmt.Errorf("schema from the registry: %w", err)
 	}
-	r.mu.Lock()
-	r.byID[id] = s
-	r.mu.Unlock()
 	return s, nil
 }
 

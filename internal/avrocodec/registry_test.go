@@ -2,16 +2,15 @@ package avrocodec_test
 
 import (
 	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/deident/deident/configs"
 	"github.com/deident/deident/internal/avrocodec"
@@ -19,78 +18,10 @@ import (
 	"github.com/deident/deident/internal/gen"
 )
 
-// fakeRegistry serves the two endpoints deident uses, the way Confluent
-// Schema Registry answers them.
-type fakeRegistry struct {
-	mu       sync.Mutex
-	schemas  []string // id = index + 1
-	subjects map[string][]int
-	gets     atomic.Int64
-	down     atomic.Bool // answer 503
-}
-
-func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/vnd.schemaregistry.v1+json")
-	if f.down.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprint(w, `{"error_code":50301,"message":"unavailable"}`)
-		return
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch {
-	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/schemas/ids/"):
-		f.gets.Add(1)
-		id, err := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/schemas/ids/"))
-		if err != nil || id < 1 || id > len(f.schemas) {
-			w.WriteHeader(http.StatusNotFound)
-			fmt.Fprint(w, `{"error_code":40403,"message":"Schema not found"}`)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(map[string]string{"schema": f.schemas[id-1]})
-	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/subjects/") && strings.HasSuffix(r.URL.Path, "/versions"):
-		if r.Header.Get("Content-Type") != "application/vnd.schemaregistry.v1+json" {
-			w.WriteHeader(http.StatusUnsupportedMediaType)
-			return
-		}
-		subject := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/subjects/"), "/versions")
-		var req struct {
-			Schema string `json:"schema"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			w.WriteHeader(http.StatusUnprocessableEntity)
-			fmt.Fprint(w, `{"error_code":42201,"message":"Invalid schema"}`)
-			return
-		}
-		id := f.add(req.Schema)
-		if f.subjects == nil {
-			f.subjects = map[string][]int{}
-		}
-		f.subjects[subject] = append(f.subjects[subject], id)
-		_ = json.NewEncoder(w).Encode(map[string]int{"id": id})
-	default:
-		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprint(w, `{"error_code":404,"message":"HTTP 404 Not Found"}`)
-	}
-}
-
-// add stores a schema (the caller holds mu or is the test) and returns its id.
-func (f *fakeRegistry) add(s string) int {
-	for i, have := range f.schemas {
-		if have == s {
-			return i + 1
-		}
-	}
-	f.schemas = append(f.schemas, s)
-	return len(f.schemas)
-}
-
 func TestRegistryDecode(t *testing.T) {
-	fake := &fakeRegistry{}
-	id := fake.add(configs.WorkflowSchema)
-	srv := httptest.NewServer(fake)
-	defer srv.Close()
-	reg, err := avrocodec.NewRegistry(srv.URL, nil)
+	fake := registrytest.Open(t)
+	id := fake.Add(configs.WorkflowSchema)
+	reg, err := avrocodec.NewRegistry(fake.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +32,7 @@ func TestRegistryDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg[0] != 0 || msg[4] != byte(id) {
+	if msg[0] != 0 || binary.BigEndian.Uint32(msg[1:5]) != id {
 		t.Fatalf("header %x", msg[:5])
 	}
 	dec := &avrocodec.Decoder{Source: reg}
@@ -113,19 +44,17 @@ func TestRegistryDecode(t *testing.T) {
 		}
 		jsonEqual(t, "decoded", got, rec)
 	}
-	if n := fake.gets.Load(); n != 1 {
+	if n := fake.Gets.Load(); n != 1 {
 		t.Fatalf("%d registry lookups for one id, want 1 (cached)", n)
 	}
 }
 
 func TestRegistryRegister(t *testing.T) {
-	fake := &fakeRegistry{}
-	srv := httptest.NewServer(fake)
-	defer srv.Close()
-	reg, _ := avrocodec.NewRegistry(srv.URL+"/", nil)
+	fake := registrytest.Open(t)
+	reg, _ := avrocodec.NewRegistry(fake.URL+"/", nil)
 	s := workflowSchema(t)
 	ctx := context.Background()
-	subject := avrocodec.ValueSubject("vendor.flowai")
+	subject := avrocodec.ValueSubject(registrytest.Name("vendor.flowai"))
 	id, err := reg.Register(ctx, subject, s)
 	if err != nil {
 		t.Fatal(err)
@@ -134,25 +63,33 @@ func TestRegistryRegister(t *testing.T) {
 	if err != nil || again != id {
 		t.Fatalf("second registration: id %d, %v; want %d", again, err, id)
 	}
-	if got := fake.subjects["vendor.flowai-value"]; len(got) != 1 || got[0] != int(id) {
-		t.Fatalf("registry holds %v under the subject, want one version with id %d", fake.subjects, id)
+	if got := fake.Subject(subject); len(got) != 1 || got[0] != int(id) {
+		t.Fatalf("registry holds %v under the subject, want one version with id %d", got, id)
 	}
 	// The registered schema is known by id without a lookup.
-	if _, err := reg.SchemaByID(ctx, id); err != nil || fake.gets.Load() != 0 {
-		t.Fatalf("lookup after registering: %v, %d GETs", err, fake.gets.Load())
+	if _, err := reg.SchemaByID(ctx, id); err != nil || fake.Gets.Load() != 0 {
+		t.Fatalf("lookup after registering: %v, %d GETs", err, fake.Gets.Load())
+	}
+	// A fresh client reads back what was registered.
+	fresh, _ := avrocodec.NewRegistry(fake.URL, nil)
+	got, err := fresh.SchemaByID(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Root.Field("invoice") == nil || len(got.Root.Fields) != len(s.Root.Fields) {
+		t.Fatalf("schema read back has %d fields, want %d", len(got.Root.Fields), len(s.Root.Fields))
 	}
 }
 
 func TestWireErrors(t *testing.T) {
-	fake := &fakeRegistry{}
-	id := uint32(fake.add(configs.WorkflowSchema))
-	srv := httptest.NewServer(fake)
-	reg, _ := avrocodec.NewRegistry(srv.URL, nil)
+	fake := registrytest.Open(t)
+	id := fake.Add(configs.WorkflowSchema)
+	reg, _ := avrocodec.NewRegistry(fake.URL, nil)
 	s := workflowSchema(t)
 	rec := gen.New(gen.Options{Kind: gen.Workflow, Seed: 4}).AppendWorkflowAvroJSON(nil)
 	good, _ := (&avrocodec.Encoder{Schema: s, ID: id}).Append(nil, rec)
-	unknown, _ := (&avrocodec.Encoder{Schema: s, ID: 99}).Append(nil, rec)
-	other := uint32(fake.add(`{"type":"record","name":"Other","fields":[{"name":"n","type":"string"},{"name":"m","type":{"type":"enum","name":"M","symbols":["a"]}}]}`))
+	unknown, _ := (&avrocodec.Encoder{Schema: s, ID: registrytest.UnknownID}).Append(nil, rec)
+	other := fake.Add(`{"type":"record","name":"Other","fields":[{"name":"n","type":"string"},{"name":"m","type":{"type":"enum","name":"M","symbols":["a"]}}]}`)
 	mismatched := append(avrocodec.AppendWire(nil, other), good[avrocodec.HeaderSize:]...)
 	dec := &avrocodec.Decoder{Source: reg}
 	ctx := context.Background()
@@ -165,7 +102,7 @@ func TestWireErrors(t *testing.T) {
 	}{
 		{"too short", []byte{0, 0, 0}, avrocodec.ErrNotWireFormat, "3 bytes"},
 		{"magic byte", append([]byte{1}, good[1:]...), avrocodec.ErrNotWireFormat, "magic byte is 1"},
-		{"unknown schema id", unknown, avrocodec.ErrUnknownSchema, "schema id 99"},
+		{"unknown schema id", unknown, avrocodec.ErrUnknownSchema, fmt.Sprintf("schema id %d", registrytest.UnknownID)},
 		{"truncated body", good[:len(good)-10], avrocodec.ErrTruncated, fmt.Sprintf("schema id %d", id)},
 		{"body not matching its schema", mismatched, avrocodec.ErrSchemaMismatch, fmt.Sprintf("schema id %d", other)},
 	}
@@ -181,18 +118,20 @@ func TestWireErrors(t *testing.T) {
 		})
 	}
 
-	t.Run("registry answers 503", func(t *testing.T) {
-		fake.down.Store(true)
-		defer fake.down.Store(false)
-		fresh, _ := avrocodec.NewRegistry(srv.URL, nil)
+	t.Run("registry unreachable", func(t *testing.T) {
+		// The fake answers 503; in front of a real registry the connection
+		// is dropped without an answer.
+		fake.Down.Store(true)
+		defer fake.Down.Store(false)
+		fresh, _ := avrocodec.NewRegistry(fake.URL, nil)
 		_, err := (&avrocodec.Decoder{Source: fresh}).AppendJSON(ctx, nil, good)
-		if !errors.Is(err, avrocodec.ErrRegistryUnavailable) || !strings.Contains(err.Error(), "503") {
+		if !errors.Is(err, avrocodec.ErrRegistryUnavailable) || (!fake.IsReal() && !strings.Contains(err.Error(), "503")) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("registry down", func(t *testing.T) {
-		srv.Close()
-		fresh, _ := avrocodec.NewRegistry(strings.Replace(srv.URL, "http://", "http://user:hunter2@", 1), nil)
+		fake.Close()
+		fresh, _ := avrocodec.NewRegistry(strings.Replace(fake.URL, "http://", "http://user:hunter2@", 1), nil)
 		_, err := (&avrocodec.Decoder{Source: fresh}).AppendJSON(ctx, nil, good)
 		if !errors.Is(err, avrocodec.ErrRegistryUnavailable) {
 			t.Fatalf("got %v", err)
@@ -240,5 +179,36 @@ func TestRegistryBasicAuth(t *testing.T) {
 	}
 	if _, err := reg.Register(ctx, "t-value", workflowSchema(t)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Concurrent lookups of an id not yet cached (several partitions meeting a
+// new writer schema at once) share one request.
+func TestRegistryConcurrentMisses(t *testing.T) {
+	fake := registrytest.New()
+	defer fake.Close()
+	id := fake.Add(configs.WorkflowSchema)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		fake.ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+	reg, _ := avrocodec.NewRegistry(slow.URL, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			if _, err := reg.SchemaByID(context.Background(), id); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := fake.Gets.Load(); n != 1 {
+		t.Fatalf("%d requests for one id looked up 8 times at once, want 1", n)
 	}
 }

@@ -55,12 +55,18 @@ var Actions = []Action{Keep, Drop, Pseudonymize, IPPrefixPreserving, IPTruncate,
 type Config struct {
 	// Kafka holds the cluster connection and consumer group; unused by apply.
 	Kafka Kafka `mapstructure:"kafka"`
+	// Clusters are per-cluster connections (brokers, TLS, SASL, topic
+	// allowlist), by name; when empty, kafka.brokers is the one cluster
+	// (DefaultCluster), plaintext.
+	Clusters map[string]Cluster `mapstructure:"clusters"`
 	// Limits bounds what a record may be; zero means the default.
 	Limits Limits `mapstructure:"limits"`
 	// Sources are the input topics, by name.
 	Sources map[string]Source `mapstructure:"sources"`
 	// Vendors are the vendor routes, by name.
 	Vendors map[string]Route `mapstructure:"vendors"`
+	// Acknowledge lists acknowledged material policy changes (see Ack).
+	Acknowledge []Ack `mapstructure:"acknowledge"`
 
 	// Dir is the directory of the config file; relative paths resolve from it.
 	Dir string `mapstructure:"-"`
@@ -68,8 +74,15 @@ type Config struct {
 
 // Kafka is the connection to the source cluster and the internal topics.
 type Kafka struct {
-	// Brokers are bootstrap addresses (host:port).
+	// Brokers are bootstrap addresses (host:port) of the one plaintext
+	// cluster; must be empty when clusters is set.
 	Brokers []string `mapstructure:"brokers"`
+	// Cluster names the cluster (in clusters) of the source topics and the
+	// consumer group; required with more than one cluster.
+	Cluster string `mapstructure:"cluster"`
+	// InternalCluster names the cluster of the dead-letter and quarantine
+	// topics; kafka.cluster when empty.
+	InternalCluster string `mapstructure:"internal_cluster"`
 	// GroupID is the consumer group; "deident" when empty.
 	GroupID string `mapstructure:"group_id"`
 	// DeadLetterTopic receives undecodable records; "deident.dead-letter" when empty.
@@ -110,6 +123,12 @@ type Source struct {
 	Category Category `mapstructure:"category"`
 	// Format is the encoding; json when empty.
 	Format Format `mapstructure:"format"`
+	// SchemaFile is an Avro schema (.avsc, relative to the config) for a
+	// source whose records are plain Avro bodies, without the Confluent
+	// header; empty means records carry a registry schema id.
+	SchemaFile string `mapstructure:"schema_file"`
+	// SchemaText is the text of SchemaFile, read by Load.
+	SchemaText string `mapstructure:"-"`
 }
 
 // Route is one vendor's policy.
@@ -124,6 +143,8 @@ type Route struct {
 	OptIn map[string]string `mapstructure:"opt_in"`
 	// Topic is the vendor-bound topic. Required for run; apply ignores it.
 	Topic string `mapstructure:"topic"`
+	// Cluster names the cluster (in clusters) of Topic; kafka.cluster when empty.
+	Cluster string `mapstructure:"cluster"`
 	// Output is the output encoding; json when empty.
 	Output Format `mapstructure:"output"`
 	// EventTime is the field path of the event time, used to pick a key epoch; required with more than one key.

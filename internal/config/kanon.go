@@ -90,6 +90,23 @@ type KAnon struct {
 	// MaxBufferedRecords bounds records held undecided; 1000000 when zero.
 	MaxBufferedRecords int `mapstructure:"max_buffered_records"`
 
+	// Scale-out (run only; see the README on sizing).
+
+	// RepartitionTopic, when set, makes k exact across replicas: run
+	// produces the route's output to this internal topic keyed by an xxhash
+	// of its quasi-identifiers generalized to PartitionLevel, and the
+	// k-anonymity stage consumes it (in the same consumer group), so every
+	// class is counted by one replica. The stage then never generalizes a
+	// quasi-identifier beyond PartitionLevel: a class still short there is
+	// suppressed. Empty: the stage runs per source partition. Not part of
+	// the policy version while empty.
+	RepartitionTopic string `mapstructure:"repartition_topic" json:",omitempty"`
+	// PartitionLevel is the ladder level each quasi-identifier is keyed
+	// and capped at when RepartitionTopic is set: level min(PartitionLevel,
+	// coarsest level below "*") of its ladder. nil: the coarsest level
+	// below "*" of every ladder (fewest suppressions, fewest distinct keys).
+	PartitionLevel *int `mapstructure:"partition_level" json:",omitempty"`
+
 	// LDiversity, when set, also requires L distinct values of a sensitive field per group or class.
 	LDiversity *LDiversity `mapstructure:"l_diversity"`
 	// Noise, when set, adds Laplace noise to published counts.
@@ -299,6 +316,14 @@ func ValidateKAnon(p string, k *KAnon, fields []FieldRule) []error {
 	}
 	if k.MaxBufferedRecords < 1 {
 		add(p+".max_buffered_records", "must be positive, got %d", k.MaxBufferedRecords)
+	}
+	if k.PartitionLevel != nil {
+		switch {
+		case k.RepartitionTopic == "":
+			add(p+".partition_level", "applies only with repartition_topic")
+		case *k.PartitionLevel < 0:
+			add(p+".partition_level", "must not be negative, got %d", *k.PartitionLevel)
+		}
 	}
 	if l := k.LDiversity; l != nil {
 		if plainPath(p+".l_diversity.field", l.Field, true) {

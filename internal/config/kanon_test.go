@@ -75,6 +75,26 @@ func TestKAnonConfig(t *testing.T) {
       window: 1m
       quasi_identifiers: [{path: src.ip}]
 `, []string{"vendors.acme.k_anonymity: window, allowed_lateness, late, sums, min and max apply only to aggregate mode"}},
+		{"repartitioned", `
+      k: 3
+      entity: actor.user.name
+      quasi_identifiers: [{path: src.ip, ladder: {ip_prefix: [24, 16]}}]
+      repartition_topic: deident.repartition.acme
+      partition_level: 1
+`, nil},
+		{"partition level alone", `
+      k: 3
+      entity: actor.user.name
+      quasi_identifiers: [{path: src.ip}]
+      partition_level: 1
+`, []string{"vendors.acme.k_anonymity.partition_level: applies only with repartition_topic"}},
+		{"negative partition level", `
+      k: 3
+      entity: actor.user.name
+      quasi_identifiers: [{path: src.ip}]
+      repartition_topic: rp
+      partition_level: -1
+`, []string{"vendors.acme.k_anonymity.partition_level: must not be negative, got -1"}},
 		{"unknown key", `
       k: 3
       entity: actor.user.name
@@ -108,5 +128,28 @@ func TestKAnonConfig(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRepartitionACL: a repartition topic is read and written by the
+// worker on the source cluster.
+func TestRepartitionACL(t *testing.T) {
+	c, err := Parse([]byte(kanonRoute+`      k: 3
+      entity: actor.user.name
+      quasi_identifiers: [{path: src.ip}]
+      repartition_topic: deident.repartition.acme
+`), testdata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range c.ACLs() {
+		if a.Name == "deident.repartition.acme" {
+			found = a.Cluster == c.SourceCluster() && a.Resource == ResourceTopic && strings.Join(a.Operations, ",") == "Read,Write,Describe" &&
+				a.Why == "vendors.acme.k_anonymity.repartition_topic"
+		}
+	}
+	if !found {
+		t.Errorf("no Read, Write, Describe ACL for the repartition topic on the source cluster in %+v", c.ACLs())
 	}
 }

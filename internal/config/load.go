@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -64,7 +65,7 @@ func newViper() *viper.Viper {
 func decode(v *viper.Viper, dir string) (*Config, error) {
 	bindEnv(v, "", reflect.TypeOf(Config{}), v.AllSettings())
 	settings := v.AllSettings()
-	if errs := unknownKeys("", settings, reflect.TypeOf(Config{})); len(errs) > 0 {
+	if errs := append(credentialsInText(settings), unknownKeys("", settings, reflect.TypeOf(Config{}))...); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	var c Config
@@ -279,6 +280,8 @@ func (c *Config) Validate() error {
 		add("limits.max_record_bytes", "must be positive, got %d", c.Limits.MaxRecordBytes)
 	}
 	errs = append(errs, c.Kafka.validateRegistry()...)
+	errs = append(errs, c.validateAcks()...)
+	errs = append(errs, c.validateClusters()...)
 	for _, name := range sortedKeys(c.Sources) {
 		s := c.Sources[name]
 		p := "sources." + name
@@ -287,6 +290,21 @@ func (c *Config) Validate() error {
 		}
 		if s.Format != JSON && s.Format != Avro {
 			add(p+".format", "unknown format %q (want json or avro)", s.Format)
+		}
+		if s.SchemaFile != "" {
+			if s.Format != Avro {
+				add(p+".schema_file", "only for format avro, but the format is %s", s.Format)
+			}
+			path := s.SchemaFile
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(c.Dir, path)
+			}
+			b, err := readSmall(path, maxSchemaBytes)
+			if err != nil {
+				add(p+".schema_file", "%v", err)
+			}
+			s.SchemaText = string(b)
+			c.Sources[name] = s
 		}
 	}
 	if len(c.Vendors) == 0 {
@@ -585,4 +603,25 @@ func ParseBucket(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("bucket %q must divide a day evenly", s)
 	}
 	return d, nil
+}
+
+// maxSchemaBytes bounds a source's schema file: a schema is a few KiB, and
+// a path to a device or a huge file must not stall the loader.
+const maxSchemaBytes = 1 << 20
+
+// readSmall reads the file at path, refusing one over max bytes.
+func readSmall(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
 }

@@ -251,3 +251,37 @@ func TestNoticeHasOnlyVendorFacingChanges(t *testing.T) {
 		t.Error("a notice for internal changes only")
 	}
 }
+
+// An acknowledgement in the file covers a route's material changes at the
+// policy version it names, and no other version or route.
+func TestUnacknowledged(t *testing.T) {
+	changes := []Change{
+		{Route: "acme", Key: "vendors.acme.fields[file.path].action", Material: true},
+		{Route: "acme", Key: "vendors.acme.purpose"},
+		{Route: "beta", Key: "vendors.beta.gate.k", Material: true},
+	}
+	cfg := &config.Config{Acknowledge: []config.Ack{{Route: "acme", Policy: "p2", Reason: "needed for detections"}}}
+	keys := func(cs []Change) []string {
+		var s []string
+		for _, c := range cs {
+			s = append(s, c.Key)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name     string
+		versions map[string]string
+		ack      string
+		want     []string
+	}{
+		{"acked at its new version", map[string]string{"acme": "p2", "beta": "p9"}, "", []string{"vendors.beta.gate.k"}},
+		{"ack for another version", map[string]string{"acme": "p3", "beta": "p9"}, "", []string{"vendors.acme.fields[file.path].action", "vendors.beta.gate.k"}},
+		{"--ack covers all", map[string]string{"acme": "p3"}, "reviewed", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := keys(Unacknowledged(changes, cfg, tc.versions, tc.ack)); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -7,7 +7,9 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -31,15 +33,28 @@ type Config struct {
 	MaxAttempts int
 	// AllowAutoTopicCreation lets producing create missing topics (tests, demo).
 	AllowAutoTopicCreation bool
+	// Topics are the only topics the sink produces to: Produce refuses an
+	// output for any other with ErrTopicNotAllowed (before queueing any of
+	// the batch). The worker passes its route and internal topics; nil
+	// allows every topic (tests, the benchmark harness).
+	Topics []string
+	// Transport connects to the cluster (TLS, SASL); kafka.DefaultTransport
+	// (plaintext) when nil.
+	Transport kafka.RoundTripper
 	// Logger receives produce errors; slog.Default() when nil.
 	Logger *slog.Logger
 }
 
+// ErrTopicNotAllowed is returned by Produce for an output whose topic is not
+// among Config.Topics.
+var ErrTopicNotAllowed = errors.New("topic not allowed for this sink")
+
 // Sink produces outputs to the topic each names.
 type Sink struct {
-	w    *kafka.Writer
-	log  *slog.Logger
-	msgs sync.Pool // *[]kafka.Message
+	w      *kafka.Writer
+	topics []string // nil: any
+	log    *slog.Logger
+	msgs   sync.Pool // *[]kafka.Message
 }
 
 var _ pipeline.Sink = (*Sink)(nil)
@@ -59,7 +74,14 @@ func New(cfg Config) (*Sink, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Sink{log: log}
+	s := &Sink{log: log, topics: slices.Clone(cfg.Topics)}
+	if cfg.Topics != nil && len(cfg.Topics) == 0 {
+		return nil, errors.New("kafka sink: topics is empty: the sink could produce to nothing")
+	}
+	transport := cfg.Transport
+	if transport == nil {
+		transport = kafka.DefaultTransport
+	}
 	s.msgs.New = func() any { return new([]kafka.Message) }
 	s.w = &kafka.Writer{
 		Addr:                   kafka.TCP(cfg.Brokers...),
@@ -73,7 +95,7 @@ func New(cfg Config) (*Sink, error) {
 		MaxAttempts:            cfg.MaxAttempts,
 		AllowAutoTopicCreation: cfg.AllowAutoTopicCreation,
 		Completion:             s.complete,
-		Transport:              newMetadataCache(kafka.DefaultTransport),
+		Transport:              newMetadataCache(transport),
 	}
 	return s, nil
 }
@@ -85,6 +107,13 @@ func New(cfg Config) (*Sink, error) {
 // output's header list is passed as the message's: the Writer only reads
 // them.
 func (s *Sink) Produce(ctx context.Context, outs []pipeline.Output) error {
+	if s.topics != nil {
+		for i := range outs {
+			if !s.Allows(outs[i].Topic) {
+				return fmt.Errorf("producing to %q: %w", outs[i].Topic, ErrTopicNotAllowed)
+			}
+		}
+	}
 	// The Writer copies each Message into its batch, so the slice handed to
 	// WriteMessages is reused.
 	bp := s.msgs.Get().(*[]kafka.Message)
@@ -122,6 +151,23 @@ func (s *Sink) complete(msgs []kafka.Message, err error) {
 			a.Acked(err)
 		}
 	}
+}
+
+// Allows reports whether the sink may produce to topic. A worker has a
+// handful of topics and passes each output the very string it gave New
+// (the route's config), so a scan comparing string data pointers answers
+// first; other strings are compared by value.
+func (s *Sink) Allows(topic string) bool {
+	if s.topics == nil {
+		return true
+	}
+	p := unsafe.StringData(topic)
+	for _, t := range s.topics {
+		if unsafe.StringData(t) == p && len(t) == len(topic) {
+			return true
+		}
+	}
+	return slices.Contains(s.topics, topic)
 }
 
 // Stats returns the Writer's statistics since the last call.

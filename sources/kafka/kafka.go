@@ -46,6 +46,9 @@ type Config struct {
 	// QueueCapacity is how many fetched records each partition's reader
 	// buffers ahead of the runner; 1000 when zero.
 	QueueCapacity int
+	// Dialer connects the consumer group and the partition readers (TLS,
+	// SASL); kafka-go's default (plaintext) when nil.
+	Dialer *kafka.Dialer
 	// Logger receives group events; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -125,6 +128,7 @@ func (s *Source) Run(ctx context.Context, h pipeline.ClaimHandler) error {
 		SessionTimeout:    s.cfg.SessionTimeout,
 		RebalanceTimeout:  s.cfg.RebalanceTimeout,
 		JoinGroupBackoff:  s.cfg.JoinGroupBackoff,
+		Dialer:            s.cfg.Dialer,
 	})
 	if err != nil {
 		return fmt.Errorf("joining consumer group %s: %w", s.cfg.GroupID, err)
@@ -193,6 +197,7 @@ func (c *claim) run(ctx context.Context, h pipeline.ClaimHandler) {
 		MaxBytes:      c.s.cfg.MaxBytes,
 		MaxWait:       c.s.cfg.MaxWait,
 		QueueCapacity: c.s.cfg.QueueCapacity,
+		Dialer:        c.s.cfg.Dialer,
 	})
 	defer c.r.Close()
 	if err := c.r.SetOffset(c.start); err != nil {

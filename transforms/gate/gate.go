@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,11 +160,22 @@ func (v Verdict) Paths() string { return string(v.AppendPaths(nil)) }
 // Option configures New.
 type Option func(*options)
 
-type options struct{ now func() time.Time }
+type options struct {
+	now  func() time.Time
+	prev *Gate
+}
 
 // WithClock sets the clock of the Bloom rotation and the quarantine-rate
 // window; time.Now by default.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithState makes the new Gate continue prev, the same route's gate under
+// the running policy (a config reload): it shares prev's counters, so
+// they never go back, and, when the gate config is unchanged, prev's Bloom
+// filter of raw identifiers and quarantine-rate window too, so a reload
+// forgets no identifier seen before it and does not reset the fail-closed
+// rate. nil: a fresh gate.
+func WithState(prev *Gate) Option { return func(o *options) { o.prev = prev } }
 
 // Gate is one route's compiled gate. Safe for concurrent use.
 type Gate struct {
@@ -181,6 +193,11 @@ type Gate struct {
 	rate     *RateTracker
 	now      func() time.Time
 
+	stats *counters // shared with the gates a reload replaces it with (WithState)
+}
+
+// counters are a gate's tallies; they outlive a reload.
+type counters struct {
 	checked, quarantined atomic.Uint64
 	byReason             [NumReasons]atomic.Uint64
 }
@@ -242,7 +259,16 @@ func New(name string, rc config.Route, opts ...Option) (*Gate, error) {
 		kField: gc.KField,
 		now:    o.now,
 		root:   &gnode{anyPath: "*", kids: map[string]*gnode{}},
-		rate:   NewRateTracker(name, gc.MaxQuarantineRate, gc.QuarantineWindow, gc.MinRecords, o.now),
+		stats:  &counters{},
+	}
+	same := o.prev != nil && reflect.DeepEqual(o.prev.cfg, gc)
+	if o.prev != nil {
+		g.stats = o.prev.stats
+	}
+	if same {
+		g.rate = o.prev.rate
+	} else {
+		g.rate = NewRateTracker(name, gc.MaxQuarantineRate, gc.QuarantineWindow, gc.MinRecords, o.now)
 	}
 	if gc.MinK == 0 && rc.KAnon != nil {
 		gc.MinK = rc.KAnon.K // the route's k-anonymity stage sets the k to check
@@ -281,7 +307,10 @@ func New(name string, rc config.Route, opts ...Option) (*Gate, error) {
 		}
 	}
 	g.root.index()
-	if g.on && gc.EchoOn() {
+	switch {
+	case same:
+		g.echo = o.prev.echo // nil too when the echo check is off
+	case g.on && gc.EchoOn():
 		g.echo = newRotatingBloom(gc.BloomCapacity, gc.BloomFPRate, gc.BloomRotate, o.now)
 	}
 	return g, nil
@@ -384,10 +413,10 @@ func (g *Gate) Config() config.Gate { return g.cfg }
 // quarantine rate has passed max_quarantine_rate; from then on the caller
 // must publish nothing more to the route.
 func (g *Gate) Tally(v Verdict) error {
-	g.checked.Add(1)
+	g.stats.checked.Add(1)
 	if !v.Pass() {
-		g.quarantined.Add(1)
-		v.Reasons.Each(func(r Reason) { g.byReason[r].Add(1) })
+		g.stats.quarantined.Add(1)
+		v.Reasons.Each(func(r Reason) { g.stats.byReason[r].Add(1) })
 	}
 	return g.rate.Add(!v.Pass())
 }
@@ -405,9 +434,9 @@ type Stats struct {
 
 // Stats returns the counters.
 func (g *Gate) Stats() Stats {
-	s := Stats{Checked: g.checked.Load(), Quarantined: g.quarantined.Load()}
+	s := Stats{Checked: g.stats.checked.Load(), Quarantined: g.stats.quarantined.Load()}
 	for i := range s.ByReason {
-		s.ByReason[i] = g.byReason[i].Load()
+		s.ByReason[i] = g.stats.byReason[i].Load()
 	}
 	return s
 }

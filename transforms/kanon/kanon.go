@@ -203,7 +203,8 @@ type Stage struct {
 	off     []int    // per QI: its first level's index in pending.gh
 	offN    int
 	seq     [][]uint8
-	top     int // index of the all-top vector in seq
+	top     int     // index of the all-top vector in seq; len(seq) with caps
+	caps    []uint8 // per QI, the highest level it may reach (repartitioned); nil: none
 	metrics []string
 	sumIdx  []int
 	minIdx  []int
@@ -255,8 +256,22 @@ func New(cfg config.KAnon, dir string, opts Options) (*Stage, error) {
 		s.off = append(s.off, s.offN)
 		s.offN += l.height + 1
 	}
-	s.seq = sequence(s.qis)
+	if cfg.RepartitionTopic != "" {
+		// Repartitioned: every class the stage can publish must lie within
+		// one class at the caps, the one its records were keyed by.
+		level := math.MaxInt
+		if cfg.PartitionLevel != nil {
+			level = *cfg.PartitionLevel
+		}
+		for _, l := range s.qis {
+			s.caps = append(s.caps, uint8(min(level, l.height-1)))
+		}
+	}
+	s.seq = sequence(s.qis, s.caps)
 	s.top = len(s.seq) - 1
+	if s.caps != nil {
+		s.top = len(s.seq) // the caps are publishable: the top is beyond them
+	}
 	index := func(f string) int {
 		if i := slices.Index(s.metrics, f); i >= 0 {
 			return i
@@ -311,6 +326,19 @@ func (s *Stage) QuasiIdentifiers() []string {
 
 // Sequence returns the roll-up order of level vectors (shared; do not modify).
 func (s *Stage) Sequence() [][]uint8 { return s.seq }
+
+// Caps returns, when the stage is repartitioned (repartition_topic), the
+// highest level of each quasi-identifier, which is also the level records
+// are keyed by; nil otherwise. Shared; do not modify.
+func (s *Stage) Caps() []uint8 { return s.caps }
+
+// AppendPartitionKey appends the key a repartitioned stage's records are
+// routed by: the quasi-identifiers of rec (filled by Extract) generalized
+// to Caps. Every class the stage can publish lies within one such key.
+// Not for a stage without caps.
+func (s *Stage) AppendPartitionKey(dst []byte, rec *Record) []byte {
+	return appendKey(dst, s.qis, rec.QI, s.caps)
+}
 
 // Stats returns the counters.
 func (s *Stage) Stats() Stats { return s.stats }

@@ -316,14 +316,16 @@ func (l *ladder) ncp(v string, level int) float64 {
 // most specific one: the one that can take the most values at its current
 // level (its domain: hierarchy column cardinality, buckets per day, numeric
 // buckets, IPv4 prefixes; a QI without a ladder is infinitely specific and
-// goes to "*" first); ties go to the QI listed first.
-func sequence(ls []*ladder) [][]uint8 {
+// goes to "*" first); ties go to the QI listed first. With caps (a level
+// per QI, below its top) no QI steps beyond its cap and the sequence ends
+// at the caps.
+func sequence(ls []*ladder, caps []uint8) [][]uint8 {
 	cur := make([]uint8, len(ls))
 	seq := [][]uint8{append([]uint8(nil), cur...)}
 	for {
 		best := -1
 		for i, l := range ls {
-			if int(cur[i]) >= l.height {
+			if int(cur[i]) >= l.height || (caps != nil && cur[i] >= caps[i]) {
 				continue
 			}
 			if best < 0 || l.domain[cur[i]] > ls[best].domain[cur[best]] {
