@@ -53,7 +53,7 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 	a.queue = true
 	a.obsQueue, a.obsBuf = a.obsQueue[:0], a.obsBuf[:0]
 	start := len(dst)
-	// The record followed by pad zero bytes: every read of up to 16 bytes
+	// The record followed by pad zero bytes: every read of up to 32 bytes
 	// at an offset up to len(src) stays inside d, so the loop needs no
 	// length checks before its word loads. A zero byte is valid nowhere in
 	// JSON outside a string and ends a string's plain run, so the loop
@@ -354,7 +354,7 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]by
 // guards it (d[i:i+8] would cost two compares and the masking of an
 // empty slice's pointer on every load of the loop).
 func load64(d []byte, i int) uint64 {
-	if uint(i) > uint(len(d)-8) { // d is padded: len(d) >= 16
+	if uint(i) > uint(len(d)-8) { // d is padded: len(d) >= pad
 		panic("route: load64 out of range")
 	}
 	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(d)), i))[:])
