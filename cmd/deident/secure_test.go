@@ -50,12 +50,21 @@ func newSecureTopics(t *testing.T) secureTopics {
 	}
 }
 
+// withoutBrokerOverride unsets DEIDENT_KAFKA_BROKERS for the test (it is
+// restored afterwards): CI's real-broker phase sets it, and a config with
+// clusters refuses kafka.brokers, which that variable overrides.
+func withoutBrokerOverride(t *testing.T) {
+	t.Setenv("DEIDENT_KAFKA_BROKERS", "")
+	os.Unsetenv("DEIDENT_KAFKA_BROKERS")
+}
+
 // secureConfig is the example config with its kafka.brokers replaced by a
 // clusters section for s (TLS with caFile, SCRAM with the password in a
 // file), the names set through DEIDENT_ environment overrides. It loads
 // through config.Parse, as deident run would load it.
 func secureConfig(t *testing.T, s *kafkatest.Secure, n secureTopics, caFile, password string) *config.Config {
 	t.Helper()
+	withoutBrokerOverride(t)
 	key, err := os.ReadFile("../../configs/demo-keys/flowai.key")
 	if err != nil {
 		t.Fatal(err)
@@ -365,6 +374,7 @@ func secureCheckOutputs(t *testing.T, s *kafkatest.Secure, cfg *config.Config, w
 // TestCheckListsACLs: deident check prints, per cluster, kafka-acls
 // commands for exactly what the worker needs, and no credential.
 func TestCheckListsACLs(t *testing.T) {
+	withoutBrokerOverride(t)
 	out, err := runStdout(t, "check", "--config", "../../configs/testdata/clusters.good.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package jsonscan
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -209,10 +210,9 @@ func stringEnd(d []byte, i int) int {
 			if i+1 >= len(d) {
 				return -1
 			}
-			switch d[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			if e := d[i+1]; simpleEscape[e] {
 				i += 2
-			case 'u':
+			} else if e == 'u' {
 				if i+6 > len(d) {
 					return -1
 				}
@@ -222,7 +222,7 @@ func stringEnd(d []byte, i int) int {
 					}
 				}
 				i += 6
-			default:
+			} else {
 				return -1
 			}
 		case c < 0x20:
@@ -236,6 +236,9 @@ func stringEnd(d []byte, i int) int {
 		}
 	}
 }
+
+// simpleEscape marks the bytes that may follow a backslash on their own.
+var simpleEscape = [256]bool{'"': true, '\\': true, '/': true, 'b': true, 'f': true, 'n': true, 'r': true, 't': true}
 
 // numberEnd reads a number at d[i] by the JSON grammar; -1 when malformed.
 func numberEnd(d []byte, i int) int {
@@ -306,3 +309,82 @@ func (t *Names) IndexAt(d []byte, p, n int) int {
 		}
 	}
 }
+
+// ResetAt points s at data, at offset pos inside depth open containers, so
+// a caller's position-based loop can hand one value to the Scanner.
+func (s *Scanner) ResetAt(data []byte, pos, depth int) { s.data, s.pos, s.depth = data, pos, depth }
+
+// ValueEnd validates the value that starts exactly at d[p] (no leading
+// whitespace) for a Scanner at the given depth and returns the offset after
+// it, or -1 when it is malformed, truncated or too deep (as SkipValue, whose
+// fast paths for the common scalars it inlines).
+func ValueEnd(d []byte, p, depth int) int {
+	if p >= len(d) {
+		return -1
+	}
+	switch c := d[p]; {
+	case c == '"':
+		i := plainRun(d, p+1)
+		if i < len(d) && d[i] == '"' {
+			return i + 1
+		}
+		return stringEnd(d, i)
+	case c-'0' < 10:
+		return digitsEnd(d, p)
+	}
+	_, end, ok := SkipValue(d, p, depth)
+	if !ok {
+		return -1
+	}
+	return end
+}
+
+// digitsEnd reads a number starting with a digit at d[p]. The usual case,
+// an integer of at most seven digits followed by a byte that cannot
+// continue a number, is found with one eight-byte load; anything else goes
+// through numberEnd.
+func digitsEnd(d []byte, p int) int {
+	if p+8 > len(d) {
+		return numberEnd(d, p)
+	}
+	n := DigitRun(binary.LittleEndian.Uint64(d[p:]))
+	if n == 8 || (n > 1 && d[p] == '0') {
+		return numberEnd(d, p)
+	}
+	if c := d[p+n]; c == '.' || c|0x20 == 'e' {
+		return numberEnd(d, p)
+	}
+	return p + n
+}
+
+// The word-level pieces of the fast paths, small enough to be inlined into
+// a caller's loop (a call there costs more than the work: Go's calling
+// convention has no callee-saved registers, so every call spills the
+// loop's state).
+
+// StopMask flags (top bit of each byte) the bytes of x, eight bytes of a
+// string body little-endian, that end a plain run: a control byte, '"',
+// '\\' or non-ASCII. Only the lowest flag is exact: bytes below the first
+// match borrow nothing, and a byte with its top bit clear is flagged by each
+// term exactly when it matches, so the usual "&^ x" masks are not needed
+// (the top bit of x flags non-ASCII by itself).
+func StopMask(x uint64) uint64 {
+	return ((x - lsb*0x20) | (x ^ lsb*'"' - lsb) | (x ^ lsb*'\\' - lsb) | x) & msb
+}
+
+// DigitRun returns how many of the eight bytes of x (little-endian) are
+// ASCII digits before the first that is not; 8 when all are. A byte is a
+// digit when its high nibble is 3 and adding 6 keeps it so; no byte below
+// the first non-digit carries into the next, so the lowest flag is exact.
+func DigitRun(x uint64) int {
+	nd := (x&(lsb*0xF0) ^ lsb*0x30) | ((x+lsb*0x06)&(lsb*0xF0) ^ lsb*0x30)
+	return bits.TrailingZeros64(((nd&(lsb*0x7F)+lsb*0x7F)|nd)&msb) >> 3
+}
+
+// PlainRun returns the offset of the first byte at or after i that ends a
+// plain run of a string body (see StopMask), or len(d).
+func PlainRun(d []byte, i int) int { return plainRun(d, i) }
+
+// StringEnd validates the rest of a string body from d[i] and returns the
+// offset after its closing quote, or -1 when it is malformed or truncated.
+func StringEnd(d []byte, i int) int { return stringEnd(d, i) }

@@ -309,15 +309,7 @@ const (
 // the lowest one is used.
 func plainRun(d []byte, i int) int {
 	for i+8 <= len(d) {
-		x := binary.LittleEndian.Uint64(d[i:])
-		q := x ^ (lsb * '"')
-		b := x ^ (lsb * '\\')
-		// Bytes below the first match borrow nothing, and a byte with its
-		// top bit clear is flagged by each term exactly when it matches,
-		// so the usual "&^ x" masks are not needed: the top bit of x
-		// flags non-ASCII by itself.
-		t := ((x - lsb*0x20) | (q - lsb) | (b - lsb) | x) & msb
-		if t != 0 {
+		if t := StopMask(binary.LittleEndian.Uint64(d[i:])); t != 0 {
 			return i + bits.TrailingZeros64(t)/8
 		}
 		i += 8

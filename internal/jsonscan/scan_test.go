@@ -1,6 +1,7 @@
 package jsonscan
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -106,7 +107,7 @@ func FuzzSkip(f *testing.F) {
 // FuzzSkipValue checks the fast skipper against the token-by-token one:
 // whenever SkipValue accepts, skipSlow accepts the same bytes.
 func FuzzSkipValue(f *testing.F) {
-	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `"\ud83d"`, `1e5`, `[`, `{"a":"\u0000"}`, "\"\xff\"", `  true `, `{"a":1}{`, ` [ { "a" : { } , "b" : [ ] } ] `, `-0.1E-7`, `{"a":1]`, `[1}`, `false`, `"é"`} {
+	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `"\ud83d"`, `1e5`, `[`, `{"a":"\u0000"}`, "\"\xff\"", `  true `, `{"a":1}{`, ` [ { "a" : { } , "b" : [ ] } ] `, `-0.1E-7`, `{"a":1]`, `[1}`, `false`, `"é"`, `12345678,`, `0123`, `1.5e3`, `7E+2`, `100701}`, `"plain text","x"`} {
 		f.Add([]byte(s), uint8(0))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, depth uint8) {
@@ -120,6 +121,12 @@ func FuzzSkipValue(f *testing.F) {
 		}
 		if !ok && err == nil {
 			t.Fatalf("%q at depth %d: SkipValue rejects what the slow path accepts", in, depth)
+		}
+		// ValueEnd (no leading whitespace) agrees with SkipValue.
+		if len(in) > 0 && in[0] > ' ' {
+			if got := ValueEnd(in, 0, s.depth); (got >= 0) != ok || (ok && got != end) {
+				t.Fatalf("%q at depth %d: ValueEnd %d, SkipValue [%d:%d] %v", in, depth, got, start, end, ok)
+			}
 		}
 	})
 }
@@ -139,6 +146,24 @@ func TestPlainRunMatchesByteLoop(t *testing.T) {
 				if got := plainRun(d, from); got != want {
 					t.Fatalf("byte %#x at %d from %d: got %d, want %d", c, at, from, got, want)
 				}
+			}
+		}
+	}
+}
+
+// TestDigitRunMatchesByteLoop checks the SWAR digit count against a byte
+// loop for every byte value at every position of a word of digits.
+func TestDigitRunMatchesByteLoop(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for at := 0; at < 8; at++ {
+			d := []byte("12345678")
+			d[at] = byte(c)
+			want := 0
+			for want < 8 && d[want] >= '0' && d[want] <= '9' {
+				want++
+			}
+			if got := DigitRun(binary.LittleEndian.Uint64(d)); got != want {
+				t.Fatalf("byte %#x at %d: got %d, want %d", c, at, got, want)
 			}
 		}
 	}

@@ -18,10 +18,19 @@ import (
 	"github.com/deident/deident/internal/kafkatest"
 )
 
+// withoutBrokerOverride unsets DEIDENT_KAFKA_BROKERS for the test (it is
+// restored afterwards): CI's real-broker phase sets it, and a config with
+// clusters refuses kafka.brokers, which that variable overrides.
+func withoutBrokerOverride(t *testing.T) {
+	t.Setenv("DEIDENT_KAFKA_BROKERS", "")
+	os.Unsetenv("DEIDENT_KAFKA_BROKERS")
+}
+
 // clusterConfig loads a config whose one cluster is brokers with the given
 // tls and sasl sections (YAML flow maps, "" for none).
 func clusterConfig(t *testing.T, brokers []string, tlsYAML, saslYAML string) *config.Config {
 	t.Helper()
+	withoutBrokerOverride(t)
 	dir := t.TempDir()
 	text := fmt.Sprintf(`
 clusters:

@@ -137,8 +137,12 @@ const maxSummaryWords = 1 << 13
 const sigWords = 1 << 10
 
 // sigBit returns the word and bit of v's signature; v is not empty.
-func sigBit(v []byte) (int, uint64) {
-	x := uint32(min(len(v), 255))<<16 | uint32(v[0])<<8 | uint32(v[len(v)-1])
+func sigBit(v []byte) (int, uint64) { return sigBitOf(len(v), v[0], v[len(v)-1]) }
+
+// sigBitOf is sigBit of a value of length n with those first and last
+// bytes.
+func sigBitOf(n int, first, last byte) (int, uint64) {
+	x := uint32(min(n, 255))<<16 | uint32(first)<<8 | uint32(last)
 	x *= 0x9e3779b1
 	return int(x >> 22), 1 << (x >> 16 & 63)
 }

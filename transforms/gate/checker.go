@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -82,6 +83,10 @@ const (
 	seenSlots = 1 << 14
 	seenWays  = 4
 )
+
+// seenFour fails to compile unless seenWays is 4, as remember assumes.
+var _ [seenWays - 4]struct{}
+var _ [4 - seenWays]struct{}
 
 type memoEntry struct {
 	h       uint64     // the string's prehash; any value with n == 0: empty slot
@@ -324,8 +329,10 @@ func (c *Checker) leaf(n *gnode, kind jsonscan.Kind) error {
 }
 
 // leafString checks the string val at leaf n (escaped: it was written with
-// escapes, which no action produces).
-func (c *Checker) leafString(n *gnode, val []byte, escaped bool) {
+// escapes, which no action produces). It reports whether the leaf's own
+// test accepted val, which then depends on val alone; otherwise val was
+// tested as text.
+func (c *Checker) leafString(n *gnode, val []byte, escaped bool) bool {
 	l := n.leaf
 	ok := true
 	switch l.kind {
@@ -337,7 +344,7 @@ func (c *Checker) leafString(n *gnode, val []byte, escaped bool) {
 		ok = !escaped && ipLeafOK(l, val)
 	default: // generalized labels and times: free text to the other checks
 		c.text(val, n.path, true)
-		return
+		return false
 	}
 	if !ok {
 		// Not what the action writes: the transform cannot be trusted
@@ -347,6 +354,7 @@ func (c *Checker) leafString(n *gnode, val []byte, escaped bool) {
 		}
 		c.text(val, n.path, true)
 	}
+	return ok
 }
 
 // free scans any value, testing every string, member name and (for cards)
@@ -433,6 +441,14 @@ func (c *Checker) text(s []byte, path string, ipPatterns bool) {
 	want := g.patterns
 	if !ipPatterns {
 		want &^= 1<<patIPv4 | 1<<patIPv6
+	}
+	if len(s) >= 19 && s[4] == '-' && isTimestamp(s) && !c.reference {
+		// Holds no pattern (scanPatterns), and is most often new: the
+		// memo would only cost a hash, a copy and a slot.
+		if g.echo != nil && c.echoTimestamp(s) {
+			c.fail(ReasonEcho, path)
+		}
+		return
 	}
 	if len(s) > memoLongMax || c.reference {
 		c.report(scanPatterns(s, want), path)
@@ -521,6 +537,14 @@ var coarse = func() (t [256]bool) {
 // / \ = & ? : ,), their parts around '@', the dot-separated parts of those,
 // and each coarse token's skeleton (without . - _) are looked up.
 func (c *Checker) echoes(s []byte) bool {
+	if bytes.IndexByte(s, '%') < 0 {
+		return c.echoesPlain(s) // nothing to decode: the same lookups, lazily
+	}
+	return c.echoesDecoded(s)
+}
+
+// echoesDecoded is echoes for strings that may hold %XX escapes.
+func (c *Checker) echoesDecoded(s []byte) bool {
 	b := c.g.echo
 	// One pass folds, decodes and cuts s into coarse tokens, each looked
 	// up as soon as it ends; the whole folded string last.
@@ -696,14 +720,14 @@ func (c *Checker) Observe(in []byte) {
 // The route's Applier calls it for every direct identifier it reads, which
 // spares the gate a second pass over the input (route.Observer).
 func (c *Checker) ObserveIdentifier(rule int, val []byte) {
-	g := c.g
-	if g.echo == nil || rule >= len(g.byRule) || g.byRule[rule] == nil || !g.byRule[rule].identifier() {
+	idents := c.g.idents
+	if uint(rule) >= uint(len(idents)) || idents[rule] == nil {
 		return
 	}
 	if c.sinceRefresh++; c.sinceRefresh >= refreshEvery || c.gens == nil {
 		c.refresh()
 	}
-	c.remember(val, g.byRule[rule])
+	c.remember(val, idents[rule])
 }
 
 // refreshEvery bounds how many identifiers ObserveIdentifier remembers
@@ -797,18 +821,22 @@ func (c *Checker) remember(raw []byte, l *gleaf) {
 	}
 	fp := prehashSeeded(raw, seed) | 1 // 0: empty
 	set := (*[seenWays]uint64)(c.seen[fp&(seenSlots-1)&^(seenWays-1):])
-	for i, x := range set {
-		if x == fp {
-			if i > 0 { // most recent first
-				copy(set[1:i+1], set[:i])
-				set[0] = fp
-			}
-			return
-		}
+	// Most recent first; the switch knows there are four ways (seenFour).
+	switch fp {
+	case set[0]:
+		return
+	case set[1]:
+		set[0], set[1] = fp, set[0]
+		return
+	case set[2]:
+		set[0], set[1], set[2] = fp, set[0], set[1]
+		return
+	case set[3]:
+		set[0], set[1], set[2], set[3] = fp, set[0], set[1], set[2]
+		return
 	}
 	c.rememberForms(raw, l)
-	copy(set[1:], set[:seenWays-1])
-	set[0] = fp
+	set[0], set[1], set[2], set[3] = fp, set[0], set[1], set[2]
 }
 
 func (c *Checker) rememberForms(raw []byte, l *gleaf) {

@@ -188,6 +188,7 @@ type Gate struct {
 	patterns patternSet
 	root     *gnode
 	byRule   []*gleaf          // the leaf of each field rule, by index (nil for drop)
+	idents   []*gleaf          // byRule's direct identifiers, nil elsewhere; nil without the echo check
 	byPath   map[string]*gleaf // the leaf of each field rule, by path (for aggregates)
 	echo     *rotatingBloom    // nil when the echo check is off
 	rate     *RateTracker
@@ -312,6 +313,14 @@ func New(name string, rc config.Route, opts ...Option) (*Gate, error) {
 		g.echo = o.prev.echo // nil too when the echo check is off
 	case g.on && gc.EchoOn():
 		g.echo = newRotatingBloom(gc.BloomCapacity, gc.BloomFPRate, gc.BloomRotate, o.now)
+	}
+	if g.echo != nil {
+		g.idents = make([]*gleaf, len(g.byRule))
+		for i, l := range g.byRule {
+			if l != nil && l.identifier() {
+				g.idents[i] = l
+			}
+		}
 	}
 	return g, nil
 }
@@ -481,25 +490,31 @@ func parseIPv4(b []byte) (addr uint32, ok bool) {
 	if len(b) < 7 || len(b) > 15 {
 		return 0, false
 	}
-	fields, v, digits := 0, uint32(0), 0
-	for i := 0; i <= len(b); i++ {
-		if i == len(b) || b[i] == '.' {
-			if digits == 0 || v > 255 {
+	i := 0
+	for f := range 4 {
+		if f > 0 {
+			if i >= len(b) || b[i] != '.' {
 				return 0, false
 			}
-			addr = addr<<8 | v
-			fields++
-			v, digits = 0, 0
-			continue
+			i++
 		}
-		c := b[i]
-		if c < '0' || c > '9' || (digits == 1 && v == 0) {
+		if i >= len(b) || b[i]-'0' > 9 {
 			return 0, false
 		}
-		v = v*10 + uint32(c-'0')
-		digits++
+		v := uint32(b[i] - '0')
+		i++
+		if v != 0 { // a field that starts with 0 is 0
+			for k := 0; k < 2 && i < len(b) && b[i]-'0' <= 9; k++ {
+				v = v*10 + uint32(b[i]-'0')
+				i++
+			}
+		}
+		if v > 255 {
+			return 0, false
+		}
+		addr = addr<<8 | v
 	}
-	return addr, fields == 4
+	return addr, i == len(b)
 }
 
 // pseudonymOK reports whether val is prefix + chars of the encoding.

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"unsafe"
 
@@ -90,6 +91,90 @@ func alnumAt(s []byte, i int) bool { return i >= 0 && i < len(s) && isAlnum(s[i]
 // scanPatterns returns the patterns (of want) that s holds. Each check is
 // guarded by counts gathered in one pass, so most strings run none.
 func scanPatterns(s []byte, want patternSet) patternSet {
+	if isTimestamp(s) {
+		return 0
+	}
+	return scanAll(s, want)
+}
+
+// isTimestamp reports whether s is exactly an RFC 3339 date-time:
+// DDDD-DD-DD, 'T', 't' or a space, DD:DD:DD, optionally '.' and 1 to 9
+// digits, optionally 'Z', 'z' or [+-]DD:DD. No pattern can be found in such
+// a string, so scanPatterns answers at once for the one string most
+// records hold that is new every time (TestPatternGuards checks it):
+// there is no '@', "%40", "eyJ", "-----", '_' or capital but 'T' and 'Z'
+// (no e-mail, JWT, private key or cloud key); at most one '.' (no IPv4,
+// no Cisco MAC); colons only between two-digit groups (no "::", at most
+// four, so no IPv6; no colon MAC); dashes only in the date and the offset
+// (no dash MAC; no SSN, whose groups would need a dash three and six
+// bytes after a non-alphanumeric start); digit runs joined by a space or
+// a dash of at most 11 digits (the date and the hour, or the fraction and
+// the offset's hour: no card, no SSN); and no two letters in a row (no
+// IBAN).
+func isTimestamp(s []byte) bool {
+	const layout = "0000-00-00T00:00:00"
+	if len(s) < len(layout) || len(s) > len(layout)+10+6 {
+		return false
+	}
+	if !tsDate.match(binary.LittleEndian.Uint64(s)) || !tsTime.match(binary.LittleEndian.Uint64(s[11:])) ||
+		!isDigit(s[8]) || !isDigit(s[9]) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') {
+		return false
+	}
+	rest := s[len(layout):]
+	if len(rest) > 0 && rest[0] == '.' {
+		n := 1
+		for n < len(rest) && n <= 9 && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 {
+			return false
+		}
+		rest = rest[n:]
+	}
+	switch {
+	case len(rest) == 0:
+		return true
+	case len(rest) == 1:
+		return rest[0] == 'Z' || rest[0] == 'z'
+	case len(rest) == 6:
+		return (rest[0] == '+' || rest[0] == '-') && isDigit(rest[1]) && isDigit(rest[2]) && rest[3] == ':' && isDigit(rest[4]) && isDigit(rest[5])
+	}
+	return false
+}
+
+// tsDate and tsTime are the eight bytes at 0 and at 11 of a timestamp.
+var tsDate, tsTime = newTemplate("0000-00-"), newTemplate("00:00:00")
+
+// template tests eight bytes at once against a layout of digits ('0')
+// and fixed bytes.
+type template struct{ digits, fixed, want uint64 }
+
+func newTemplate(layout string) (t template) {
+	for i := range 8 {
+		if layout[i] == '0' {
+			t.digits |= 0xff << (8 * i)
+		} else {
+			t.fixed |= 0xff << (8 * i)
+			t.want |= uint64(layout[i]) << (8 * i)
+		}
+	}
+	return t
+}
+
+// match reports whether x (little-endian) fits the layout: the fixed
+// bytes equal, and every digit byte, xor '0', at most 9 (its high nibble
+// zero, and adding 0x76 leaves its top bit clear, without a carry since
+// it is at most 0x0f).
+func (t template) match(x uint64) bool {
+	if x&t.fixed != t.want {
+		return false
+	}
+	y := (x ^ lsb*'0') & t.digits
+	return y&(lsb*0xf0) == 0 && (y+(lsb*0x76&t.digits))&msb == 0
+}
+
+// scanAll is scanPatterns without the timestamp shortcut.
+func scanAll(s []byte, want patternSet) patternSet {
 	var at, dot, colon, dash, digit, pct, ibanStarts int
 	// run counts the digits of the current run of digit groups joined by a
 	// space or dash (as card numbers and SSNs are written); maxRun is the

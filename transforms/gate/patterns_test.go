@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -114,4 +115,25 @@ func FuzzScanPatterns(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		scanPatterns([]byte(s), 1<<numPatterns-1)
 	})
+}
+
+// TestIsTimestamp compares the timestamp test with a regular expression
+// on timestamps with one byte changed to every value.
+func TestIsTimestamp(t *testing.T) {
+	re := regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})?$`)
+	for _, base := range []string{"2026-11-01T00:00:01", "2026-11-01T00:00:01.054Z", "1999-12-31 23:59:59.123456789+01:00", "2026-11-01t00:00:01-05:30", "2026-11-01T00:00:01.1z"} {
+		for i := range len(base) + 1 {
+			for c := range 256 {
+				b := []byte(base)
+				if i < len(b) {
+					b[i] = byte(c)
+				} else {
+					b = append(b, byte(c))
+				}
+				if got, want := isTimestamp(b), re.Match(b); got != want {
+					t.Fatalf("isTimestamp(%q) = %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
 }

@@ -40,3 +40,39 @@ func TestRateTracker(t *testing.T) {
 		t.Error("must stay tripped")
 	}
 }
+
+// TestRateTrackerCountsBatchedPasses: passing records counted between two
+// reads of the clock are all in the window when a quarantined record is
+// judged, and in Rate.
+func TestRateTrackerCountsBatchedPasses(t *testing.T) {
+	now := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	rt := NewRateTracker("acme", 0.6, time.Minute, 10, func() time.Time { return now })
+	for range 9 {
+		if err := rt.Add(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, q := rt.Rate(); n != 9 || q != 0 {
+		t.Fatalf("window holds %d records, %d quarantined; want 9, 0", n, q)
+	}
+	for range passBatch + 3 { // a batch counted by the clock, and more
+		if err := rt.Add(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	passes := uint64(9 + passBatch + 3)
+	// 0.6 of the records: q > 0.6 (passes + q).
+	need := uint64(0.6*float64(passes)/0.4) + 1
+	for i := uint64(1); i <= need; i++ {
+		err := rt.Add(true)
+		if i < need && err != nil {
+			t.Fatalf("tripped at %d of %d quarantined: %v", i, passes+i, err)
+		}
+		if i == need {
+			var te *TripError
+			if !errors.As(err, &te) || te.Records != passes+need || te.Quarantined != need {
+				t.Fatalf("at %d quarantined: %v", i, err)
+			}
+		}
+	}
+}

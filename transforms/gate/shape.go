@@ -37,17 +37,37 @@ const (
 
 // shapeEvent is one value of a shape. The literal before it ends at lit in
 // the shape's text and starts where the previous event's ends.
+//
+// Each event also remembers the last value that passed its checks there
+// (its bytes in the record, quotes included, in the shape's vals): the
+// same bytes at the same place pass again without being scanned, for a
+// pure check (numbers, and pseudonym, e-mail and IP leaves, whose tests
+// depend on the bytes alone) at once, and for one that tests text (the
+// echo test depends on the filter too) while the filter's version is the
+// one at which it passed. A value ends where the remembered bytes do: a
+// string at its closing quote; a number because the literal after it
+// starts with a byte no number holds (the record it was learnt from was
+// scanned there). A member name tested as text (evName) is part of the
+// literal, so only its version is kept.
 type shapeEvent struct {
 	lit     uint32
 	nameLen uint32 // evName: the name is the last nameLen bytes of the literal
 	kind    eventKind
+	pure    bool   // the remembered value's checks depended on its bytes alone
+	valLen  uint8  // bytes of the remembered value; 0: none
+	misses  uint8  // values in a row that were not the remembered one
+	version uint64 // the filter's version when the value (or name) passed; 0: not yet
 	node    *gnode // evLeafString
 	path    string // the path findings would report
 }
 
+// maxVal is the longest value an event remembers.
+const maxVal = 64
+
 type shape struct {
 	text   []byte
 	events []shapeEvent
+	vals   []byte // maxVal bytes per event
 	used   uint64 // when last matched, for eviction
 }
 
@@ -110,6 +130,11 @@ func (c *Checker) learn(out []byte) {
 		prev = e.end
 	}
 	sh.text = append(sh.text, out[prev:]...)
+	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
+		sh.vals = make([]byte, n)
+	} else {
+		sh.vals = sh.vals[:n]
+	}
 	c.tick++
 	sh.used = c.tick
 }
@@ -136,62 +161,72 @@ func (c *Checker) fast(out []byte, distinct int64) bool {
 }
 
 func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
-	pos, prev := 0, uint32(0)
-	text := sh.text
-	for i := range sh.events {
-		e := &sh.events[i]
-		lit := text[prev:e.lit]
-		prev = e.lit
-		if len(out)-pos < len(lit) || !equal(out[pos:pos+len(lit)], lit) {
+	pos, prev := 0, 0
+	text, evs := sh.text, sh.events
+	// The loop does what most values need inline (literals, short
+	// numbers, hex pseudonyms); value does the rest.
+	for i := range evs {
+		e := &evs[i]
+		end := int(e.lit)
+		if end < prev || end > len(text) {
+			return false // cannot happen: lit only grows
+		}
+		lit := text[prev:end]
+		prev = end
+		// equal, with its common case inline: up to 16 bytes are the
+		// first and the last eight.
+		n := len(lit)
+		if len(out)-pos < n {
 			return false
 		}
-		pos += len(lit)
+		if o := out[pos : pos+n]; n >= 8 {
+			if binary.LittleEndian.Uint64(o) != binary.LittleEndian.Uint64(lit) ||
+				binary.LittleEndian.Uint64(o[n-8:]) != binary.LittleEndian.Uint64(lit[n-8:]) ||
+				(n > 16 && !equal(o[8:n-8], lit[8:n-8])) {
+				return false
+			}
+		} else if string(o) != string(lit) {
+			return false
+		}
+		pos += n
 		switch e.kind {
-		case evName:
-			c.text(lit[len(lit)-int(e.nameLen):], e.path, true)
-		case evLeafString, evFreeString:
-			if e.kind == evLeafString && e.node.leaf.hexPlain {
+		case evFreeNumber, evTimeNumber:
+			q := pos
+			for q < len(out) && out[q]-'0' <= 9 {
+				q++
+			}
+			if q-pos >= 13 || q == pos || (q-pos > 1 && out[pos] == '0') || (q < len(out) && numberMore[out[q]]) {
+				break // the scanner's way, and the card check
+			}
+			pos = q
+			continue
+		case evLeafString:
+			if l := e.node.leaf; l.kind == kindIPTruncate || l.kind == kindIPPrefix {
+				// A dotted quad: digits and dots end at the closing quote,
+				// so the scanner and ipLeafOK agree with this.
+				j := pos + 1
+				for j < len(out) && j-pos <= 16 && (out[j]-'0' <= 9 || out[j] == '.') {
+					j++
+				}
+				if pos < len(out) && out[pos] == '"' && j < len(out) && out[j] == '"' {
+					if a, ok := parseIPv4(out[pos+1 : j]); ok && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
+						pos = j + 1
+						continue
+					}
+				}
+			} else if l.hexPlain {
 				// A hex pseudonym: its bytes are all plain, so where the
 				// scanner would end the string and whether the leaf
-				// accepts it are one test.
-				l := e.node.leaf
+				// accepts it are one test. New every time: not remembered.
 				n := 1 + len(l.prefix) + l.chars
 				if pos+n < len(out) && out[pos] == '"' && out[pos+n] == '"' &&
-					string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix && hexLower(out[pos+1+len(l.prefix):pos+n]) {
+					(len(l.prefix) == 0 || string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix) && hexLower(out[pos+1+len(l.prefix):pos+n]) {
 					pos += n + 1
-					break
+					continue
 				}
 			}
-			end, escaped, ok := scanString(out, pos)
-			if !ok {
-				return false
-			}
-			val := out[pos+1 : end-1]
-			pos = end
-			if escaped {
-				c.unesc = jsonscan.AppendUnescaped(c.unesc[:0], val)
-				val = c.unesc
-			}
-			if e.kind == evLeafString {
-				c.leafString(e.node, val, escaped)
-			} else {
-				c.text(val, e.path, true)
-			}
-		default:
-			end := numberEnd(out, pos)
-			if end < 0 {
-				return false
-			}
-			num := out[pos:end]
-			pos = end
-			switch e.kind {
-			case evFreeNumber:
-				c.freeNumber(num, e.path)
-			case evKNumber:
-				c.kNumber(num)
-			}
 		}
-		if c.reasons != 0 {
+		if pos = c.shapeValue(sh, i, lit, out, pos); pos < 0 {
 			return false
 		}
 	}
@@ -203,19 +238,101 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	return c.reasons == 0
 }
 
+// numberMore marks the bytes that can continue a JSON number after its
+// integer digits.
+var numberMore = [256]bool{'.': true, 'e': true, 'E': true}
+
+// shapeValue checks the value of event i at out[pos:] (lit is the literal
+// before it) and returns where it ends, or -1 when the record does not
+// fit the shape or fails a check.
+func (c *Checker) shapeValue(sh *shape, i int, lit, out []byte, pos int) int {
+	e := &sh.events[i]
+	switch e.kind {
+	case evName:
+		if e.version != c.version || e.version == 0 {
+			c.text(lit[len(lit)-int(e.nameLen):], e.path, true)
+			if c.reasons != 0 {
+				return -1
+			}
+			e.version = c.version
+		}
+		return pos
+	case evFreeNumber, evTimeNumber, evKNumber:
+		end := numberEnd(out, pos)
+		if end < 0 {
+			return -1
+		}
+		switch e.kind {
+		case evFreeNumber:
+			c.freeNumber(out[pos:end], e.path)
+		case evKNumber:
+			c.kNumber(out[pos:end])
+		}
+		if c.reasons != 0 {
+			return -1
+		}
+		return end
+	}
+	// A value that is not often the remembered one is not compared with
+	// it (nor remembered), but for one record in 64.
+	try := e.misses < 4 || c.tick&63 == 0
+	if n := int(e.valLen); try && n > 0 && (e.pure || e.version == c.version) && len(out)-pos >= n &&
+		equal(out[pos:pos+n], sh.vals[i*maxVal:i*maxVal+n]) {
+		e.misses = 0
+		return pos + n // the value that passed here last time
+	}
+	end, escaped, ok := scanString(out, pos)
+	if !ok {
+		return -1
+	}
+	val := out[pos+1 : end-1]
+	if escaped {
+		c.unesc = jsonscan.AppendUnescaped(c.unesc[:0], val)
+		val = c.unesc
+	}
+	pure := false
+	if e.kind == evLeafString {
+		pure = c.leafString(e.node, val, escaped)
+	} else {
+		c.text(val, e.path, true)
+	}
+	if c.reasons != 0 {
+		return -1
+	}
+	if n := end - pos; try && n <= maxVal {
+		copy(sh.vals[i*maxVal:], out[pos:end])
+		e.valLen, e.version, e.pure = uint8(n), c.version, pure
+		e.misses = min(e.misses+1, 255)
+	}
+	return end
+}
+
 // equal reports whether a and b, of the same length, are equal: inline,
 // eight bytes at a time, for the short literals of a shape.
 func equal(a, b []byte) bool {
 	n := len(b)
-	if n < 8 || len(a) != n {
-		return string(a) == string(b)
+	if len(a) != n {
+		return false
 	}
-	for i := 0; i < n-8; i += 8 {
-		if binary.LittleEndian.Uint64(a[i:]) != binary.LittleEndian.Uint64(b[i:]) {
+	if n < 8 {
+		if n < 4 {
+			return string(a) == string(b)
+		}
+		return binary.LittleEndian.Uint32(a) == binary.LittleEndian.Uint32(b) &&
+			binary.LittleEndian.Uint32(a[n-4:]) == binary.LittleEndian.Uint32(b[n-4:])
+	}
+	// The last eight bytes first (overlapping what follows), then the
+	// rest eight at a time.
+	if binary.LittleEndian.Uint64(a[n-8:]) != binary.LittleEndian.Uint64(b[n-8:]) {
+		return false
+	}
+	for len(b) > 8 {
+		if binary.LittleEndian.Uint64(a) != binary.LittleEndian.Uint64(b) {
 			return false
 		}
+		a, b = a[8:], b[8:]
 	}
-	return binary.LittleEndian.Uint64(a[n-8:]) == binary.LittleEndian.Uint64(b[n-8:])
+	return true
 }
 
 // scanString scans the string starting with the quote at d[i] as the

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/internal/gen"
@@ -51,6 +52,10 @@ func TestShapesMatchFullPass(t *testing.T) {
 		func(s string) string { return strings.Replace(s, `"class_uid":`, `"class_uid":01,"x":`, 1) },
 		func(s string) string { return strings.Replace(s, `"name":"`, `"name":"ABC`, 1) },
 		func(s string) string { return strings.Replace(s, `"name":"`, `"na\u006de":"`, 1) },
+		func(s string) string { return strings.Replace(s, `,"category_uid"`, `1,"category_uid"`, 1) },
+		func(s string) string { return strings.Replace(s, `,"category_uid"`, `.5,"category_uid"`, 1) },
+		func(s string) string { return strings.Replace(s, `,"category_uid"`, ` ,"category_uid"`, 1) },
+		func(s string) string { return strings.Replace(s, `","class_uid"`, `x","class_uid"`, 1) },
 		func(s string) string { return s + " " },
 		func(s string) string { return s + "x" },
 		func(s string) string { return s[:len(s)-1] },
@@ -143,6 +148,61 @@ vendors:
 	}
 }
 
+// TestRememberedValuesSeeNewIdentifiers: a value a shape remembers as
+// passed at its place (a kept string, and, with the schema check off, a
+// pseudonym field holding something no pseudonym looks like, which is
+// then tested as text) is an echo as soon as a raw identifier equal to it
+// arrives.
+func TestRememberedValuesSeeNewIdentifiers(t *testing.T) {
+	t.Setenv("GATE_TEST_KEY", strings.Repeat("7e", 32))
+	for _, schema := range []bool{true, false} {
+		cfg, err := config.Parse([]byte(fmt.Sprintf(`
+vendors:
+  v:
+    purpose: p
+    categories: [threat_telemetry]
+    keys: [{env: GATE_TEST_KEY}]
+    gate: {schema: %v}
+    fields:
+      - {path: user.name, action: pseudonymize}
+      - {path: user.uid, action: pseudonymize}
+      - {path: n, action: keep}
+      - {path: note, action: keep}
+`, schema)), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := New("v", cfg.Vendors["v"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := g.NewChecker()
+		pseudo := strings.Repeat("ab", 16)
+		for i, ident := range []string{"SAM.OWENS", "ticket-4711"} {
+			name := pseudo
+			if !schema {
+				name = []string{"sam-owens", "zed-quinn"}[i] // not a pseudonym: tested as text
+			}
+			// Values differ only where a pseudonym goes, so every other
+			// one is remembered at its place.
+			outs := make([][]byte, 4)
+			for k := range outs {
+				outs[k] = []byte(fmt.Sprintf(`{"user":{"name":%q,"uid":"%032x"},"n":1007,"note":"see ticket-4711"}`, name, 17*k+i))
+				if v := c.Check(outs[k]); !v.Pass() {
+					t.Fatalf("schema %v, before %s: %s", schema, ident, verdictString(v))
+				}
+			}
+			if i == 0 && schema {
+				continue // the name is a pseudonym: nothing to find
+			}
+			c.ObserveIdentifier(1, []byte(ident))
+			if v := c.Check(outs[0]); !v.Reasons.Has(ReasonEcho) {
+				t.Fatalf("schema %v, after %s arrived: %s", schema, ident, verdictString(v))
+			}
+		}
+	}
+}
+
 // TestPatternGuards: the byte counts that spare scanPatterns its checks
 // never hide a pattern the check would find.
 func TestPatternGuards(t *testing.T) {
@@ -168,6 +228,46 @@ func TestPatternGuards(t *testing.T) {
 			b[i] = alphabet[rng.IntN(len(alphabet))]
 		}
 		inputs = append(inputs, string(b))
+	}
+	// RFC 3339 timestamps, which scanPatterns answers without the checks:
+	// random digits in every form, and digits chosen to look like cards,
+	// SSNs and addresses.
+	stamps := 0
+	for i := range 200000 {
+		d := func() byte { return "0123456789"[rng.IntN(10)] }
+		if i%2 == 0 {
+			d = func() byte { return "124569"[rng.IntN(6)] }
+		}
+		var b []byte
+		for _, c := range []byte("0000-00-00T00:00:00") {
+			if c == '0' {
+				c = d()
+			}
+			b = append(b, c)
+		}
+		b[10] = "Tt "[rng.IntN(3)]
+		if n := rng.IntN(11); n > 0 {
+			b = append(b, '.')
+			for range min(n, 9) {
+				b = append(b, d())
+			}
+		}
+		switch rng.IntN(4) {
+		case 1:
+			b = append(b, "Zz"[rng.IntN(2)])
+		case 2, 3:
+			b = append(b, "+-"[rng.IntN(2)], d(), d(), ':', d(), d())
+		}
+		if !isTimestamp(b) {
+			t.Fatalf("%q is not taken for a timestamp", b)
+		}
+		stamps++
+		inputs = append(inputs, string(b))
+	}
+	for _, s := range []string{"2026-11-01T00:00:01.", "2026-11-01T00:00:01.0123456789Z", "2026-11-01T00:00:01+0100", "2026-11-01X00:00:01", "2026-11-01T00:00:01ZZ", "2026-11-0100:00:01", "2026-11-01T00:00:01 4111111111111111", "2026-11-01T00:00:01-12:345"} {
+		if isTimestamp([]byte(s)) {
+			t.Fatalf("%q is taken for a timestamp", s)
+		}
 	}
 	for _, s := range inputs {
 		var want patternSet
@@ -326,7 +426,7 @@ func TestEchoesMatchReference(t *testing.T) {
 	for _, w := range words[:4] {
 		c.remember([]byte(w), &l)
 	}
-	pieces := append(words, "ANN.LEE", "ann-lee", "annlee", "bob_ray", "BOBRAY", "corp", "wks-9", "WKS9", "2026-11-01T00:00:01.054Z", "%41nn.lee", "a+b", "%2F", "%", "@", ".", "-", "_", " ", "/", "\\", "=", "&", "?", ":", ",", "é", "x")
+	pieces := append(words, "ANN.LEE", "ann-lee", "annlee", "bob_ray", "BOBRAY", "corp", "wks-9", "WKS9", "2026-11-01T00:00:01.054Z", "ann.lee@x.y", ".ann-lee_", "a@b@ann.lee", "10.1.2.3@", "%41nn.lee", "a+b", "%2F", "%", "@", ".", "-", "_", " ", "/", "\\", "=", "&", "?", ":", ",", "é", "x")
 	rng := rand.New(rand.NewPCG(7, 8))
 	hits := 0
 	for range 100000 {
@@ -344,4 +444,111 @@ func TestEchoesMatchReference(t *testing.T) {
 		}
 	}
 	t.Logf("%d of 100000 echo", hits)
+}
+
+// TestEqual compares the shapes' inline compare with string equality for
+// every length up to 40 and a difference at every place.
+func TestEqual(t *testing.T) {
+	for n := range 41 {
+		a := []byte(strings.Repeat("abcdefghij", 5)[:n])
+		if !equal(a, []byte(string(a))) {
+			t.Fatalf("%q differs from itself", a)
+		}
+		if n > 0 && equal(a, a[:n-1]) {
+			t.Fatalf("%q equals a shorter string", a)
+		}
+		for i := range n {
+			b := []byte(string(a))
+			b[i] ^= 0x20
+			if equal(a, b) {
+				t.Fatalf("%q equals %q", a, b)
+			}
+		}
+	}
+}
+
+// TestEchoTimestamp: the echo test of a timestamp by its layout finds what
+// the reference finds, with a filter holding one random piece of the
+// timestamp (a substring, folded, maybe without its '.', '-' and '_').
+func TestEchoTimestamp(t *testing.T) {
+	r := corpusRoute(t)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.echo = newRotatingBloom(1000, 1e-6, time.Hour, time.Now)
+	c := g.NewChecker()
+	rng := rand.New(rand.NewPCG(9, 10))
+	hits := 0
+	for i := range 100000 {
+		var b []byte
+		for _, ch := range []byte("0000-00-00T00:00:00") {
+			if ch == '0' {
+				ch = "0123456789"[rng.IntN(10)]
+			}
+			b = append(b, ch)
+		}
+		b[10] = "Tt "[rng.IntN(3)]
+		if n := rng.IntN(11); n > 0 {
+			b = append(b, '.')
+			for range min(n, 9) {
+				b = append(b, "0123456789"[rng.IntN(10)])
+			}
+		}
+		switch rng.IntN(4) {
+		case 1:
+			b = append(b, "Zz"[rng.IntN(2)])
+		case 2, 3:
+			b = append(b, "+-"[rng.IntN(2)], '0', byte('0'+rng.IntN(10)), ':', byte('0'+rng.IntN(6)), '0')
+		}
+		if !isTimestamp(b) {
+			t.Fatalf("%q is not taken for a timestamp", b)
+		}
+		if i%1000 == 0 {
+			g.echo = newRotatingBloom(1000, 1e-6, time.Hour, time.Now)
+		}
+		f := foldDecode(nil, b)
+		lo := rng.IntN(len(f))
+		piece := f[lo : lo+1+rng.IntN(len(f)-lo)]
+		if rng.IntN(2) == 0 {
+			piece = skeleton(nil, piece)
+		}
+		if len(piece) > 0 {
+			g.echo.insert(g.echo.gens.Load(), piece, time.Now())
+		}
+		want := echoesReference(g.echo, b)
+		if got := c.echoTimestamp(b); got != want {
+			t.Fatalf("%q with %q remembered: %v, reference %v", b, piece, got, want)
+		}
+		if want {
+			hits++
+		}
+	}
+	t.Logf("%d of 100000 echo", hits)
+}
+
+// TestShapeIPLeaves: the shapes' inline test of dotted quads gives the
+// verdicts of the full pass, in a prefix-preserving and a truncated field.
+func TestShapeIPLeaves(t *testing.T) {
+	g := newGate(t, config.Gate{})
+	fast, full := g.NewChecker(), g.NewChecker()
+	full.reference = true
+	in := []string{"10.0.1.0", "10.0.1.1", "0.0.0.0", "255.255.255.0", "256.1.1.0", "01.2.3.0", "1.2.3", "1.2.3.0.", "1..2.0", "1.2.3.00", "1234.1.1.0", "10.1.2.0 ", "::ffff:10.0.1.0", "2001:db8::", "1.2.3.0\\u0030", "99.99.99.999999999999999"}
+	rng := rand.New(rand.NewPCG(11, 12))
+	for range 5000 {
+		b := make([]byte, 1+rng.IntN(17))
+		for i := range b {
+			b[i] = "0123456789...."[rng.IntN(14)]
+		}
+		in = append(in, string(b))
+	}
+	for _, s := range in {
+		for _, rec := range []string{replace(good, `"ip":"10.1.2.0"`, `"ip":"`+s+`"`), replace(good, `"ip":"203.0.113.77"`, `"ip":"`+s+`"`)} {
+			fast.Check([]byte(good)) // the shape
+			want := verdictString(full.Check([]byte(rec)))
+			if got := verdictString(fast.Check([]byte(rec))); got != want {
+				t.Fatalf("%q: with shapes %s, in full %s", s, got, want)
+			}
+		}
+	}
 }

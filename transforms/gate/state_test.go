@@ -48,3 +48,19 @@ func TestWithState(t *testing.T) {
 		})
 	}
 }
+
+// A gate that continues another one still learns raw identifiers from the
+// route's Applier (route.Observer) after the reload.
+func TestWithStateLearnsAfterReload(t *testing.T) {
+	old := newGate(t, config.Gate{})
+	g, err := New("acme", testRoute(config.Gate{}), WithState(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.NewChecker()
+	c.ObserveIdentifier(1, []byte("Bob.Jones")) // actor.user.name
+	leak := replace(good, "scheduled scan completed", `runas /user:CORP\\bob.jones cmd.exe`)
+	if v := c.Check([]byte(leak)); !v.Reasons.Has(ReasonEcho) {
+		t.Fatalf("a name observed after the reload: %s", verdictString(v))
+	}
+}

@@ -1,9 +1,6 @@
 package pseudonym
 
-import (
-	"bytes"
-	"math/bits"
-)
+import "math/bits"
 
 // MaxCachedValue is the longest value the cache holds; longer values are
 // hashed every time, which keeps the cache's memory bounded.
@@ -13,9 +10,10 @@ const MaxCachedValue = 128
 // users, hosts and processes make most events), so most lookups hit. It is
 // two-way set-associative (a value may live in either of two entries; a
 // miss replaces the one used less recently) and bounded:
-// entries*(MaxCachedValue+len(pseudonym)) bytes at most. The index is a non-cryptographic hash (xxhash) chosen by the
-// caller, so every hit compares the full value and its slot: a collision
-// costs a miss, never another value's pseudonym. Not safe for concurrent use.
+// entries*(MaxCachedValue+len(pseudonym)) bytes at most. The index is a
+// non-cryptographic hash (xxhash) chosen by the caller, so every hit
+// compares the full value and its slot: a collision costs a miss, never
+// another value's pseudonym. Not safe for concurrent use.
 type Cache struct {
 	entries []cacheEntry
 	mask    uint64 // selects a set of two adjacent entries
@@ -27,10 +25,9 @@ type Cache struct {
 type cacheEntry struct {
 	h    uint64
 	slot uint32
-	used bool
-	tick uint32 // last use, for choosing the victim within a set
-	val  []byte
-	out  []byte
+	tick uint32 // last use, for choosing the victim within a set; 0: unused
+	kv   []byte // the value, then the output
+	n    int    // length of the value in kv
 }
 
 // NewCache returns a cache of n entries rounded up to a power of two, or
@@ -43,41 +40,55 @@ func NewCache(n int) *Cache {
 	return &Cache{entries: make([]cacheEntry, size), mask: uint64(size-1) &^ 1}
 }
 
-// Get returns the pseudonym cached for (slot, val), where h is the caller's
-// hash of val and slot names the key epoch and namespace.
-func (c *Cache) Get(slot uint32, h uint64, val []byte) ([]byte, bool) {
+// Get returns the output cached for (slot, val), where h is the caller's
+// hash of val and slot names the key epoch and namespace; nil on a miss.
+// The output is valid until the next Put.
+func (c *Cache) Get(slot uint32, h uint64, val []byte) []byte {
 	if c == nil {
-		return nil, false
+		return nil
 	}
-	set := c.entries[h&c.mask : h&c.mask+2]
-	for i := range set {
-		if e := &set[i]; e.used && e.h == h && e.slot == slot && bytes.Equal(e.val, val) {
-			c.tick++
-			e.tick = c.tick
-			c.Hits++
-			return e.out, true
+	i := h & c.mask
+	set := c.entries[i : i+2 : i+2]
+	e := &set[0]
+	if !e.holds(slot, h, val) {
+		if e = &set[1]; !e.holds(slot, h, val) {
+			c.Misses++
+			return nil
 		}
 	}
-	c.Misses++
-	return nil, false
+	c.tick++
+	if c.tick == 0 {
+		c.tick = 1 // 0 marks unused entries
+	}
+	e.tick = c.tick
+	c.Hits++
+	return e.kv[e.n:]
+}
+
+// holds reports whether e is (slot, val): the hash first, then the whole
+// value with one compare.
+func (e *cacheEntry) holds(slot uint32, h uint64, val []byte) bool {
+	return e.h == h && e.slot == slot && e.n == len(val) && e.tick != 0 && string(e.kv[:e.n]) == string(val)
 }
 
 // Put stores out for (slot, val), evicting what shared its entry. It copies
-// both into buffers the entry reuses, so a warm cache does not allocate.
+// both into a buffer the entry reuses, so a warm cache does not allocate.
 func (c *Cache) Put(slot uint32, h uint64, val, out []byte) {
-	if c == nil || len(val) > MaxCachedValue {
+	if c == nil || len(val) > MaxCachedValue || len(out) == 0 {
 		return
 	}
 	set := c.entries[h&c.mask : h&c.mask+2]
 	e := &set[0]
-	if set[1].tick < set[0].tick || !set[1].used {
-		e = &set[1]
-	}
-	if !set[0].used {
-		e = &set[0]
+	if set[1].tick < set[0].tick {
+		e = &set[1] // older, or unused (tick 0)
 	}
 	c.tick++
-	e.h, e.slot, e.used, e.tick = h, slot, true, c.tick
-	e.val = append(e.val[:0], val...)
-	e.out = append(e.out[:0], out...)
+	if c.tick == 0 {
+		c.tick = 1
+	}
+	e.h, e.slot, e.tick, e.n = h, slot, c.tick, len(val)
+	if n := len(val) + len(out); cap(e.kv) < n {
+		e.kv = make([]byte, 0, n) // one allocation (the size class leaves some room)
+	}
+	e.kv = append(append(e.kv[:0], val...), out...)
 }

@@ -77,37 +77,37 @@ func TestCacheComparesFullValue(t *testing.T) {
 	c := NewCache(4)
 	const h = 42 // force a collision: same index hash for different values
 	c.Put(1, h, []byte("alice"), []byte("P(alice)"))
-	if out, ok := c.Get(1, h, []byte("alice")); !ok || string(out) != "P(alice)" {
-		t.Fatalf("hit: %q %v", out, ok)
+	if out := c.Get(1, h, []byte("alice")); out == nil || string(out) != "P(alice)" {
+		t.Fatalf("hit: %q", out)
 	}
-	if out, ok := c.Get(1, h, []byte("mallory")); ok {
+	if out := c.Get(1, h, []byte("mallory")); out != nil {
 		t.Fatalf("collision returned another value's pseudonym %q", out)
 	}
-	if _, ok := c.Get(2, h, []byte("alice")); ok {
+	if out := c.Get(2, h, []byte("alice")); out != nil {
 		t.Fatal("another slot (namespace or epoch) hit")
 	}
 	// Two ways per set: a second value with the same hash lives beside the
 	// first; a third evicts the one used less recently.
 	c.Put(1, h, []byte("mallory"), []byte("P(mallory)"))
-	if out, ok := c.Get(1, h, []byte("alice")); !ok || string(out) != "P(alice)" {
-		t.Fatalf("alice after mallory: %q %v", out, ok)
+	if out := c.Get(1, h, []byte("alice")); out == nil || string(out) != "P(alice)" {
+		t.Fatalf("alice after mallory: %q", out)
 	}
 	c.Put(1, h, []byte("eve"), []byte("P(eve)"))
-	if _, ok := c.Get(1, h, []byte("mallory")); ok {
+	if out := c.Get(1, h, []byte("mallory")); out != nil {
 		t.Fatal("least recently used value still hits")
 	}
 	for _, v := range []string{"alice", "eve"} {
-		if out, ok := c.Get(1, h, []byte(v)); !ok || string(out) != "P("+v+")" {
-			t.Fatalf("%s: %q %v", v, out, ok)
+		if out := c.Get(1, h, []byte(v)); out == nil || string(out) != "P("+v+")" {
+			t.Fatalf("%s: %q", v, out)
 		}
 	}
 	long := bytes.Repeat([]byte{'x'}, MaxCachedValue+1)
 	c.Put(1, 7, long, []byte("P"))
-	if _, ok := c.Get(1, 7, long); ok {
+	if out := c.Get(1, 7, long); out != nil {
 		t.Fatal("value above MaxCachedValue was cached")
 	}
 	var nilCache *Cache
-	if _, ok := nilCache.Get(1, 1, nil); ok {
+	if out := nilCache.Get(1, 1, nil); out != nil {
 		t.Fatal("disabled cache hit")
 	}
 	nilCache.Put(1, 1, nil, nil)
@@ -124,7 +124,7 @@ func TestCacheBounded(t *testing.T) {
 	}
 	used := 0
 	for _, e := range c.entries {
-		if e.used {
+		if e.tick != 0 {
 			used++
 		}
 	}

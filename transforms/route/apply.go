@@ -53,8 +53,10 @@ type Observer interface {
 }
 
 // Applier applies a Route. It owns the per-worker state: keyed hashers,
-// the pseudonym cache and scratch buffers. Not safe for concurrent use;
-// src is not retained after Apply returns.
+// the pseudonym cache, the subtree memo (fast.go) and scratch buffers. Not
+// safe for concurrent use; src is not retained after Apply returns (the
+// caches keep copies of recent values and objects, as a pseudonym cache
+// must, in the worker's memory only).
 type Applier struct {
 	r       *Route
 	s       jsonscan.Scanner
@@ -66,6 +68,16 @@ type Applier struct {
 	norm    []byte
 	shapes  [][]expect // per node id: the keys its objects had last time
 	Stats   Stats
+
+	// The fast path's state (fast.go): while queue is set, Observer calls
+	// wait in obsQueue, their values copied to obsBuf. general forces the
+	// general path, for tests that compare the two.
+	queue    bool
+	obsQueue []pending
+	obsBuf   []byte
+	pad      []byte       // the record and pad zero bytes
+	memo     []*memoTable // per node id: recent objects and their outputs
+	general  bool
 }
 
 // expect is the key an object's member had last time at the same position,
@@ -77,23 +89,26 @@ type expect struct {
 	m0, m1 uint64 // masks of the bytes w0 and w1 hold
 	n      int    // length of `"key":`; 0: nothing remembered
 	child  *node  // nil: a member no rule names
+	op     fastOp // what the fast path does with the value (fast.go)
 }
+
+// A key longer than 16 bytes, or nothing, is remembered with masks that
+// never match (w0 & 0 != 1); match then compares a long key in full.
+const noMatch = 1
 
 // maxShape bounds the members remembered per object.
 const maxShape = 64
 
 // match reports whether d[q:] starts with e's key.
 func (e *expect) match(d []byte, q int) bool {
+	if e.n > 16 {
+		return q+e.n <= len(d) && string(d[q:q+e.n]) == string(e.child.member[1:])
+	}
 	if q < 0 || q+16 > len(d) {
 		return false
 	}
 	w := d[q : q+16]
-	return e.n != 0 && binary.LittleEndian.Uint64(w)&e.m0 == e.w0 && binary.LittleEndian.Uint64(w[8:])&e.m1 == e.w1 &&
-		(e.n <= 16 || e.matchLong(d, q))
-}
-
-func (e *expect) matchLong(d []byte, q int) bool {
-	return q+e.n <= len(d) && string(d[q+16:q+e.n]) == string(e.child.member[17:])
+	return binary.LittleEndian.Uint64(w)&e.m0 == e.w0 && binary.LittleEndian.Uint64(w[8:])&e.m1 == e.w1
 }
 
 // learn remembers the plain key d[q:end] (`"key":`) as member ord of an
@@ -103,8 +118,9 @@ func (a *Applier) learn(n *node, ord, q, end int, d []byte, child *node) []expec
 	if ord > len(sh) || ord >= maxShape {
 		return sh
 	}
-	var e expect
-	if l := end - q; l <= 16 || child != nil {
+	e := expect{w0: noMatch, w1: noMatch}
+	switch l := end - q; {
+	case l <= 16:
 		var b [16]byte
 		copy(b[:], d[q:end])
 		e = expect{w0: binary.LittleEndian.Uint64(b[:]), w1: binary.LittleEndian.Uint64(b[8:]), n: l, child: child}
@@ -114,6 +130,11 @@ func (a *Applier) learn(n *node, ord, q, end int, d []byte, child *node) []expec
 		} else if l < 16 {
 			e.m1 = 1<<(8*(l-8)) - 1
 		}
+	case child != nil:
+		e.n, e.child = l, child
+	}
+	if child != nil {
+		e.op = child.op
 	}
 	if ord == len(sh) {
 		sh = append(sh, e)
@@ -131,6 +152,7 @@ func (r *Route) NewApplier() *Applier {
 		hashers: make([]*pseudonym.Hasher, r.ring.Len()),
 		cache:   pseudonym.NewCache(r.cacheEntries),
 		shapes:  make([][]expect, r.nodes),
+		memo:    make([]*memoTable, r.nodes),
 		unesc:   make([]byte, 0, 256),
 		norm:    make([]byte, 0, 256),
 	}
@@ -160,6 +182,12 @@ func (a *Applier) Apply(dst, src []byte) ([]byte, error) {
 	if a.r.ring.Len() > 1 {
 		if err := a.pickEpoch(src); err != nil {
 			return dst, err
+		}
+	}
+	if !a.general {
+		if out, ok := a.fastApply(dst, src); ok {
+			a.Stats.Records++
+			return out, nil
 		}
 	}
 	a.s.Reset(src)
@@ -436,7 +464,7 @@ func (a *Applier) leaf(dst []byte, n *node, kind jsonscan.Kind) ([]byte, bool, e
 // as kind says) through n's action.
 func (a *Applier) act(dst []byte, n *node, l *leaf, val []byte, kind jsonscan.Kind) ([]byte, bool, error) {
 	if a.obs != nil && l.kind >= kindPseudonym && l.kind <= kindIPTruncate {
-		a.obs.ObserveIdentifier(l.rule, val)
+		a.observe(l.rule, val)
 	}
 	var err error
 	switch l.kind {
@@ -447,7 +475,7 @@ func (a *Applier) act(dst []byte, n *node, l *leaf, val []byte, kind jsonscan.Ki
 	case kindIPPrefix:
 		dst, err = a.ipPrefix(dst, l, val)
 	case kindIPTruncate:
-		dst, err = ipTruncate(dst, l, val)
+		dst, err = a.ipTruncateCached(dst, l, val)
 	case kindTime:
 		dst, err = l.time.Append(dst, val, kind == jsonscan.Number)
 	case kindNumber:
@@ -473,24 +501,25 @@ func (a *Applier) hasher() *pseudonym.Hasher {
 const slotMix = 0x9E3779B97F4A7C15
 
 // cached looks val up in the cache for namespace ns of the current epoch.
-func (a *Applier) cached(ns uint32, val []byte) (slot uint32, h uint64, out []byte, ok bool) {
+// The cache holds what the action writes, quotes included, so a hit is one
+// append.
+func (a *Applier) cached(ns uint32, val []byte) (slot uint32, h uint64, out []byte) {
 	slot = uint32(a.epoch)<<16 | ns
 	h = xxhash.Sum64(val) ^ (uint64(slot) * slotMix)
-	out, ok = a.cache.Get(slot, h, val)
-	return slot, h, out, ok
+	return slot, h, a.cache.Get(slot, h, val)
 }
 
 func (a *Applier) pseudonym(dst []byte, l *leaf, val []byte) []byte {
-	dst = append(dst, '"')
-	slot, h, out, ok := a.cached(l.ns, val)
-	if ok {
-		dst = append(dst, out...)
-		return append(dst, '"')
+	slot, h, out := a.cached(l.ns, val)
+	if out != nil {
+		return append(dst, out...)
 	}
 	start := len(dst)
+	dst = append(dst, '"')
 	dst = l.format.AppendPseudonym(dst, a.hasher(), a.normalize(l, val))
+	dst = append(dst, '"')
 	a.cache.Put(slot, h, val, dst[start:])
-	return append(dst, '"')
+	return dst
 }
 
 // normalize returns val as the rule's normalization wants it hashed.
@@ -539,13 +568,12 @@ func (a *Applier) email(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	if at <= 0 || at == len(val)-1 {
 		return dst, ErrNotEmail
 	}
-	slot, h, out, ok := a.cached(l.ns, val)
-	dst = append(dst, '"')
-	if ok {
-		dst = append(dst, out...)
-		return append(dst, '"'), nil
+	slot, h, out := a.cached(l.ns, val)
+	if out != nil {
+		return append(dst, out...), nil
 	}
 	start := len(dst)
+	dst = append(dst, '"')
 	local, domain := val[:at], val[at+1:]
 	dst = l.format.AppendPseudonym(dst, a.hasher(), a.normalize(l, local))
 	dst = append(dst, '@')
@@ -555,8 +583,9 @@ func (a *Applier) email(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	} else {
 		dst = jsonscan.AppendEscaped(dst, a.norm)
 	}
+	dst = append(dst, '"')
 	a.cache.Put(slot, h, val, dst[start:])
-	return append(dst, '"'), nil
+	return dst, nil
 }
 
 func parseIP(val []byte) (netip.Addr, error) {
@@ -568,33 +597,66 @@ func parseIP(val []byte) (netip.Addr, error) {
 }
 
 func (a *Applier) ipPrefix(dst []byte, l *leaf, val []byte) ([]byte, error) {
-	slot, h, out, ok := a.cached(l.ns, val)
-	dst = append(dst, '"')
-	if ok {
-		dst = append(dst, out...)
-		return append(dst, '"'), nil
+	slot, h, out := a.cached(l.ns, val)
+	if out != nil {
+		return append(dst, out...), nil
 	}
 	ip, err := parseIP(val)
 	if err != nil {
-		return dst[:len(dst)-1], err
+		return dst, err
 	}
 	start := len(dst)
+	dst = append(dst, '"')
 	dst = a.r.ring.CryptoPAn(a.epoch).Anonymize(ip).AppendTo(dst)
+	dst = append(dst, '"')
 	a.cache.Put(slot, h, val, dst[start:])
-	return append(dst, '"'), nil
+	return dst, nil
+}
+
+// ipTruncateCached is ipTruncate through the pseudonym cache.
+func (a *Applier) ipTruncateCached(dst []byte, l *leaf, val []byte) ([]byte, error) {
+	if a.cache == nil {
+		return ipTruncate(dst, l, val)
+	}
+	slot, h, out := a.cached(l.ns, val)
+	if out != nil {
+		return append(dst, out...), nil
+	}
+	start := len(dst)
+	dst, err := ipTruncate(dst, l, val)
+	if err == nil {
+		a.cache.Put(slot, h, val, dst[start:])
+	}
+	return dst, err
 }
 
 func ipTruncate(dst []byte, l *leaf, val []byte) ([]byte, error) {
-	if v, ok := parseDottedQuad(val); ok && l.v4 >= 0 && l.v4 <= 32 {
-		v &^= uint32(uint64(1)<<(32-l.v4) - 1)
-		dst = append(dst, '"')
-		for i := 24; i >= 0; i -= 8 {
-			dst = appendOctet(dst, byte(v>>i))
-			if i > 0 {
-				dst = append(dst, '.')
+	if v, dots, ok := parseDottedQuad(val); ok && l.v4 >= 0 && l.v4 <= 32 {
+		var b [17]byte
+		b[0] = '"'
+		n := 1
+		if k := l.v4 / 8; l.v4%8 == 0 && k > 0 {
+			// Whole octets kept: their text is already canonical.
+			end := len(val)
+			if k < 4 {
+				end = int(uint8(dots >> (8 * (k - 1))))
 			}
+			n += copy(b[1:], val[:end])
+			for ; k < 4; k++ {
+				b[n], b[n+1] = '.', '0'
+				n += 2
+			}
+			b[n] = '"'
+			return append(dst, b[:n+1]...), nil
 		}
-		return append(dst, '"'), nil
+		v &^= uint32(uint64(1)<<(32-l.v4) - 1)
+		for i := 24; i >= 0; i -= 8 {
+			n = putOctet(&b, n, byte(v>>i))
+			b[n] = '.'
+			n++
+		}
+		b[n-1] = '"'
+		return append(dst, b[:n]...), nil
 	}
 	ip, err := parseIP(val)
 	if err != nil {
@@ -682,41 +744,46 @@ func lookup(s *jsonscan.Scanner, src []byte, r *Route) (val []byte, isNum, ok bo
 
 // parseDottedQuad reads the IPv4 form netip.ParseAddr accepts (four decimal
 // octets, no leading zeros) quickly; ok is false for anything else, which
-// then goes through netip.
-func parseDottedQuad(b []byte) (v uint32, ok bool) {
+// then goes through netip. Byte k of dots is the offset of dot k.
+func parseDottedQuad(b []byte) (v, dots uint32, ok bool) {
 	fields, octet, digits := 0, 0, 0
 	for i := 0; i < len(b); i++ {
 		c := b[i]
 		switch {
 		case c >= '0' && c <= '9':
 			if digits > 0 && octet == 0 {
-				return 0, false // leading zero
+				return 0, 0, false // leading zero
 			}
 			octet = octet*10 + int(c-'0')
 			digits++
 			if octet > 255 {
-				return 0, false
+				return 0, 0, false
 			}
 		case c == '.' && digits > 0 && fields < 3:
 			v = v<<8 | uint32(octet)
+			dots |= uint32(i) << (8 * fields)
 			fields++
 			octet, digits = 0, 0
 		default:
-			return 0, false
+			return 0, 0, false
 		}
 	}
 	if fields != 3 || digits == 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	return v<<8 | uint32(octet), true
+	return v<<8 | uint32(octet), dots, true
 }
 
-func appendOctet(dst []byte, b byte) []byte {
+// putOctet writes b in decimal at buf[n:] and returns the offset after it.
+func putOctet(buf *[17]byte, n int, b byte) int {
 	switch {
 	case b >= 100:
-		return append(dst, '0'+b/100, '0'+b/10%10, '0'+b%10)
+		buf[n], buf[n+1], buf[n+2] = '0'+b/100, '0'+b/10%10, '0'+b%10
+		return n + 3
 	case b >= 10:
-		return append(dst, '0'+b/10, '0'+b%10)
+		buf[n], buf[n+1] = '0'+b/10, '0'+b%10
+		return n + 2
 	}
-	return append(dst, '0'+b)
+	buf[n] = '0' + b
+	return n + 1
 }

@@ -7,6 +7,7 @@ package route
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -76,6 +77,10 @@ type node struct {
 	// first member is written from member[1:].
 	member []byte
 	id     int // position in a depth-first numbering, for per-Applier state
+	// For the fast path (fast.go): what to do with the value, and member
+	// as two little-endian words (zero-padded) when it fits in 16 bytes.
+	op       fastOp
+	mw0, mw1 uint64
 }
 
 // child returns the member named name, or nil.
@@ -101,6 +106,19 @@ func (n *node) index(next *int) {
 	for _, name := range names {
 		c := n.children[name]
 		c.member = append(append([]byte(`,"`), name...), '"', ':')
+		c.op = opGeneral
+		switch {
+		case c.arrays > 0:
+		case c.leaf == nil:
+			c.op = opObject
+		case c.leaf.kind == kindKeep:
+			c.op = opKeep
+		default:
+			c.op = opAct
+		}
+		var w [16]byte
+		copy(w[:], c.member)
+		c.mw0, c.mw1 = binary.LittleEndian.Uint64(w[:]), binary.LittleEndian.Uint64(w[8:])
 		n.kids = append(n.kids, c)
 		c.index(next)
 	}
@@ -200,6 +218,9 @@ func Compile(name string, rc config.Route, dir string, limits config.Limits) (*R
 			l.ns = nsIndex("\x00ip_prefix_preserving")
 		case config.IPTruncate:
 			l.kind, l.v4, l.v6 = kindIPTruncate, f.IPv4Bits, f.IPv6Bits
+			// Cached like a pseudonym (telemetry repeats addresses too),
+			// in a namespace of its prefix lengths.
+			l.ns = nsIndex(fmt.Sprintf("\x00ip_truncate/%d/%d", f.IPv4Bits, f.IPv6Bits))
 		case config.Generalize:
 			switch {
 			case f.TimeBucket != "":

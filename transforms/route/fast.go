@@ -1,0 +1,423 @@
+package route
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"unsafe"
+
+	"github.com/deident/deident/internal/jsonscan"
+)
+
+// The fast path. Most records are machine-written, hold no escapes in their
+// keys and repeat the shapes of the records before them; fastObject applies
+// a route to such a record in one loop over the bytes, with the document,
+// the offset and the output in registers and no error values. Anything it
+// does not handle itself (arrays, escaped or non-ASCII string values under
+// an action, numbers under a generalization, null) it hands to the general
+// code one value at a time (Scanner.ResetAt, then value). Anything wrong or
+// unusual (a malformed record, an escaped key, an action's error) makes it
+// give up: Apply then starts the record again on the general path, which
+// alone decides what is accepted and reports every error with its offset,
+// so the fast path only has to accept a subset of what the general path
+// accepts and write the same bytes for it (FuzzFastPathMatchesGeneral).
+//
+// Side effects of a record the fast path gives up on are undone: the
+// Observer is told a record's identifiers only once the record succeeds
+// (they are queued meanwhile), and the Stats and cache counters are reset
+// (pseudonyms it computed stay cached: they are right, only the hit rate
+// of such a record reads a little high).
+
+// pad is how many zero bytes follow the record in the fast path's copy.
+const pad = 32
+
+// pending is one queued Observer call: the value is obsBuf[off:end].
+type pending struct {
+	rule, off, end int
+}
+
+// fastApply applies the route to src as Apply does, or reports false
+// (dst unchanged) when src needs the general path.
+func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
+	p := 0
+	if len(src) > 0 && src[0] <= ' ' {
+		p = jsonscan.SkipWS(src, 0)
+	}
+	if p >= len(src) || src[p] != '{' {
+		return dst, false
+	}
+	stats := a.Stats
+	var hits, misses uint64
+	if a.cache != nil {
+		hits, misses = a.cache.Hits, a.cache.Misses
+	}
+	a.queue = true
+	a.obsQueue, a.obsBuf = a.obsQueue[:0], a.obsBuf[:0]
+	start := len(dst)
+	// The record followed by pad zero bytes: every read of up to 32 bytes
+	// at an offset up to len(src) stays inside d, so the loop needs no
+	// length checks before its word loads. A zero byte is valid nowhere in
+	// JSON outside a string and ends a string's plain run, so the loop
+	// never moves past len(src) on its own: see fastObject.
+	a.pad = append(append(a.pad[:0], src...), make([]byte, pad)...)
+	d := a.pad
+	dst, p, ok := a.fastObject(dst, d, p, a.r.root, 1)
+	a.queue = false
+	if ok && p < len(src) {
+		ok = jsonscan.SkipWS(src, p) == len(src)
+	}
+	if !ok {
+		a.Stats = stats
+		if a.cache != nil {
+			a.cache.Hits, a.cache.Misses = hits, misses
+		}
+		return dst[:start], false
+	}
+	if len(dst) == start {
+		dst = append(dst, "{}"...) // a record with no named field is still a record
+	}
+	for _, o := range a.obsQueue {
+		a.obs.ObserveIdentifier(o.rule, a.obsBuf[o.off:o.end])
+	}
+	return dst, true
+}
+
+// fastOp is what the fast path does with a member's value.
+type fastOp uint8
+
+const (
+	opDrop    fastOp = iota // no rule names the member: validate, skip
+	opKeep                  // validate, copy
+	opAct                   // an action on a scalar
+	opObject                // an object with rules for its members
+	opGeneral               // inside arrays: the general path
+)
+
+// fastObject writes the members of the object at d[p] ('{') that n names
+// and returns the offset after it; ok is false when the general path must
+// decide. d is the record followed by pad zero bytes (fastApply), and p
+// never passes the record's end: a zero byte fails every test here that
+// would move past it. depth counts the open containers, this one included.
+// Members are written as `,"name":value`; when anything was written, the
+// first comma becomes the object's '{'.
+//
+// The usual member (a key of the learned shape, a number or a plain string)
+// goes through the loop without a call: see jsonscan.StopMask.
+func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, int, bool) {
+	if depth > jsonscan.MaxDepth {
+		return dst, p, false
+	}
+	mark := len(dst)
+	p++
+	if d[p] == '}' {
+		return dst, p + 1, true
+	}
+	shape := a.shapes[n.id]
+	for ord := 0; ; ord++ {
+		// The key: `"key":` as the shape remembers it at this position
+		// (two masked word compares; the pad bytes never match a key's),
+		// or, after whitespace or a change of shape, read and looked up.
+		var child *node
+		var op fastOp
+		if ord < len(shape) && load64(d, p)&shape[ord].m0 == shape[ord].w0 && load64(d, p+8)&shape[ord].m1 == shape[ord].w1 {
+			child, op, p = shape[ord].child, shape[ord].op, p+shape[ord].n
+		} else {
+			var ok bool
+			if child, p, ok = a.fastKey(d[:len(d)-pad], p, n, ord); !ok {
+				return dst, p, false
+			}
+			if op = opDrop; child != nil {
+				op = child.op
+			}
+			shape = a.shapes[n.id]
+		}
+		// The value. Its end, for a plain string (any string for drop and
+		// keep, validated) or a number; whitespace, other values and
+		// other ops go on below with end -1.
+		c, end := d[p], -1
+		if op <= opAct {
+			if c == '"' {
+				i := p + 1
+				for {
+					if t := jsonscan.StopMask(load64(d, i)); t != 0 {
+						i += bits.TrailingZeros64(t) >> 3
+						break
+					}
+					i += 8
+				}
+				if d[i] == '"' {
+					end = i + 1
+				} else if op != opAct {
+					if end = jsonscan.StringEnd(d[:len(d)-pad], i); end < 0 {
+						return dst, p, false
+					}
+				}
+			} else if op != opAct && c-'0' < 10 {
+				// An integer (no leading zero) ending within 8 bytes.
+				if k := jsonscan.DigitRun(load64(d, p)); k < 8 && (k == 1 || c != '0') {
+					if e := d[p+k]; e != '.' && e|0x20 != 'e' {
+						end = p + k
+					}
+				}
+			}
+		}
+		if end < 0 {
+			if c <= ' ' {
+				if c == 0 {
+					return dst, p, false
+				}
+				p = jsonscan.SkipWS(d[:len(d)-pad], p)
+				c = d[p]
+			}
+			if op <= opKeep {
+				if end = jsonscan.ValueEnd(d[:len(d)-pad], p, depth); end < 0 {
+					return dst, p, false
+				}
+			} else if op == opAct && c == '"' {
+				end = jsonscan.PlainRun(d[:len(d)-pad], p+1)
+				if d[end] != '"' {
+					end = -1
+				} else {
+					end++
+				}
+			}
+		}
+		switch {
+		case op == opDrop:
+			// Default deny: validated, never copied.
+			a.Stats.DroppedFields++
+			p = end
+		case op == opKeep:
+			if l, k := len(dst), end-p; k <= 16 && cap(dst)-l >= 32 && len(child.member) <= 16 {
+				w := dst[l : l+32]
+				binary.LittleEndian.PutUint64(w, child.mw0)
+				binary.LittleEndian.PutUint64(w[8:], child.mw1)
+				l = len(child.member)
+				binary.LittleEndian.PutUint64(w[l:], load64(d, p))
+				binary.LittleEndian.PutUint64(w[l+8:], load64(d, p+8))
+				dst = dst[:len(dst)+l+k]
+			} else {
+				dst = append(dst, child.member...)
+				dst = append(dst, d[p:end]...)
+			}
+			p = end
+		case op == opAct && end >= 0:
+			member := len(dst)
+			dst = appendMember(dst, child)
+			val := d[p+1 : end-1]
+			p = end
+			if l := child.leaf; l.kind == kindPseudonym && a.obs == nil {
+				dst = a.pseudonym(dst, l, val)
+				break
+			}
+			var ok bool
+			var err error
+			if dst, ok, err = a.act(dst, child, child.leaf, val, jsonscan.String); err != nil {
+				return dst, p, false
+			}
+			if !ok {
+				dst = dst[:member]
+			}
+		case op == opObject && c == '{':
+			var ok bool
+			if dst, p, ok = a.fastMember(dst, d, p, child, depth+1); !ok {
+				return dst, p, false
+			}
+		default:
+			var ok bool
+			if dst, p, ok = a.fastGeneral(dst, d[:len(d)-pad], p, child, depth); !ok {
+				return dst, p, false
+			}
+		}
+		// After the value: a comma (whitespace after it is left to the
+		// key's slow branch), or the end.
+		c = d[p]
+		if c == ',' {
+			p++
+			continue
+		}
+		if c <= ' ' && c != 0 {
+			p = jsonscan.SkipWS(d[:len(d)-pad], p)
+			if c = d[p]; c == ',' {
+				p++
+				continue
+			}
+		}
+		if c != '}' {
+			return dst, p, false
+		}
+		p++
+		break
+	}
+	if len(dst) > mark {
+		dst[mark] = '{'
+		dst = append(dst, '}')
+	}
+	return dst, p, true
+}
+
+// The subtree memo. Telemetry repeats whole objects, not only values: the
+// same user object ({"name":…,"email_addr":…,"uid":…}) with the same three
+// pseudonyms, the same device, the same product. fastMember remembers, per
+// node, the input bytes of recent objects and the output they gave, and
+// replays the output when the same bytes come again. Equal bytes are the
+// same object, already validated (a complete object ends where its bytes
+// say, and a node always sits at the same depth), and its output depends
+// on nothing else but the key epoch, which the entry records. Used only
+// with the pseudonym cache on (it is a cache of pseudonyms too: with the
+// cache off every value is hashed, as the floor comparison expects) and
+// without an Observer, which must see every record's values. Bounded:
+// memoEntries*(memoMaxIn+memoMaxOut) bytes per node with rules for members
+// at most, allocated for nodes whose objects are met.
+const (
+	memoEntries = 1024 // per node, direct-mapped
+	memoMaxIn   = 256  // longest object remembered
+	memoMaxOut  = 1024 // longest output remembered
+	memoTrial   = 256  // lookups after which a node whose objects rarely repeat is given up
+)
+
+type memoTable struct {
+	e           [memoEntries]memoEntry
+	tries, hits uint32
+	off         bool
+}
+
+type memoEntry struct {
+	h        uint64
+	epoch    int
+	in, out  []byte // the object's bytes; what it wrote, member included
+	dropped  uint64 // members it dropped
+	lookups  uint64 // pseudonym cache lookups it made (counted as hits on replay)
+	occupied bool
+}
+
+// fastMember writes the member for the object at d[p] (node child, at the
+// given depth) through the memo or fastObject.
+func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
+	var m *memoTable
+	var h uint64
+	if a.obs == nil && a.cache != nil {
+		if m = a.memo[child.id]; m == nil {
+			m = new(memoTable)
+			a.memo[child.id] = m
+		}
+		if m.off {
+			m = nil
+		}
+	}
+	if m != nil {
+		// The index: the object's first 32 bytes (or what follows it).
+		h = (load64(d, p)*0x9E3779B97F4A7C15 ^ load64(d, p+8)*0xC2B2AE3D27D4EB4F ^
+			load64(d, p+16)*0x165667B19E3779F9 ^ load64(d, p+24)*0x27D4EB2F165667C5) * 0x9E3779B97F4A7C15
+		e := &m.e[h>>(64-10)]
+		m.tries++
+		if e.occupied && e.h == h && e.epoch == a.epoch && len(e.in) <= len(d)-pad-p && string(d[p:p+len(e.in)]) == string(e.in) {
+			m.hits++
+			a.Stats.DroppedFields += e.dropped
+			if a.cache != nil {
+				a.cache.Hits += e.lookups
+			}
+			return append(dst, e.out...), p + len(e.in), true
+		}
+		if m.tries == memoTrial && m.hits < m.tries/4 {
+			m.off = true // this node's objects rarely repeat
+		}
+	}
+	start, member := p, len(dst)
+	dropped := a.Stats.DroppedFields
+	var lookups uint64
+	if a.cache != nil {
+		lookups = a.cache.Hits + a.cache.Misses
+	}
+	dst = appendMember(dst, child)
+	dst, p, ok := a.fastObject(dst, d, p, child, depth)
+	if !ok {
+		return dst, p, false
+	}
+	if len(dst) == member+len(child.member) {
+		dst = dst[:member]
+	}
+	if m != nil && p-start <= memoMaxIn && len(dst)-member <= memoMaxOut {
+		e := &m.e[h>>(64-10)]
+		e.h, e.epoch, e.occupied = h, a.epoch, true
+		e.in = append(e.in[:0], d[start:p]...)
+		e.out = append(e.out[:0], dst[member:]...)
+		e.dropped = a.Stats.DroppedFields - dropped
+		e.lookups = 0
+		if a.cache != nil {
+			e.lookups = a.cache.Hits + a.cache.Misses - lookups
+		}
+	}
+	return dst, p, true
+}
+
+// load64 reads the eight bytes at d[i] little-endian. One unsigned compare
+// guards it (d[i:i+8] would cost two compares and the masking of an
+// empty slice's pointer on every load of the loop).
+func load64(d []byte, i int) uint64 {
+	if uint(i) > uint(len(d)-8) { // d is padded: len(d) >= pad
+		panic("route: load64 out of range")
+	}
+	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(d)), i))[:])
+}
+
+// appendMember appends child's `,"name":`, with two word stores when it
+// and the room for it fit in 16 bytes.
+func appendMember(dst []byte, child *node) []byte {
+	if l := len(dst); len(child.member) <= 16 && cap(dst)-l >= 16 {
+		w := dst[l : l+16]
+		binary.LittleEndian.PutUint64(w, child.mw0)
+		binary.LittleEndian.PutUint64(w[8:], child.mw1)
+		return dst[:l+len(child.member)]
+	}
+	return append(dst, child.member...)
+}
+
+// fastKey reads the key at d[p] (after whitespace) when the shape's two
+// words did not match: a key the shape remembers after whitespace, a long
+// one, or a plain key looked up and learnt.
+func (a *Applier) fastKey(d []byte, p int, n *node, ord int) (*node, int, bool) {
+	if p < len(d) && d[p] <= ' ' {
+		p = jsonscan.SkipWS(d, p)
+	}
+	if sh := a.shapes[n.id]; ord < len(sh) && sh[ord].match(d, p) {
+		return sh[ord].child, p + sh[ord].n, true
+	}
+	k, end, ok := jsonscan.PlainKey(d, p)
+	if !ok {
+		return nil, p, false // escapes or malformed: the general path
+	}
+	var child *node
+	if i := n.names.IndexAt(d, p+1, len(k)); i >= 0 {
+		child = n.kids[i]
+	}
+	a.learn(n, ord, p, end, d, child)
+	return child, end, true
+}
+
+// fastGeneral hands the value at d[p] for child (never nil) to the general
+// code through the Scanner.
+func (a *Applier) fastGeneral(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
+	member := len(dst)
+	dst = append(dst, child.member...)
+	a.s.ResetAt(d, p, depth)
+	dst, ok, err := a.value(dst, child, child.arrays)
+	if err != nil {
+		return dst, p, false
+	}
+	if !ok {
+		dst = dst[:member]
+	}
+	return dst, a.s.Pos(), true
+}
+
+// observe tells the Observer about a raw identifier, or queues it while the
+// fast path has not yet finished the record.
+func (a *Applier) observe(rule int, val []byte) {
+	if !a.queue {
+		a.obs.ObserveIdentifier(rule, val)
+		return
+	}
+	off := len(a.obsBuf)
+	a.obsBuf = append(a.obsBuf, val...)
+	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf)})
+}

@@ -1,0 +1,129 @@
+package route
+
+import (
+	"fmt"
+	"testing"
+)
+
+// recorder is an Observer that remembers what it was told.
+type recorder struct{ seen []string }
+
+func (r *recorder) ObserveIdentifier(rule int, val []byte) {
+	r.seen = append(r.seen, fmt.Sprintf("%d=%q", rule, val))
+}
+
+const fastRules = "" +
+	"      - {path: a.b, action: pseudonymize}\n" +
+	"      - {path: a.c.d, action: keep}\n" +
+	"      - {path: \"c[]\", action: keep}\n" +
+	"      - {path: \"arr[].x\", action: pseudonymize}\n" +
+	"      - {path: ip, action: ip_prefix_preserving}\n" +
+	"      - {path: src, action: ip_truncate}\n" +
+	"      - {path: e, action: email_split}\n" +
+	"      - {path: t, action: generalize, time_bucket: 1h}\n" +
+	"      - {path: n, action: generalize, numeric_bucket: {edges: [1, 10]}}\n" +
+	"      - {path: u, action: keep}\n" +
+	"      - {path: a_member_name_longer_than_16, action: keep}\n"
+
+// FuzzFastPathMatchesGeneral checks the fast path against the general one:
+// for any two records in a row, the same output bytes, the same error, the
+// same counters and the same identifiers told to the Observer.
+func FuzzFastPathMatchesGeneral(f *testing.F) {
+	for _, s := range [][2]string{
+		{`{"a":{"b":"x","c":{"d":[1]}},"c":[1,{"z":2}],"ip":"10.0.0.1","src":"10.1.2.3","e":"A@B.c","t":"2026-11-27T13:45:00Z","n":5,"u":null,"zz":{"q":[true,false,null,-1.5e3]}}`,
+			`{"a":{"b":"y","c":{"d":"\u00e9"}},"c":[],"ip":"::1","src":"bad","e":"x@y","t":1790000000,"n":"5","u":"\ud83d\ude00"}`},
+		{`{"a":{"b":"x"},"a_member_name_longer_than_16":1}`, `{"a":{"b\u0022":"x"},"a_member_name_longer_than_17":1}`},
+		{` { "u" : 1 , "a" : { } } `, `{"u":1 ,"a":{"b":[]}}`},
+		{`{"arr":[{"x":"p"},{"x":"q","y":1},5]}`, `{"arr":{"x":"p"}}`},
+		{`{"u":01}`, `{"u":1.}`},
+		{`{"u":12345678,"n":100000000}`, `{"u":"a","u":"b"}`},
+		{"{\"a\":{\"b\":\"\xff\"}}", `{"a":{"b":1}}`},
+		{`{"u":1}x`, `{"u":1,}`},
+		{`{"a":{"b":"x","c":{"d":1}},"u":1}`, `{"a":{"b":"x","c":{"d":1}},"u":2}`},
+		{`{"a":{"b":"x","c":{"d":1}}`, `{"a":{"b":"x","c":{"d":1}},"a":{"b":"x","c":{"d":1}}}`},
+		{`{"a":{"b":"x"},"a":{"b":"x"}}`, `{"a":{"b":"x"} ,"a":{"b":"x"}}`},
+		{`{"a":{"b":"x"}`, `[{"u":1}]`},
+	} {
+		f.Add([]byte(s[0]), []byte(s[1]))
+	}
+	r := compile(f, fastRules, "cache_entries: 64") // small: a fresh cache per input
+	f.Fuzz(func(t *testing.T, x, y []byte) {
+		fast, slow := r.NewApplier(), r.NewApplier()
+		slow.general = true
+		var fo, so recorder
+		fast.SetObserver(&fo)
+		slow.SetObserver(&so)
+		memo := r.NewApplier() // no Observer: the subtree memo is on
+		for _, in := range [][]byte{x, y, x, y} {
+			got, gotErr := fast.Apply([]byte("prefix"), in)
+			want, wantErr := slow.Apply([]byte("prefix"), in)
+			if string(got) != string(want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+				t.Fatalf("%q: fast %q %v, general %q %v", in, got, gotErr, want, wantErr)
+			}
+			got, gotErr = memo.Apply([]byte("prefix"), in)
+			if string(got) != string(want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+				t.Fatalf("%q: with the memo %q %v, general %q %v", in, got, gotErr, want, wantErr)
+			}
+			if memo.Stats != slow.Stats || memo.cache.Hits+memo.cache.Misses != slow.cache.Hits+slow.cache.Misses {
+				t.Fatalf("%q: with the memo %+v %d lookups, general %+v %d", in, memo.Stats, memo.cache.Hits+memo.cache.Misses,
+					slow.Stats, slow.cache.Hits+slow.cache.Misses)
+			}
+			// A record the fast path gave up on may leave pseudonyms in the
+			// cache that the general path then finds: the same lookups,
+			// some hits where the general path alone would miss.
+			if fast.Stats != slow.Stats || fast.cache.Hits+fast.cache.Misses != slow.cache.Hits+slow.cache.Misses {
+				t.Fatalf("%q: fast %+v %d/%d, general %+v %d/%d", in, fast.Stats, fast.cache.Hits, fast.cache.Misses,
+					slow.Stats, slow.cache.Hits, slow.cache.Misses)
+			}
+			if fmt.Sprint(fo.seen) != fmt.Sprint(so.seen) {
+				t.Fatalf("%q: fast observed %v, general %v", in, fo.seen, so.seen)
+			}
+		}
+	})
+}
+
+// TestFastPathTakesTheUsualRecord guards the speed of the benchmark's
+// records: a record of a learned shape must not fall back to the general
+// path (which would still be correct, only twice as slow).
+func TestFastPathTakesTheUsualRecord(t *testing.T) {
+	r := compile(t, fastRules)
+	a := r.NewApplier()
+	in := []byte(`{"a":{"b":"x","c":{"d":[1,2]}},"u":"v","ip":"10.0.0.1","zz":{"q":[1,"s"]},"n":5}`)
+	for i := 0; i < 2; i++ {
+		if _, ok := a.fastApply(nil, in); !ok {
+			t.Fatalf("round %d: the fast path gave up on %s", i, in)
+		}
+	}
+}
+
+// TestMemoKeepsKeyEpochsApart: the same object in records of two key
+// epochs must get each epoch's pseudonym, not the one remembered from the
+// other (the subtree memo replays outputs by the object's bytes).
+func TestMemoKeepsKeyEpochsApart(t *testing.T) {
+	r := compile(t, "      - {path: a.u, action: pseudonymize}\n      - {path: time, action: keep}\n",
+		"event_time: time",
+		"keys: [{env: TEST_KEY_V, valid_from: 2026-01-01T00:00:00Z}, {env: TEST_KEY_V2, valid_from: 2027-01-01T00:00:00Z}]")
+	a := r.NewApplier()
+	in := []string{
+		`{"time":"2026-06-01T00:00:00Z","a":{"u":"alice"}}`,
+		`{"time":"2027-06-01T00:00:00Z","a":{"u":"alice"}}`,
+	}
+	for round := 0; round < 3; round++ {
+		for _, rec := range []string{in[0], in[0], in[1], in[1]} { // a hit, then the other epoch
+			got, err := a.Apply(nil, []byte(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := r.NewApplier().Apply(nil, []byte(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Fatalf("round %d, %s: got %s, want %s", round, rec, got, want)
+			}
+		}
+	}
+	if m := a.memo[r.root.kids[0].id]; m == nil || m.hits == 0 {
+		t.Fatal("the memo was not used: the test checks nothing")
+	}
+}
