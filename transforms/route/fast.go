@@ -169,8 +169,13 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 				c = d[p]
 			}
 			if op <= opKeep {
-				if end = jsonscan.ValueEnd(d[:len(d)-pad], p, depth); end < 0 {
-					return dst, p, false
+				if c == '{' && depth < jsonscan.MaxDepth {
+					end = flatObjectEnd(d, p)
+				}
+				if end < 0 {
+					if end = jsonscan.ValueEnd(d[:len(d)-pad], p, depth); end < 0 {
+						return dst, p, false
+					}
 				}
 			} else if op == opAct && c == '"' {
 				end = jsonscan.PlainRun(d[:len(d)-pad], p+1)
@@ -349,6 +354,71 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]by
 	}
 	return dst, p, true
 }
+
+// flatObjectEnd validates the object at d[p] ('{') when it is flat and
+// compact, the usual shape of a dropped or kept object (a file's path,
+// a process's name and pid): no whitespace, and only string members and
+// integers without a leading zero, strings of plain bytes and two-byte
+// escapes. It returns the offset after the object, or -1 for anything
+// else, and the caller then asks jsonscan.ValueEnd, which decides (so it
+// accepts a subset of what ValueEnd accepts, and never rejects). d is
+// padded (fastApply): the scans stop at the first zero byte, and every
+// load stays within the pad. The caller checks the depth.
+func flatObjectEnd(d []byte, p int) int {
+	p++
+	if d[p] == '}' {
+		return p + 1
+	}
+	for {
+		if d[p] != '"' {
+			return -1
+		}
+		if p = flatStringEnd(d, p+1); p < 0 || d[p] != ':' {
+			return -1
+		}
+		p++
+		if c := d[p]; c == '"' {
+			if p = flatStringEnd(d, p+1); p < 0 {
+				return -1
+			}
+		} else if c-'1' < 9 {
+			p += jsonscan.DigitRun(load64(d, p)) // anything but ',' or '}' after it fails below
+		} else {
+			return -1
+		}
+		if c := d[p]; c == ',' {
+			p++
+		} else if c == '}' {
+			return p + 1
+		} else {
+			return -1
+		}
+	}
+}
+
+// flatStringEnd reads a string body from d[i] (after its opening quote)
+// of plain bytes and two-byte escapes, and returns the offset after its
+// closing quote; -1 for anything else (\u escapes, control bytes, the
+// pad, non-ASCII: ValueEnd decides). d is padded.
+func flatStringEnd(d []byte, i int) int {
+	for {
+		t := jsonscan.StopMask(load64(d, i))
+		if t == 0 {
+			i += 8
+			continue
+		}
+		i += bits.TrailingZeros64(t) >> 3
+		if c := d[i]; c == '"' {
+			return i + 1
+		} else if c != '\\' || !twoByteEscape[d[i+1]] {
+			return -1
+		}
+		i += 2
+	}
+}
+
+// twoByteEscape marks the bytes that may follow a backslash on their own.
+var twoByteEscape = [256]bool{'"': true, '\\': true, '/': true, 'b': true, 'f': true, 'n': true, 'r': true, 't': true}
 
 // load64 reads the eight bytes at d[i] little-endian. One unsigned compare
 // guards it (d[i:i+8] would cost two compares and the masking of an

@@ -3,6 +3,8 @@ package route
 import (
 	"fmt"
 	"testing"
+
+	"github.com/deident/deident/internal/jsonscan"
 )
 
 // recorder is an Observer that remembers what it was told.
@@ -43,6 +45,8 @@ func FuzzFastPathMatchesGeneral(f *testing.F) {
 		{`{"a":{"b":"x","c":{"d":1}}`, `{"a":{"b":"x","c":{"d":1}},"a":{"b":"x","c":{"d":1}}}`},
 		{`{"a":{"b":"x"},"a":{"b":"x"}}`, `{"a":{"b":"x"} ,"a":{"b":"x"}}`},
 		{`{"a":{"b":"x"}`, `[{"u":1}]`},
+		{`{"zz":{"p":"C:\\U\\a.0\\T\/x","n":123,"m":"\u0041"},"u":{"k":"v","n":7}}`, `{"zz":{"p":"a\q"},"u":{"k":"v","n":0}}`},
+		{`{"zz":{"p":"a","n":12345678901},"u":{"k":"v\`, `{"zz":{"p":"é"},"u":{"k":"v"} ,"zz":{"p" :1},"zz":{"p":1.5}}`},
 	} {
 		f.Add([]byte(s[0]), []byte(s[1]))
 	}
@@ -77,6 +81,26 @@ func FuzzFastPathMatchesGeneral(f *testing.F) {
 			}
 			if fmt.Sprint(fo.seen) != fmt.Sprint(so.seen) {
 				t.Fatalf("%q: fast observed %v, general %v", in, fo.seen, so.seen)
+			}
+		}
+	})
+}
+
+// FuzzFlatObjectEnd: the fast path's skip of a flat object accepts only
+// what jsonscan.ValueEnd accepts, and ends where it does.
+func FuzzFlatObjectEnd(f *testing.F) {
+	for _, s := range []string{`{}`, `{"p":"C:\\U\\a\/b\n","n":12}`, `{"p":"\u0041"}`, `{"p":"a\`, `{"n":0}`, `{"n":1.5}`,
+		`{"n":123456789012}`, `{"p":"a"`, `{"p":"a"}x`, `{"p":"\x"}`, "{\"p\":\"\xff\"}", `{"p" :1}`, `{"p":{}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, x []byte) {
+		if len(x) == 0 || x[0] != '{' {
+			return
+		}
+		d := append(append([]byte(nil), x...), make([]byte, pad)...)
+		if got := flatObjectEnd(d, 0); got >= 0 {
+			if want := jsonscan.ValueEnd(x, 0, 1); got != want {
+				t.Fatalf("%q: flatObjectEnd %d, ValueEnd %d", x, got, want)
 			}
 		}
 	})
