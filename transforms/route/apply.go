@@ -77,6 +77,7 @@ type Applier struct {
 	obsBuf   []byte
 	pad      []byte       // the record and pad zero bytes
 	memo     []*memoTable // per node id: recent objects and their outputs
+	leaves   []*leafTable // per node id: recent short values and their outputs
 	general  bool
 }
 
@@ -153,6 +154,7 @@ func (r *Route) NewApplier() *Applier {
 		cache:   pseudonym.NewCache(r.cacheEntries),
 		shapes:  make([][]expect, r.nodes),
 		memo:    make([]*memoTable, r.nodes),
+		leaves:  make([]*leafTable, r.nodes),
 		unesc:   make([]byte, 0, 256),
 		norm:    make([]byte, 0, 256),
 	}

@@ -208,10 +208,13 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 		case op == opAct && end >= 0:
 			member := len(dst)
 			dst = appendMember(dst, child)
-			val := d[p+1 : end-1]
+			vi, val := p+1, d[p+1:end-1]
 			p = end
-			if l := child.leaf; l.kind == kindPseudonym && a.obs == nil {
-				dst = a.pseudonym(dst, l, val)
+			if l := child.leaf; (l.kind == kindPseudonym || l.kind == kindIPTruncate) && a.obs == nil && a.cache != nil {
+				var ok bool
+				if dst, ok = a.cachedLeaf(dst, child, d, vi, end-1); !ok {
+					return dst, p, false
+				}
 				break
 			}
 			var ok bool
@@ -419,6 +422,74 @@ func flatStringEnd(d []byte, i int) int {
 
 // twoByteEscape marks the bytes that may follow a backslash on their own.
 var twoByteEscape = [256]bool{'"': true, '\\': true, '/': true, 'b': true, 'f': true, 'n': true, 'r': true, 't': true}
+
+// The leaf memo: the subtree memo's idea for a short value under a cached
+// action (a pseudonym, an IP truncated). Looking such a value up in the
+// pseudonym cache hashes it with xxhash (a call), probes a two-way set and
+// compares; a value of up to 16 bytes is two words in the padded record,
+// so a small direct-mapped table per node keyed by those words (and the
+// length and key epoch: the words are the whole value, nothing is left to
+// compare) replays the output for a few instructions. Its outputs are the
+// cache's (it is filled from what the cache gave or stored), a replay is
+// counted as the cache hit the lookup would have been, and it is used
+// under the subtree memo's conditions: the cache on, no Observer.
+const (
+	leafEntries = 1024 // per node, direct-mapped (64 KiB)
+	leafMaxOut  = 36   // longest output remembered (a 128-bit hex pseudonym, quoted): an entry is 64 bytes
+)
+
+type leafTable [leafEntries]leafEntry
+
+type leafEntry struct {
+	w0, w1 uint64 // the value's bytes, zero past its length
+	n      int32  // its length; 0: empty entry (an empty value is not remembered)
+	epoch  int32
+	on     int32
+	out    [leafMaxOut]byte
+}
+
+// cachedLeaf writes child's action (a pseudonym or ip_truncate, the cache
+// on, no Observer) for the string body d[i:j] of the padded record d; ok
+// is false on the action's error (the general path reports it).
+func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byte, bool) {
+	l := child.leaf
+	val := d[i:j]
+	n := len(val)
+	if n == 0 || n > 16 {
+		return a.cachedAct(dst, l, val)
+	}
+	t := a.leaves[child.id]
+	if t == nil {
+		t = new(leafTable)
+		a.leaves[child.id] = t
+	}
+	// d holds 32 readable bytes past any offset up to the record's end:
+	// two word loads, masked to the value's length.
+	w0 := load64(d, i) & (^uint64(0) >> (64 - 8*uint(min(n, 8))))
+	w1 := load64(d, i+8) & (^uint64(0) >> (64 - 8*uint(max(n-8, 0))))
+	e := &t[((w0*0x9E3779B97F4A7C15^w1*0xC2B2AE3D27D4EB4F)+uint64(n))>>(64-10)]
+	if e.w0 == w0 && e.w1 == w1 && int(e.n) == n && int(e.epoch) == a.epoch {
+		a.cache.Hits++
+		return append(dst, e.out[:e.on]...), true
+	}
+	start := len(dst)
+	dst, ok := a.cachedAct(dst, l, val)
+	if ok && len(dst)-start <= leafMaxOut && a.epoch == int(int32(a.epoch)) {
+		e.w0, e.w1, e.n, e.epoch = w0, w1, int32(n), int32(a.epoch)
+		e.on = int32(copy(e.out[:], dst[start:]))
+	}
+	return dst, ok
+}
+
+// cachedAct writes l's action (a pseudonym or ip_truncate) for val
+// through the pseudonym cache.
+func (a *Applier) cachedAct(dst []byte, l *leaf, val []byte) ([]byte, bool) {
+	if l.kind == kindPseudonym {
+		return a.pseudonym(dst, l, val), true
+	}
+	dst, err := a.ipTruncateCached(dst, l, val)
+	return dst, err == nil
+}
 
 // load64 reads the eight bytes at d[i] little-endian. One unsigned compare
 // guards it (d[i:i+8] would cost two compares and the masking of an

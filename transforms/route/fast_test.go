@@ -151,3 +151,44 @@ func TestMemoKeepsKeyEpochsApart(t *testing.T) {
 		t.Fatal("the memo was not used: the test checks nothing")
 	}
 }
+
+// TestLeafMemoKeepsKeyEpochsApart: the same short value in records of two
+// key epochs must get each epoch's pseudonym (the leaf memo replays
+// outputs by the value's bytes), and values of the same length that differ
+// only in their last byte must not share an entry.
+func TestLeafMemoKeepsKeyEpochsApart(t *testing.T) {
+	r := compile(t, "      - {path: u, action: pseudonymize}\n      - {path: ip, action: ip_truncate}\n      - {path: time, action: keep}\n",
+		"event_time: time",
+		"keys: [{env: TEST_KEY_V, valid_from: 2026-01-01T00:00:00Z}, {env: TEST_KEY_V2, valid_from: 2027-01-01T00:00:00Z}]")
+	a := r.NewApplier()
+	var in []string
+	for _, tm := range []string{"2026-06-01T00:00:00Z", "2027-06-01T00:00:00Z"} {
+		for _, u := range []string{"alice", "alice1", "alice2", "alice.0123456789", "alice.0123456788", "alice.012345678", ""} {
+			in = append(in, `{"time":"`+tm+`","u":"`+u+`","ip":"10.1.2.3"}`, `{"time":"`+tm+`","u":"`+u+`","ip":"10.1.2.30"}`)
+		}
+	}
+	for round := 0; round < 3; round++ {
+		for _, rec := range in {
+			got, err := a.Apply(nil, []byte(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := r.NewApplier().Apply(nil, []byte(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Fatalf("round %d, %s: got %s, want %s", round, rec, got, want)
+			}
+		}
+	}
+	used := 0
+	for _, t := range a.leaves {
+		if t != nil {
+			used++
+		}
+	}
+	if used != 2 {
+		t.Fatalf("the leaf memo was used for %d nodes, want 2: the test checks nothing", used)
+	}
+}
