@@ -301,61 +301,56 @@ type memoEntry struct {
 // fastMember writes the member for the object at d[p] (node child, at the
 // given depth) through the memo or fastObject.
 func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
-	var m *memoTable
-	var h uint64
-	if a.obs == nil && a.cache != nil {
-		if m = a.memo[child.id]; m == nil {
-			m = new(memoTable)
-			a.memo[child.id] = m
+	m := a.memo[child.id]
+	if m == nil || m.off || a.obs != nil {
+		if m != nil || a.obs != nil || a.cache == nil {
+			return a.fastObjectMember(dst, d, p, child, depth)
 		}
-		if m.off {
-			m = nil
-		}
+		m = new(memoTable)
+		a.memo[child.id] = m
 	}
-	if m != nil {
-		// The index: the object's first 32 bytes (or what follows it).
-		h = (load64(d, p)*0x9E3779B97F4A7C15 ^ load64(d, p+8)*0xC2B2AE3D27D4EB4F ^
-			load64(d, p+16)*0x165667B19E3779F9 ^ load64(d, p+24)*0x27D4EB2F165667C5) * 0x9E3779B97F4A7C15
-		e := &m.e[h>>(64-10)]
-		m.tries++
-		if e.occupied && e.h == h && e.epoch == a.epoch && len(e.in) <= len(d)-pad-p && string(d[p:p+len(e.in)]) == string(e.in) {
-			m.hits++
-			a.Stats.DroppedFields += e.dropped
-			if a.cache != nil {
-				a.cache.Hits += e.lookups
-			}
-			return append(dst, e.out...), p + len(e.in), true
-		}
-		if m.tries == memoTrial && m.hits < m.tries/4 {
-			m.off = true // this node's objects rarely repeat
-		}
+	// The index: the object's first 32 bytes (or what follows it).
+	h := (load64(d, p)*0x9E3779B97F4A7C15 ^ load64(d, p+8)*0xC2B2AE3D27D4EB4F ^
+		load64(d, p+16)*0x165667B19E3779F9 ^ load64(d, p+24)*0x27D4EB2F165667C5) * 0x9E3779B97F4A7C15
+	e := &m.e[h>>(64-10)]
+	m.tries++
+	if e.occupied && e.h == h && e.epoch == a.epoch && len(e.in) <= len(d)-pad-p && string(d[p:p+len(e.in)]) == string(e.in) {
+		m.hits++
+		a.Stats.DroppedFields += e.dropped
+		a.cache.Hits += e.lookups
+		return append(dst, e.out...), p + len(e.in), true
+	}
+	if m.tries == memoTrial && m.hits < m.tries/4 {
+		m.off = true // this node's objects rarely repeat
 	}
 	start, member := p, len(dst)
 	dropped := a.Stats.DroppedFields
-	var lookups uint64
-	if a.cache != nil {
-		lookups = a.cache.Hits + a.cache.Misses
-	}
-	dst = appendMember(dst, child)
-	dst, p, ok := a.fastObject(dst, d, p, child, depth)
+	lookups := a.cache.Hits + a.cache.Misses
+	dst, p, ok := a.fastObjectMember(dst, d, p, child, depth)
 	if !ok {
 		return dst, p, false
 	}
-	if len(dst) == member+len(child.member) {
-		dst = dst[:member]
-	}
-	if m != nil && p-start <= memoMaxIn && len(dst)-member <= memoMaxOut {
-		e := &m.e[h>>(64-10)]
+	if p-start <= memoMaxIn && len(dst)-member <= memoMaxOut {
 		e.h, e.epoch, e.occupied = h, a.epoch, true
 		e.in = append(e.in[:0], d[start:p]...)
 		e.out = append(e.out[:0], dst[member:]...)
 		e.dropped = a.Stats.DroppedFields - dropped
-		e.lookups = 0
-		if a.cache != nil {
-			e.lookups = a.cache.Hits + a.cache.Misses - lookups
-		}
+		e.lookups = a.cache.Hits + a.cache.Misses - lookups
 	}
 	return dst, p, true
+}
+
+// fastObjectMember writes the member for the object at d[p] (node child,
+// at the given depth) through fastObject: nothing when the object wrote
+// no member.
+func (a *Applier) fastObjectMember(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
+	member := len(dst)
+	dst = appendMember(dst, child)
+	dst, p, ok := a.fastObject(dst, d, p, child, depth)
+	if ok && len(dst) == member+len(child.member) {
+		dst = dst[:member]
+	}
+	return dst, p, ok
 }
 
 // flatObjectEnd validates the object at d[p] ('{') when it is flat and
