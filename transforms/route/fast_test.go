@@ -163,7 +163,7 @@ func TestLeafMemoKeepsKeyEpochsApart(t *testing.T) {
 	a := r.NewApplier()
 	var in []string
 	for _, tm := range []string{"2026-06-01T00:00:00Z", "2027-06-01T00:00:00Z"} {
-		for _, u := range []string{"alice", "alice1", "alice2", "alice.0123456789", "alice.0123456788", "alice.012345678", ""} {
+		for _, u := range []string{"alice", "alice1", "alice2", "alice.0123456789", "alice.0123456788", "alice.012345678", "alice.0123456789@corp.example.01", "alice.0123456789@corp.example.02", "alice.0123456789@corp.example.0", "alice.0123456789@corp.example.012", "alice.0123456789@corp.ex", "alice.0123456789@corp.ey", ""} {
 			in = append(in, `{"time":"`+tm+`","u":"`+u+`","ip":"10.1.2.3"}`, `{"time":"`+tm+`","u":"`+u+`","ip":"10.1.2.30"}`)
 		}
 	}
