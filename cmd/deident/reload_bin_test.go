@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,51 +32,8 @@ func TestRunSIGHUPReloads(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "run", "--config", f.path, "--watch-config=false")
 	cmd.Env = append(os.Environ(), "DEIDENT_KAFKA_METRICS_ADDR=127.0.0.1:0")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	var logMu sync.Mutex
-	var logs strings.Builder
-	addrc := make(chan string, 1)
-	go func() {
-		addrRE := regexp.MustCompile(`"msg":"serving /metrics, /healthz, /readyz","addr":"([^"]+)"`)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			logMu.Lock()
-			logs.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("deident run stderr:\n%s", logs.String())
-			logMu.Unlock()
-		}
-	})
-	var base string
-	select {
-	case addr := <-addrc:
-		base = "http://" + addr
-	case err := <-exited:
-		t.Fatalf("deident run exited early: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("deident run did not serve HTTP within 20s")
-	}
+	proc := startRunBinary(t, cmd)
+	base, exited := proc.base, proc.exited
 	metrics := func() map[string]float64 {
 		_, text := scrape(t, base+"/metrics")
 		return metricValues(t, text)
@@ -126,9 +80,7 @@ func TestRunSIGHUPReloads(t *testing.T) {
 	if len(version) != 2*n || per[oldRoutes["acme-mdr"].Version] != n || per[newV] != n {
 		t.Errorf("outputs per policy %v, want %d under each", per, n)
 	}
-	logMu.Lock()
-	defer logMu.Unlock()
-	if !strings.Contains(logs.String(), `"msg":"config reloaded"`) {
+	if !strings.Contains(proc.Logs(), `"msg":"config reloaded"`) {
 		t.Error("no 'config reloaded' log line")
 	}
 }

@@ -637,51 +637,8 @@ func TestRunSIGTERM(t *testing.T) {
 		"DEIDENT_VENDORS_ACME_MDR_TOPIC="+cfg.Vendors["acme-mdr"].Topic,
 		"DEIDENT_VENDORS_FLOWAI_TOPIC="+cfg.Vendors["flowai"].Topic,
 	)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	var logMu sync.Mutex
-	var logs strings.Builder
-	addrc := make(chan string, 1)
-	go func() {
-		addrRE := regexp.MustCompile(`"msg":"serving /metrics, /healthz, /readyz","addr":"([^"]+)"`)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			logMu.Lock()
-			logs.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("deident run stderr:\n%s", logs.String())
-			logMu.Unlock()
-		}
-	})
-	var base string
-	select {
-	case addr := <-addrc:
-		base = "http://" + addr
-	case err := <-exited:
-		t.Fatalf("deident run exited early: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("deident run did not serve HTTP within 20s")
-	}
+	proc := startRunBinary(t, cmd)
+	base, exited := proc.base, proc.exited
 	if code, _ := scrape(t, base+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d", code)
 	}
@@ -719,9 +676,71 @@ func TestRunSIGTERM(t *testing.T) {
 	if covered == 0 {
 		t.Error("nothing committed on SIGTERM")
 	}
-	logMu.Lock()
-	if !strings.Contains(logs.String(), `"msg":"worker stopped"`) {
+	if !strings.Contains(proc.Logs(), `"msg":"worker stopped"`) {
 		t.Errorf("no 'worker stopped' log line")
 	}
-	logMu.Unlock()
+}
+
+// runBinary is a started `deident run` process of a test: the base URL of
+// its HTTP endpoints, its exit, and its stderr so far (structured logs).
+type runBinary struct {
+	base   string
+	exited chan error
+	mu     sync.Mutex
+	logs   strings.Builder
+}
+
+// Logs returns what the process wrote to stderr so far.
+func (p *runBinary) Logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+// startRunBinary starts cmd (a `deident run` with metrics on
+// 127.0.0.1:0), waits until it serves HTTP, and kills it at cleanup if it
+// still runs; a failed test gets its stderr in the log.
+func startRunBinary(t *testing.T, cmd *exec.Cmd) *runBinary {
+	t.Helper()
+	p := &runBinary{exited: make(chan error, 1)}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addrc := make(chan string, 1)
+	go func() {
+		addrRE := regexp.MustCompile(`"msg":"serving /metrics, /healthz, /readyz","addr":"([^"]+)"`)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.logs.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("deident run stderr:\n%s", p.Logs())
+		}
+	})
+	select {
+	case addr := <-addrc:
+		p.base = "http://" + addr
+	case err := <-p.exited:
+		t.Fatalf("deident run exited early: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("deident run did not serve HTTP within 20s")
+	}
+	return p
 }
