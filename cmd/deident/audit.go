@@ -103,7 +103,7 @@ no network). Exits 2 when anything is found, 0 when the report is clean.`,
 	f.StringVar(&toS, "to", "", "end of the range, exclusive: an offset of the vendor topic or an RFC 3339 time")
 	f.StringVar(&reportDir, "report", "", "directory for report.json and report.html")
 	f.StringVar(&policiesDir, "policies", "", "directory of older config files, for records that claim an older policy version")
-	f.DurationVar(&idle, "idle-timeout", 10*time.Second, "give up when a partition yields no record for this long before the end of its range")
+	f.DurationVar(&idle, "idle-timeout", 10*time.Second, "give up when a partition yields no record for this long (three times, each with a new reader) before the end of its range")
 	f.DurationVar(&grace, "grace", time.Minute, "with a time --to, also read vendor records published this long after it, to find outputs of sources just before it")
 	for _, name := range []string{"config", "route", "report"} {
 		_ = cmd.MarkFlagRequired(name)

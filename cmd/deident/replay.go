@@ -126,7 +126,7 @@ out); writing to another route's vendor topic is refused. The counts go to stder
 	f.StringVar(&outPath, "out", "", `output file of JSON lines with provenance ("-": stdout; the default)`)
 	f.StringVar(&topic, "topic", "", "audit topic to produce the outputs to, with provenance headers")
 	f.BoolVar(&toVendor, "to-vendor", false, "allow writing to the route's vendor topic")
-	f.DurationVar(&idle, "idle-timeout", 10*time.Second, "give up when a partition yields no record for this long before the end of its range")
+	f.DurationVar(&idle, "idle-timeout", 10*time.Second, "give up when a partition yields no record for this long (three times, each with a new reader) before the end of its range")
 	_ = cmd.MarkFlagRequired("config")
 	_ = cmd.MarkFlagRequired("route")
 	return cmd

@@ -210,20 +210,39 @@ func (rd Reader) Read(ctx context.Context, r Range, fn func(kafka.Message) error
 	if idle == 0 {
 		idle = 10 * time.Second
 	}
-	kr := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:   rd.Brokers,
-		Topic:     r.Topic,
-		Partition: r.Partition,
-		MinBytes:  1,
-		MaxBytes:  16 << 20,
-		MaxWait:   200 * time.Millisecond,
-		Dialer:    rd.Dialer,
-	})
-	defer kr.Close()
-	if err := kr.SetOffset(r.Start); err != nil {
-		return fmt.Errorf("reading %s/%d from %d: %w", r.Topic, r.Partition, r.Start, err)
+	open := func(at int64) (*kafka.Reader, error) {
+		kr := kafka.NewReader(kafka.ReaderConfig{
+			Brokers:   rd.Brokers,
+			Topic:     r.Topic,
+			Partition: r.Partition,
+			MinBytes:  1,
+			MaxBytes:  16 << 20,
+			MaxWait:   200 * time.Millisecond,
+			Dialer:    rd.Dialer,
+		})
+		if err := kr.SetOffset(at); err != nil {
+			kr.Close()
+			return nil, fmt.Errorf("reading %s/%d from %d: %w", r.Topic, r.Partition, at, err)
+		}
+		return kr, nil
 	}
-	next := r.Start
+	kr, err := open(r.Start)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if kr != nil {
+			kr.Close()
+		}
+	}()
+	// A kafka-go partition reader started right after the topic was
+	// created was seen (on a real broker under load) to deliver nothing
+	// for the whole idle timeout although the range's records were
+	// there; a fresh reader at the same offset gets them. So an idle
+	// timeout is retried with a new reader before the range is declared
+	// incomplete.
+	const attempts = 3
+	next, idles := r.Start, 0
 	for next < r.End {
 		rctx, cancel := context.WithTimeout(ctx, idle)
 		m, err := kr.ReadMessage(rctx)
@@ -232,11 +251,19 @@ func (rd Reader) Read(ctx context.Context, r Range, fn func(kafka.Message) error
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("reading %s/%d: no record at offset %d to %d within %v: %w", r.Topic, r.Partition, next, r.End-1, idle, ErrIncomplete)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("reading %s/%d at offset %d: %w", r.Topic, r.Partition, next, err)
 			}
-			return fmt.Errorf("reading %s/%d at offset %d: %w", r.Topic, r.Partition, next, err)
+			if idles++; idles == attempts {
+				return fmt.Errorf("reading %s/%d: no record at offset %d to %d within %d x %v: %w", r.Topic, r.Partition, next, r.End-1, attempts, idle, ErrIncomplete)
+			}
+			kr.Close()
+			if kr, err = open(next); err != nil {
+				return err // kr is nil: nothing left to close
+			}
+			continue
 		}
+		idles = 0
 		if m.Offset >= r.End {
 			break // offsets can skip (compaction, transaction markers)
 		}
