@@ -240,8 +240,20 @@ func stringEnd(d []byte, i int) int {
 // simpleEscape marks the bytes that may follow a backslash on their own.
 var simpleEscape = [256]bool{'"': true, '\\': true, '/': true, 'b': true, 'f': true, 'n': true, 'r': true, 't': true}
 
-// numberEnd reads a number at d[i] by the JSON grammar; -1 when malformed.
+// NumberEnd returns the end of the JSON number at d[i] (the bytes
+// Scanner.Number reads), or -1 when there is none.
+func NumberEnd(d []byte, i int) int { return numberEnd(d, i) }
+
+// IsSimpleEscape says whether c may follow a backslash on its own in a
+// JSON string (the escapes other than \u).
+func IsSimpleEscape(c byte) bool { return simpleEscape[c] }
+
+// numberEnd reads a number at d[i] by the JSON grammar; -1 when malformed
+// or when i is at the end of d.
 func numberEnd(d []byte, i int) int {
+	if i >= len(d) {
+		return -1
+	}
 	if d[i] == '-' {
 		i++
 		if i >= len(d) {

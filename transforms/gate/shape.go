@@ -258,7 +258,7 @@ func (c *Checker) shapeValue(sh *shape, i int, lit, out []byte, pos int) int {
 		}
 		return pos
 	case evFreeNumber, evTimeNumber, evKNumber:
-		end := numberEnd(out, pos)
+		end := jsonscan.NumberEnd(out, pos)
 		if end < 0 {
 			return -1
 		}
@@ -401,47 +401,3 @@ const (
 	lsb = 0x0101010101010101
 	msb = 0x8080808080808080
 )
-
-// numberEnd returns the end of the JSON number at d[i] (the bytes the
-// scanner's Number reads), or -1 when there is none.
-func numberEnd(d []byte, i int) int {
-	if i < len(d) && d[i] == '-' {
-		i++
-	}
-	switch {
-	case i >= len(d):
-		return -1
-	case d[i] == '0':
-		i++
-	case d[i] >= '1' && d[i] <= '9':
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
-	default:
-		return -1
-	}
-	if i < len(d) && d[i] == '.' {
-		i++
-		j := i
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
-		if i == j {
-			return -1
-		}
-	}
-	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
-		i++
-		if i < len(d) && (d[i] == '+' || d[i] == '-') {
-			i++
-		}
-		j := i
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
-		if i == j {
-			return -1
-		}
-	}
-	return i
-}

@@ -408,15 +408,12 @@ func flatStringEnd(d []byte, i int) int {
 		i += bits.TrailingZeros64(t) >> 3
 		if c := d[i]; c == '"' {
 			return i + 1
-		} else if c != '\\' || !twoByteEscape[d[i+1]] {
+		} else if c != '\\' || !jsonscan.IsSimpleEscape(d[i+1]) {
 			return -1
 		}
 		i += 2
 	}
 }
-
-// twoByteEscape marks the bytes that may follow a backslash on their own.
-var twoByteEscape = [256]bool{'"': true, '\\': true, '/': true, 'b': true, 'f': true, 'n': true, 'r': true, 't': true}
 
 // The leaf memo: the subtree memo's idea for a short value under a cached
 // action (a pseudonym, an IP truncated). Looking such a value up in the
