@@ -88,21 +88,29 @@ func TestMechanisms(t *testing.T) {
 			defer c.Close()
 			pw := writeFile(t, "pw-"+mech)
 			t.Setenv("TEST_SASL_USER", "worker")
-			cfg := clusterConfig(t, c.ListenAddrs(), fmt.Sprintf("{ca_file: %s}", caFile),
-				fmt.Sprintf("{mechanism: %s, username: {env: TEST_SASL_USER}, password: {file: %s}}", mech, pw))
-			conn, err := New(cfg, "c1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := conn.Check(ctx, nil); err != nil {
-				t.Fatalf("check: %v", err)
-			}
-			if _, err := conn.Client(5*time.Second).Metadata(ctx, &kafka.MetadataRequest{}); err != nil {
-				t.Fatalf("metadata through the transport: %v", err)
-			}
+			connectAs(t, c.ListenAddrs(), caFile, mech, pw)
 		})
+	}
+}
+
+// connectAs connects to brokers over TLS (trusting caFile) as the user in
+// TEST_SASL_USER with the password in pwFile and mechanism mech: the
+// start-up check passes and a request goes through the transport.
+func connectAs(t *testing.T, brokers []string, caFile, mech, pwFile string) {
+	t.Helper()
+	cfg := clusterConfig(t, brokers, fmt.Sprintf("{ca_file: %s}", caFile),
+		fmt.Sprintf("{mechanism: %s, username: {env: TEST_SASL_USER}, password: {file: %s}}", mech, pwFile))
+	conn, err := New(cfg, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := conn.Check(ctx, nil); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if _, err := conn.Client(5*time.Second).Metadata(ctx, &kafka.MetadataRequest{}); err != nil {
+		t.Fatalf("metadata through the transport: %v", err)
 	}
 }
 
@@ -188,20 +196,7 @@ func TestMechanismsRealBroker(t *testing.T) {
 	t.Setenv("TEST_SASL_USER", s.User)
 	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
 		t.Run(mech, func(t *testing.T) {
-			cfg := clusterConfig(t, s.Brokers, fmt.Sprintf("{ca_file: %s}", s.CAFile),
-				fmt.Sprintf("{mechanism: %s, username: {env: TEST_SASL_USER}, password: {file: %s}}", mech, pw))
-			conn, err := New(cfg, "c1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := conn.Check(ctx, nil); err != nil {
-				t.Fatalf("check: %v", err)
-			}
-			if _, err := conn.Client(5*time.Second).Metadata(ctx, &kafka.MetadataRequest{}); err != nil {
-				t.Fatalf("metadata through the transport: %v", err)
-			}
+			connectAs(t, s.Brokers, s.CAFile, mech, pw)
 		})
 	}
 }
