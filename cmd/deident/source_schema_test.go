@@ -14,7 +14,6 @@ import (
 	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/internal/gen"
 	"github.com/deident/deident/internal/kafkatest"
-	"github.com/deident/deident/pipeline"
 )
 
 // schemaFileConfig is avroConfig with a second source whose records are
@@ -178,20 +177,7 @@ func TestRunSchemaFile(t *testing.T) {
 	rw.shutdown(t)
 
 	dl := readAll(t, brokers, cfg.Kafka.DeadLetterTopic, 1)
-	if len(dl) != len(bad) {
-		t.Fatalf("%d dead letters, want %d", len(dl), len(bad))
-	}
-	for _, m := range dl {
-		h := headers(m)
-		reason, ok := bad[string(m.Value)]
-		if !ok {
-			t.Errorf("dead letter of a value not produced as bad: %x", m.Value)
-			continue
-		}
-		if h[pipeline.HeaderStage] != "decode" || !strings.Contains(h[pipeline.HeaderError], reason) {
-			t.Errorf("dead letter headers %v, want stage decode and a reason containing %q", h, reason)
-		}
-	}
+	checkDecodeDeadLetters(t, dl, bad)
 	subject := avrocodec.ValueSubject(cfg.Vendors["flowai"].Topic)
 	ids := reg.Subject(subject)
 	if len(ids) != 1 {
