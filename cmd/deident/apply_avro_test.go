@@ -59,12 +59,9 @@ vendors:
       - {path: paid_at, action: generalize, time_bucket: 1d}
 `
 
-// fastavroScript decodes an Avro container file with fastavro (an
-// independent implementation) and prints its writer schema, then one JSON
-// record per line, timestamps as epoch milliseconds.
-const fastavroScript = `
-import datetime, json, sys
-import fastavro
+// fastavroPlain is the Python both fastavro scripts share: plain(v) turns a
+// decoded value into JSON's types, timestamps as epoch milliseconds.
+const fastavroPlain = `import fastavro
 def plain(v):
     if isinstance(v, datetime.datetime):
         return int(round(v.timestamp() * 1000))
@@ -73,7 +70,14 @@ def plain(v):
     if isinstance(v, list):
         return [plain(x) for x in v]
     return v
-with open(sys.argv[1], "rb") as f:
+`
+
+// fastavroScript decodes an Avro container file with fastavro (an
+// independent implementation) and prints its writer schema, then one JSON
+// record per line, timestamps as epoch milliseconds.
+const fastavroScript = `
+import datetime, json, sys
+` + fastavroPlain + `with open(sys.argv[1], "rb") as f:
     r = fastavro.reader(f)
     print(json.dumps(r.writer_schema))
     for rec in r:

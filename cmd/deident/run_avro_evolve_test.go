@@ -108,16 +108,7 @@ func TestRunAvroSchemaEvolution(t *testing.T) {
 // as epoch milliseconds.
 const fastavroWireScript = `
 import datetime, io, json, struct, sys, urllib.request
-import fastavro
-def plain(v):
-    if isinstance(v, datetime.datetime):
-        return int(round(v.timestamp() * 1000))
-    if isinstance(v, dict):
-        return {k: plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [plain(x) for x in v]
-    return v
-schemas = {}
+` + fastavroPlain + `schemas = {}
 for line in sys.stdin:
     msg = bytes.fromhex(line.strip())
     magic, sid = struct.unpack(">bI", msg[:5])
