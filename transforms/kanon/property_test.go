@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,6 +116,11 @@ func TestPropertyNeverUnderK(t *testing.T) {
 			if r.IntN(10) == 0 {
 				outs = s.Advance(outs, clk.t)
 			}
+			// Held is what a caller commits below: per partition, the
+			// lowest offset not yet decided by any output.
+			if got, want := s.Held(), heldFrom(outs, i+1, 3); !slices.Equal(got, want) {
+				t.Fatalf("seed %d (%+v): after offset %d held %v, want %v", seed, c, i, got, want)
+			}
 		}
 		outs = s.Flush(outs)
 
@@ -127,6 +133,9 @@ func TestPropertyNeverUnderK(t *testing.T) {
 		for _, o := range outs {
 			for _, p := range o.Offsets {
 				decided[p.Offset]++
+			}
+			if o.Kind != LateCount && !slices.Equal(o.Spans, spansOf(o.Offsets)) {
+				fail("%v output's spans %v, its offsets give %v", o.Kind, o.Spans, spansOf(o.Offsets))
 			}
 			switch o.Kind {
 			case Released:
@@ -185,4 +194,43 @@ func TestPropertyNeverUnderK(t *testing.T) {
 			fail("accounting %+v", st)
 		}
 	}
+}
+
+// spansOf is what an output's provenance spans must say, derived from the
+// positions it lists: per partition in order of first appearance, the
+// lowest and highest offset and how many.
+func spansOf(ps []Position) []Span {
+	var out []Span
+	for _, p := range ps {
+		i := slices.IndexFunc(out, func(sp Span) bool { return sp.Topic == p.Topic && sp.Partition == p.Partition })
+		if i < 0 {
+			out = append(out, Span{Topic: p.Topic, Partition: p.Partition, First: p.Offset, Last: p.Offset})
+			i = len(out) - 1
+		}
+		sp := &out[i]
+		sp.First, sp.Last, sp.Count = min(sp.First, p.Offset), max(sp.Last, p.Offset), sp.Count+1
+	}
+	return out
+}
+
+// heldFrom derives Held from the outputs: offsets 0..n-1 went to
+// partition offset%parts (topic "in"); per partition, the lowest offset
+// no output lists.
+func heldFrom(outs []Output, n, parts int) []Position {
+	decided := map[int64]bool{}
+	for _, o := range outs {
+		for _, p := range o.Offsets {
+			decided[p.Offset] = true
+		}
+	}
+	var out []Position
+	for p := range parts {
+		for off := int64(p); off < int64(n); off += int64(parts) {
+			if !decided[off] {
+				out = append(out, Position{"in", p, off})
+				break
+			}
+		}
+	}
+	return out
 }
