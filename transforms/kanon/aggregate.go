@@ -2,6 +2,7 @@ package kanon
 
 import (
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
 	"time"
@@ -20,15 +21,48 @@ import (
 // short below the top is suppressed.
 
 type group struct {
-	rep     int32 // offset in the window's reps of the level-0 QI values of one member: every member shares its generalization
-	first   int32 // insertion order within the window, for a deterministic output order
-	ents    distinct
-	sens    []string // up to l distinct sensitive values
+	rep     int32 // offset in the window's reps and ids of the level-0 QI values of one member: every member shares its generalization
 	count   int
-	last    uint64    // the last entity hash added: repeats skip the set
+	last    uint64 // the last entity hash added: repeats skip the set
+	ents    distinct
+	span    gspan     // the records of the group's first partition
+	more    []gspan   // of its other partitions, in order of appearance (a worker's stage sees one)
+	sens    []string  // up to l distinct sensitive values
 	acc     []float64 // per metric: sum, min, max
-	spans   []Span
 	offsets []Position
+}
+
+// gspan is a group's run of records of one partition: part indexes the
+// window's held, which names the topic and partition, so adding a record
+// compares one integer instead of a topic and a partition.
+type gspan struct {
+	first, last int64
+	count       int
+	part        int32
+}
+
+// addSpan adds sp (count > 0) to g's spans.
+func (g *group) addSpan(sp gspan) {
+	if g.span.part == sp.part || g.span.count == 0 {
+		if g.span.count == 0 {
+			g.span = sp
+			return
+		}
+		g.span.first = min(g.span.first, sp.first)
+		g.span.last = max(g.span.last, sp.last)
+		g.span.count += sp.count
+		return
+	}
+	for i := range g.more {
+		if m := &g.more[i]; m.part == sp.part {
+			m.first, m.last, m.count = min(m.first, sp.first), max(m.last, sp.last), m.count+sp.count
+			return
+		}
+	}
+	if g.more == nil {
+		g.more = make([]gspan, 0, 4) // room for a few partitions at once: the slot keeps it
+	}
+	g.more = append(g.more, sp)
 }
 
 // heldPart is the lowest offset a window holds of one partition.
@@ -44,11 +78,70 @@ type heldPart struct {
 type window struct {
 	start    int64 // Unix nanoseconds
 	groups   []group
-	keys     keyTable // level-0 class key -> index in groups
-	reps     []string // level-0 QI values, len(qis) per group
+	table    []gslot  // open addressing over groups by their level-0 values; len a power of two, at most half full
+	reps     []string // level-0 QI values, len(qis) per group (interned in vals: owned)
+	ids      []int32  // their IDs in vals, len(qis) per group
+	vals     []internTable
 	held     []heldPart
 	lastHeld int // index in held of the last partition held
 	n        int
+}
+
+// gslot is a window table slot: a group (index + 1; 0 empty) and the hash
+// of its level-0 values.
+type gslot struct {
+	h uint64
+	g int32
+}
+
+// internTable gives one quasi-identifier's level-0 values in a window
+// small integer IDs, assigned as groups open, so closing the window
+// compares classes as tuples of integers and generalizes each distinct
+// value once, without hashing a string again.
+type internTable struct {
+	slots []gslot  // an ID + 1 per slot (0 empty), with the value's hash; len a power of two, at most half full
+	text  []string // ID -> value (owned)
+}
+
+// intern returns v's ID (h its hash), adding it, owned, when new.
+func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
+	if 2*(len(t.text)+1) > len(t.slots) {
+		t.grow()
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &t.slots[i]
+		if sl.g == 0 {
+			id := int32(len(t.text))
+			t.text = append(t.text, a.own(v))
+			*sl = gslot{h, id + 1}
+			return id
+		}
+		if sl.h == h && t.text[sl.g-1] == v {
+			return sl.g - 1
+		}
+	}
+}
+
+func (t *internTable) grow() {
+	old := t.slots
+	t.slots = make([]gslot, max(64, 2*len(old)))
+	mask := uint64(len(t.slots) - 1)
+	for _, sl := range old {
+		if sl.g != 0 {
+			i := sl.h & mask
+			for t.slots[i].g != 0 {
+				i = (i + 1) & mask
+			}
+			t.slots[i] = sl
+		}
+	}
+}
+
+func (t *internTable) reset() {
+	clear(t.slots)
+	clear(t.text)
+	t.text = t.text[:0]
 }
 
 type aggState struct {
@@ -62,14 +155,17 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
+	hv []uint64 // Add's scratch: per QI, the hash of the record's value
+
 	// closing scratch, reused
 	cur, next []int32
 	roll      []int32    // open addressing: a group per slot (-1 empty), keyed by its value IDs
 	rollH     []uint64   // the slot's hash of the value IDs
 	scratch   []uint64   // distinct.merge's
-	ids       []int32    // per group, len(qis) level-0 value IDs
 	cids      []int32    // per group, len(qis) value IDs at the current level vector
 	vals      []valTable // per QI
+	spans     []gspan    // per part of the closing window: the suppressed records' span
+	order     []int32    // the parts in spans, in order of appearance
 
 	// Published aggregates carve their memory from slabs: the caller owns
 	// what it gets, and a full slab is left to the garbage collector, not
@@ -127,92 +223,23 @@ func (a *aggState) payload(gr *Group) []byte {
 	return out
 }
 
-// valTable interns one quasi-identifier's values while a window closes:
-// level-0 values (raw JSON text) and, per level, their generalizations, so
-// a roll-up generalizes each distinct value once and compares classes as
-// tuples of small integers.
+// valTable interns one quasi-identifier's generalized values while a
+// window closes (the window interned its level-0 values), so a roll-up
+// generalizes each distinct value once and compares classes as tuples of
+// small integers.
 type valTable struct {
-	raw  map[string]int32   // level-0 value -> ID
 	gen  []map[string]int32 // per level >= 1: generalized value -> ID (kept across windows, up to maxInterned)
 	gtxt [][]string         // per level >= 1: generalized ID -> value
-	up   [][]int32          // per level >= 1: level-0 ID -> generalized ID (-1: not yet)
-	text []string           // level-0 ID -> value
+	up   [][]int32          // per level >= 1: the closing window's level-0 ID -> generalized ID (-1: not yet)
+	text []string           // the closing window's level-0 ID -> value
 }
 
 // maxInterned bounds the generalized values a valTable keeps across
 // windows (per level); past it the table starts afresh with the next window.
 const maxInterned = 1 << 14
 
-func newAggState() *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64}
-}
-
-// keyTable maps class keys (byte strings) to int32 values through their
-// 64-bit hashes, verifying the full key, so a hash collision never merges
-// two classes: open addressing with linear probing over entry indexes.
-// Reset keeps its memory.
-type keyTable struct {
-	slots []int32 // entry index, -1 empty; len a power of two, at most half full
-	ents  []keyEntry
-	arena []byte
-}
-
-type keyEntry struct {
-	h        uint64
-	off, end int32
-	val      int32
-}
-
-func (t *keyTable) reset() {
-	if len(t.slots) == 0 {
-		t.slots = make([]int32, 64)
-	}
-	for i := range t.slots {
-		t.slots[i] = -1
-	}
-	t.ents = t.ents[:0]
-	t.arena = t.arena[:0]
-}
-
-// get returns the value of key (hash h), or -1.
-func (t *keyTable) get(h uint64, key []byte) int32 {
-	mask := uint64(len(t.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
-		x := t.slots[i]
-		if x < 0 {
-			return -1
-		}
-		if e := &t.ents[x]; e.h == h && string(t.arena[e.off:e.end]) == string(key) {
-			return e.val
-		}
-	}
-}
-
-// put adds key (hash h, not in t) with value v.
-func (t *keyTable) put(h uint64, key []byte, v int32) {
-	off := int32(len(t.arena))
-	t.arena = append(t.arena, key...)
-	t.ents = append(t.ents, keyEntry{h: h, off: off, end: int32(len(t.arena)), val: v})
-	if 2*len(t.ents) > len(t.slots) {
-		t.slots = make([]int32, 2*len(t.slots))
-		for i := range t.slots {
-			t.slots[i] = -1
-		}
-		for x := range t.ents {
-			t.place(int32(x))
-		}
-		return
-	}
-	t.place(int32(len(t.ents) - 1))
-}
-
-func (t *keyTable) place(x int32) {
-	mask := uint64(len(t.slots) - 1)
-	i := t.ents[x].h & mask
-	for t.slots[i] >= 0 {
-		i = (i + 1) & mask
-	}
-	t.slots[i] = x
+func newAggState(nq int) *aggState {
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq)}
 }
 
 // Group is a published aggregate.
@@ -303,7 +330,14 @@ func (s *Stage) decidedOne(rec *Record, kind Kind, reason Reason, ws int64) Outp
 
 func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	a := s.agg
-	ws := s.windowStart(rec.EventTime)
+	t := rec.EventTime.UnixNano()
+	w := a.last
+	var ws int64
+	if w != nil && t >= w.start && t-w.start < int64(s.cfg.Window) {
+		ws = w.start // the common case: the last record's window, no division
+	} else {
+		ws = s.windowStart(rec.EventTime)
+	}
 	if a.seen && ws+int64(s.cfg.Window) <= s.watermark() {
 		s.stats.Late++
 		if s.cfg.Late == config.LateCount {
@@ -311,10 +345,9 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 		return append(dst, s.decidedOne(rec, Late, 0, ws))
 	}
-	if t := rec.EventTime.UnixNano(); !a.seen || t > a.maxEvent {
+	if !a.seen || t > a.maxEvent {
 		a.maxEvent, a.seen = t, true
 	}
-	w := a.last
 	if w == nil || w.start != ws {
 		w = a.windows[ws]
 		if w == nil {
@@ -322,9 +355,25 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 		a.last = w
 	}
-	s.key = appendKey(s.key[:0], s.qis, rec.QI, s.seq[0])
-	h := xxhash.Sum64(s.key)
-	gi := w.keys.get(h, s.key)
+	// The group: hash the values where they lie, then compare them with
+	// the candidate's (a hash collision never merges two classes).
+	nq := len(s.qis)
+	hv := a.hv[:nq]
+	h := uint64(0)
+	for i := range hv {
+		x := xxhash.Sum64String(qiValue(rec.QI, i))
+		hv[i] = x
+		h = (bits.RotateLeft64(h, 23) ^ x) * 0x9e3779b97f4a7c15
+	}
+	mask := uint64(len(w.table) - 1)
+	slot := h & mask
+	gi := int32(-1)
+	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
+		if sl := w.table[slot]; sl.h == h && w.sameValues(sl.g-1, nq, rec.QI) {
+			gi = sl.g - 1
+			break
+		}
+	}
 	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= s.cfg.MaxBufferedRecords {
 		s.stats.Suppressed++
 		s.stats.SuppressedCap++
@@ -332,8 +381,11 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		return s.closeWindows(dst, s.watermark())
 	}
 	if gi < 0 {
-		gi = s.newGroup(w, rec.QI)
-		w.keys.put(h, s.key, gi)
+		gi = s.newGroup(w, rec.QI, hv)
+		w.table[slot] = gslot{h, gi + 1}
+		if 2*len(w.groups) > len(w.table) {
+			w.growTable()
+		}
 	}
 	g := &w.groups[gi]
 	if eh := entityHash(rec.Entity); eh != g.last || g.count == 0 {
@@ -352,11 +404,17 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 			acc[2] = max(acc[2], x)
 		}
 	}
-	g.spans = addSpan(g.spans, rec.Topic, rec.Partition, rec.Offset, rec.Offset, 1)
+	sp := gspan{first: rec.Offset, last: rec.Offset, count: 1, part: w.hold(rec.Topic, rec.Partition, rec.Offset)}
+	if g.span.part == sp.part && g.span.count > 0 {
+		g.span.last = max(g.span.last, sp.last) // the common case: one partition, offsets rising
+		g.span.first = min(g.span.first, sp.first)
+		g.span.count++
+	} else {
+		g.addSpan(sp)
+	}
 	if s.list {
 		g.offsets = append(g.offsets, Position{rec.Topic, rec.Partition, rec.Offset})
 	}
-	w.hold(rec.Topic, rec.Partition, rec.Offset)
 	w.n++
 	a.records++
 	s.stats.Held++
@@ -366,21 +424,59 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	return dst
 }
 
-func (w *window) hold(topic string, partition int, off int64) {
+// qiValue is QI i's level-0 value as classes key it: a missing one is null.
+func qiValue(qi []string, i int) string {
+	if v := qiAt(qi, i); v != "" {
+		return v
+	}
+	return "null"
+}
+
+// sameValues reports whether group gi's level-0 values are qi's.
+func (w *window) sameValues(gi int32, nq int, qi []string) bool {
+	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
+	for i, v := range rep {
+		if v != qiValue(qi, i) {
+			return false
+		}
+	}
+	return true
+}
+
+// growTable doubles the window's group table.
+func (w *window) growTable() {
+	old := w.table
+	w.table = make([]gslot, 2*len(old))
+	mask := uint64(len(w.table) - 1)
+	for _, sl := range old {
+		if sl.g != 0 {
+			i := sl.h & mask
+			for w.table[i].g != 0 {
+				i = (i + 1) & mask
+			}
+			w.table[i] = sl
+		}
+	}
+}
+
+// hold notes that w holds off of topic/partition and returns the
+// partition's index in w.held.
+func (w *window) hold(topic string, partition int, off int64) int32 {
 	if i := w.lastHeld; i < len(w.held) && w.held[i].partition == partition && w.held[i].topic == topic {
 		w.held[i].low = min(w.held[i].low, off) // the common case: one partition per stage
-		return
+		return int32(i)
 	}
 	for i := range w.held {
 		hp := &w.held[i]
 		if hp.partition == partition && hp.topic == topic {
 			hp.low = min(hp.low, off)
 			w.lastHeld = i
-			return
+			return int32(i)
 		}
 	}
 	w.lastHeld = len(w.held)
 	w.held = append(w.held, heldPart{topic, partition, off})
+	return int32(w.lastHeld)
 }
 
 // openWindow opens (or reuses a closed) window starting at ws.
@@ -390,8 +486,7 @@ func (s *Stage) openWindow(ws int64) *window {
 	if n := len(a.free); n > 0 {
 		w, a.free = a.free[n-1], a.free[:n-1]
 	} else {
-		w = &window{}
-		w.keys.reset()
+		w = &window{table: make([]gslot, 64), vals: make([]internTable, len(s.qis))}
 	}
 	w.start = ws
 	a.windows[ws] = w
@@ -402,16 +497,21 @@ func (s *Stage) openWindow(ws int64) *window {
 // recycle empties a closed window for reuse, keeping its memory.
 func (s *Stage) recycle(w *window) {
 	w.groups = w.groups[:0]
-	w.keys.reset()
+	clear(w.table)
 	clear(w.reps)
 	w.reps = w.reps[:0]
+	w.ids = w.ids[:0]
+	for i := range w.vals {
+		w.vals[i].reset()
+	}
 	w.held = w.held[:0]
 	w.n = 0
 	s.agg.free = append(s.agg.free, w)
 }
 
-// newGroup appends a group for qi to w, reusing a recycled group's memory.
-func (s *Stage) newGroup(w *window, qi []string) int32 {
+// newGroup appends a group for qi (hv: its values' hashes) to w, reusing
+// a recycled group's memory.
+func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
 	a := s.agg
 	n := len(w.groups)
 	if n < cap(w.groups) {
@@ -422,17 +522,19 @@ func (s *Stage) newGroup(w *window, qi []string) int32 {
 	g := &w.groups[n]
 	rep := int32(len(w.reps))
 	for i := range s.qis {
-		w.reps = append(w.reps, a.own(qiAt(qi, i))) // rec's strings may alias its payload
+		// rec's strings may alias its payload: the window's intern table
+		// owns a copy of each distinct value.
+		id := w.vals[i].intern(a, hv[i], qiValue(qi, i))
+		w.reps = append(w.reps, w.vals[i].text[id])
+		w.ids = append(w.ids, id)
 	}
-	*g = group{rep: rep, first: int32(n),
+	*g = group{rep: rep,
 		ents: distinct{h: g.ents.h[:0]}, sens: g.sens[:0],
-		acc: g.acc[:0], spans: g.spans[:0], offsets: g.offsets[:0]}
+		acc: g.acc[:0], more: g.more[:0], offsets: g.offsets[:0]}
 	if g.ents.h == nil {
-		// A slot's first group: room for the usual entity counts and
-		// partitions at once, rather than growing step by step while the
-		// slot's capacity settles.
+		// A slot's first group: room for the usual entity counts at once,
+		// rather than growing step by step while the slot's capacity settles.
 		g.ents.h = make([]uint64, 0, min(s.m, 16))
-		g.spans = make([]Span, 0, 4)
 	}
 	for range s.metrics {
 		g.acc = append(g.acc, 0, math.Inf(1), math.Inf(-1))
@@ -518,8 +620,9 @@ func (s *Stage) merge(into, g *group) {
 		into.acc[i+1] = min(into.acc[i+1], g.acc[i+1])
 		into.acc[i+2] = max(into.acc[i+2], g.acc[i+2])
 	}
-	for _, sp := range g.spans {
-		into.spans = addSpan(into.spans, sp.Topic, sp.Partition, sp.First, sp.Last, sp.Count)
+	into.addSpan(g.span)
+	for _, sp := range g.more {
+		into.addSpan(sp)
 	}
 	into.offsets = append(into.offsets, g.offsets...)
 }
@@ -547,7 +650,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		cur = append(cur, int32(i))
 	}
 	if len(cur) > 0 && s.top > 1 {
-		s.internReps(w, cur)
+		s.internReps(w)
 	}
 	for j := 1; j < s.top && len(cur) > 0; j++ {
 		lv := s.seq[j]
@@ -565,7 +668,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		next := a.next[:0]
 		for _, gi := range cur {
 			ids := a.cids[int(gi)*int(nq) : int(gi+1)*int(nq)]
-			ids[q] = s.upID(q, int(lv[q]), a.ids[int(gi)*int(nq)+q])
+			ids[q] = s.upID(q, int(lv[q]), w.ids[int(gi)*int(nq)+q])
 			h := uint64(14695981039346656037)
 			for i := range ids {
 				h = (h ^ uint64(uint32(ids[i]))) * 1099511628211
@@ -595,14 +698,32 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	}
 	if len(cur) > 0 {
 		o := Output{Kind: Suppressed, Reason: Short, Window: start}
+		a.spans = slices.Grow(a.spans[:0], len(w.held))[:len(w.held)]
+		clear(a.spans)
+		order := a.order[:0]
+		add := func(sp gspan) {
+			t := &a.spans[sp.part]
+			if t.count == 0 {
+				*t = sp
+				order = append(order, sp.part)
+				return
+			}
+			t.first, t.last, t.count = min(t.first, sp.first), max(t.last, sp.last), t.count+sp.count
+		}
 		for _, gi := range cur {
 			g := &w.groups[gi]
 			o.Count += g.count
-			for _, sp := range g.spans {
-				o.Spans = addSpan(o.Spans, sp.Topic, sp.Partition, sp.First, sp.Last, sp.Count)
+			add(g.span)
+			for _, sp := range g.more {
+				add(sp)
 			}
 			o.Offsets = append(o.Offsets, g.offsets...)
 		}
+		o.Spans = make([]Span, len(order))
+		for i, p := range order {
+			o.Spans[i] = w.span(a.spans[p])
+		}
+		a.order = order
 		s.stats.Suppressed += uint64(o.Count)
 		s.stats.Classes += uint64(len(cur))
 		dst = append(dst, o)
@@ -611,15 +732,16 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	return dst
 }
 
-// internReps sets, for the groups in cur, their level-0 value IDs.
-func (s *Stage) internReps(w *window, cur []int32) {
+// internReps readies the value tables for closing w: the window's
+// level-0 values and IDs, and the groups' IDs at the current level vector
+// (level 0 to start).
+func (s *Stage) internReps(w *window) {
 	a := s.agg
 	nq := len(s.qis)
 	if a.vals == nil {
 		a.vals = make([]valTable, nq)
 		for i, l := range s.qis {
 			v := &a.vals[i]
-			v.raw = map[string]int32{}
 			v.gen = make([]map[string]int32, l.height+1)
 			v.gtxt = make([][]string, l.height+1)
 			v.up = make([][]int32, l.height+1)
@@ -630,42 +752,21 @@ func (s *Stage) internReps(w *window, cur []int32) {
 	}
 	for i := range a.vals {
 		v := &a.vals[i]
-		clear(v.raw)
-		clear(v.text)
-		v.text = v.text[:0]
+		v.text = w.vals[i].text
 		for lv := 1; lv < len(v.gen); lv++ {
 			if len(v.gen[lv]) > maxInterned {
 				clear(v.gen[lv])
 				clear(v.gtxt[lv])
 				v.gtxt[lv] = v.gtxt[lv][:0]
 			}
-			v.up[lv] = v.up[lv][:0]
-		}
-	}
-	a.ids = slices.Grow(a.ids[:0], len(w.groups)*nq)[:len(w.groups)*nq]
-	a.cids = slices.Grow(a.cids[:0], len(w.groups)*nq)[:len(w.groups)*nq]
-	for i := range nq {
-		v := &a.vals[i]
-		last, lastID := "", int32(-1) // groups open in time order: neighbours often share a value
-		for _, gi := range cur {
-			x := w.reps[int(w.groups[gi].rep)+i]
-			id := lastID
-			if id < 0 || x != last {
-				var ok bool
-				if id, ok = v.raw[x]; !ok {
-					id = int32(len(v.text))
-					v.raw[x] = id
-					v.text = append(v.text, x)
-					for lv := 1; lv < len(v.up); lv++ {
-						v.up[lv] = append(v.up[lv], -1)
-					}
-				}
-				last, lastID = x, id
+			up := slices.Grow(v.up[lv][:0], len(v.text))[:len(v.text)]
+			for x := range up {
+				up[x] = -1
 			}
-			a.ids[int(gi)*nq+i] = id
-			a.cids[int(gi)*nq+i] = id
+			v.up[lv] = up
 		}
 	}
+	a.cids = append(a.cids[:0], w.ids...)
 }
 
 // upID maps a level-0 value ID of QI i to its ID at level lv,
@@ -742,10 +843,19 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		gr.Count = s.noisy(gr.Count, b, gr.Entities)
 	}
 	// The group's memory is recycled with its window: the output gets copies.
-	spans := carve(&a.spanSlab, len(g.spans))
-	copy(spans, g.spans)
+	spans := carve(&a.spanSlab, 1+len(g.more))
+	spans[0] = w.span(g.span)
+	for i, sp := range g.more {
+		spans[1+i] = w.span(sp)
+	}
 	return Output{Kind: Aggregate, Payload: a.payload(gr), Levels: lv, Entities: gr.Entities,
 		Count: g.count, Window: start, Spans: spans, Offsets: slices.Clone(g.offsets), Group: gr}
+}
+
+// span names sp's partition.
+func (w *window) span(sp gspan) Span {
+	hp := &w.held[sp.part]
+	return Span{Topic: hp.topic, Partition: hp.partition, First: sp.first, Last: sp.last, Count: sp.count}
 }
 
 func (a *aggState) heldPositions() []Position {

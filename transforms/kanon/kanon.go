@@ -316,7 +316,7 @@ func New(cfg config.KAnon, dir string, opts Options) (*Stage, error) {
 	s.slots = slotQI + len(s.qis) + len(s.metrics)
 	switch cfg.Mode {
 	case config.KAnonAggregate:
-		s.agg = newAggState()
+		s.agg = newAggState(len(s.qis))
 	case config.KAnonRecord:
 		s.rec = newRecState(s.top)
 	}
@@ -517,19 +517,6 @@ func classID(lv []uint8, key []byte) uint64 {
 type part struct {
 	topic     string
 	partition int
-}
-
-func addSpan(spans []Span, topic string, partition int, first, last int64, n int) []Span {
-	for i := range spans {
-		sp := &spans[i]
-		if sp.Topic == topic && sp.Partition == partition {
-			sp.First = min(sp.First, first)
-			sp.Last = max(sp.Last, last)
-			sp.Count += n
-			return spans
-		}
-	}
-	return append(spans, Span{Topic: topic, Partition: partition, First: first, Last: last, Count: n})
 }
 
 // loss adds a released record (or n of them sharing qi at lv) to the
