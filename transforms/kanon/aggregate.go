@@ -20,15 +20,17 @@ import (
 // one step up the roll-up sequence, again and again, and what is still
 // short below the top is suppressed.
 
+// A group's level-0 QI values (those of one member: every member shares
+// its generalization) are at len(qis)*index in its window's reps and ids.
+// Fields Add touches come first.
 type group struct {
-	rep     int32 // offset in the window's reps and ids of the level-0 QI values of one member: every member shares its generalization
 	count   int
 	last    uint64 // the last entity hash added: repeats skip the set
 	ents    distinct
 	span    gspan     // the records of the group's first partition
+	acc     []float64 // per metric: sum, min, max
 	more    []gspan   // of its other partitions, in order of appearance (a worker's stage sees one)
 	sens    []string  // up to l distinct sensitive values
-	acc     []float64 // per metric: sum, min, max
 	offsets []Position
 }
 
@@ -165,6 +167,7 @@ type aggState struct {
 	cids      []int32    // per group, len(qis) value IDs at the current level vector
 	vals      []valTable // per QI
 	spans     []gspan    // per part of the closing window: the suppressed records' span
+	head      []byte     // the closing window's aggregates' JSON head (Group.appendHead)
 	order     []int32    // the parts in spans, in order of appearance
 
 	// Published aggregates carve their memory from slabs: the caller owns
@@ -209,12 +212,12 @@ func carve[T any](slab *[]T, n int) []T {
 	return (*slab)[l : l+n : l+n]
 }
 
-// payload returns gr's JSON in the byte slab's spare capacity, capped;
-// when it does not fit, append's own allocation is kept and the next call
-// starts a new slab.
-func (a *aggState) payload(gr *Group) []byte {
+// payload returns gr's JSON (head: its window's appendHead) in the byte
+// slab's spare capacity, capped; when it does not fit, append's own
+// allocation is kept and the next call starts a new slab.
+func (a *aggState) payload(gr *Group, head []byte) []byte {
 	free := a.byteSlab[len(a.byteSlab):]
-	out := gr.AppendJSON(free)
+	out := gr.appendBody(append(free, head...))
 	if cap(out) == cap(free) && cap(free) > 0 { // written in place
 		a.byteSlab = a.byteSlab[:len(a.byteSlab)+len(out)]
 		return out[:len(out):len(out)]
@@ -264,11 +267,20 @@ type Group struct {
 // AppendJSON appends the aggregate as one JSON object:
 // {"window_start","window_end","group":{path:value},"levels","count","entities","sum","min","max"}.
 func (g *Group) AppendJSON(dst []byte) []byte {
+	return g.appendBody(g.appendHead(dst))
+}
+
+// appendHead appends the part of the JSON every group of a window shares.
+func (g *Group) appendHead(dst []byte) []byte {
 	dst = append(dst, `{"window_start":"`...)
 	dst = g.Start.UTC().AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, `","window_end":"`...)
 	dst = g.End.UTC().AppendFormat(dst, time.RFC3339Nano)
-	dst = append(dst, `","group":{`...)
+	return append(dst, `","group":{`...)
+}
+
+// appendBody appends the rest, from the group's values on.
+func (g *Group) appendBody(dst []byte) []byte {
 	for i, p := range g.Paths {
 		if i > 0 {
 			dst = append(dst, ',')
@@ -520,7 +532,6 @@ func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
 		w.groups = append(w.groups, group{})
 	}
 	g := &w.groups[n]
-	rep := int32(len(w.reps))
 	for i := range s.qis {
 		// rec's strings may alias its payload: the window's intern table
 		// owns a copy of each distinct value.
@@ -528,7 +539,7 @@ func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
 		w.reps = append(w.reps, w.vals[i].text[id])
 		w.ids = append(w.ids, id)
 	}
-	*g = group{rep: rep,
+	*g = group{
 		ents: distinct{h: g.ents.h[:0]}, sens: g.sens[:0],
 		acc: g.acc[:0], more: g.more[:0], offsets: g.offsets[:0]}
 	if g.ents.h == nil {
@@ -640,6 +651,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	a.records -= w.n
 	s.stats.Held -= uint64(w.n)
 	start := time.Unix(0, w.start).UTC()
+	a.head = a.head[:0]
 	nq := int32(len(s.qis))
 	cur := a.cur[:0]
 	for i := range w.groups {
@@ -806,7 +818,7 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		Count: g.count, Entities: g.ents.count(s.m),
 		SumFields: s.cfg.Sums, MinFields: s.cfg.Min, MaxFields: s.cfg.Max,
 	}
-	rep := w.reps[g.rep : int(g.rep)+nq]
+	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
 	gr.Values = carve(&a.strSlab, nq)
 	for i := range nq {
 		switch {
@@ -848,7 +860,10 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 	for i, sp := range g.more {
 		spans[1+i] = w.span(sp)
 	}
-	return Output{Kind: Aggregate, Payload: a.payload(gr), Levels: lv, Entities: gr.Entities,
+	if len(a.head) == 0 { // the window's first: its head is formatted once
+		a.head = gr.appendHead(a.head)
+	}
+	return Output{Kind: Aggregate, Payload: a.payload(gr, a.head), Levels: lv, Entities: gr.Entities,
 		Count: g.count, Window: start, Spans: spans, Offsets: slices.Clone(g.offsets), Group: gr}
 }
 

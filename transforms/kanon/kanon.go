@@ -448,7 +448,12 @@ func (d *distinct) add(x uint64, m int) {
 // sorted lists (into scratch, returned for reuse) rather than an insertion
 // per hash.
 func (d *distinct) merge(o *distinct, m int, scratch []uint64) []uint64 {
-	if len(o.h) == 0 {
+	if len(o.h) <= 4 {
+		// Short groups hold a few entities: inserting them one by one
+		// skips the pass over d, which may be full (m) after many merges.
+		for _, x := range o.h {
+			d.add(x, m)
+		}
 		return scratch
 	}
 	buf := scratch[:0]
