@@ -1,11 +1,13 @@
 package kanon
 
 import (
+	"encoding/binary"
 	"math"
 	"math/bits"
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -85,7 +87,8 @@ type window struct {
 	ids      []int32  // their IDs in vals, len(qis) per group
 	vals     []internTable
 	held     []heldPart
-	lastHeld int // index in held of the last partition held
+	lastHeld int     // index in held of the last partition held
+	byPart   []int32 // partition of held[0]'s topic -> index in held + 1 (0: none)
 	n        int
 }
 
@@ -373,7 +376,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	hv := a.hv[:nq]
 	h := uint64(0)
 	for i := range hv {
-		x := xxhash.Sum64String(qiValue(rec.QI, i))
+		x := strHash(qiValue(rec.QI, i))
 		hv[i] = x
 		h = (bits.RotateLeft64(h, 23) ^ x) * 0x9e3779b97f4a7c15
 	}
@@ -436,6 +439,46 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	return dst
 }
 
+// strHash hashes a value for the window's tables: what slot it probes
+// first, nothing more (a match is always verified, and no output depends
+// on it; never for pseudonyms). Quasi-identifier values are mostly short
+// (a timestamp, an address, a name): up to 32 bytes they are read as a
+// few overlapping words and mixed by 128-bit multiplication, as wyhash
+// does, in a fraction of xxhash's instructions; longer ones use xxhash.
+func strHash(v string) uint64 {
+	const k0, k1, k2 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db, 0x8ebc6af09c88c6e3
+	n := len(v)
+	p := unsafe.Pointer(unsafe.StringData(v))
+	var a, b uint64
+	switch {
+	case n > 32:
+		return xxhash.Sum64String(v)
+	case n > 16:
+		a = mix(ld64(p, 0)^k0, ld64(p, 8)^k1) ^ ld64(p, n-16)
+		b = ld64(p, n-8)
+	case n >= 8:
+		a, b = ld64(p, 0), ld64(p, n-8)
+	case n >= 4:
+		a, b = uint64(ld32(p, 0)), uint64(ld32(p, n-4))
+	case n > 0:
+		a = uint64(v[0])<<16 | uint64(v[n>>1])<<8 | uint64(v[n-1])
+	}
+	return mix(a^k1, b^k2^uint64(n))
+}
+
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+func ld64(p unsafe.Pointer, off int) uint64 {
+	return binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(p, off)), 8))
+}
+
+func ld32(p unsafe.Pointer, off int) uint32 {
+	return binary.LittleEndian.Uint32(unsafe.Slice((*byte)(unsafe.Add(p, off)), 4))
+}
+
 // qiValue is QI i's level-0 value as classes key it: a missing one is null.
 func qiValue(qi []string, i int) string {
 	if v := qiAt(qi, i); v != "" {
@@ -478,6 +521,13 @@ func (w *window) hold(topic string, partition int, off int64) int32 {
 		w.held[i].low = min(w.held[i].low, off) // the common case: one partition per stage
 		return int32(i)
 	}
+	if len(w.held) > 0 && topic == w.held[0].topic && partition >= 0 && partition < len(w.byPart) {
+		if i := w.byPart[partition] - 1; i >= 0 { // a stage fed several partitions of one topic
+			w.held[i].low = min(w.held[i].low, off)
+			w.lastHeld = int(i)
+			return i
+		}
+	}
 	for i := range w.held {
 		hp := &w.held[i]
 		if hp.partition == partition && hp.topic == topic {
@@ -488,6 +538,12 @@ func (w *window) hold(topic string, partition int, off int64) int32 {
 	}
 	w.lastHeld = len(w.held)
 	w.held = append(w.held, heldPart{topic, partition, off})
+	if topic == w.held[0].topic && partition >= 0 && partition < 1024 {
+		if partition >= len(w.byPart) {
+			w.byPart = append(w.byPart, make([]int32, partition+1-len(w.byPart))...)
+		}
+		w.byPart[partition] = int32(w.lastHeld) + 1
+	}
 	return int32(w.lastHeld)
 }
 
@@ -517,6 +573,7 @@ func (s *Stage) recycle(w *window) {
 		w.vals[i].reset()
 	}
 	w.held = w.held[:0]
+	clear(w.byPart)
 	w.n = 0
 	s.agg.free = append(s.agg.free, w)
 }

@@ -92,14 +92,15 @@ func telemetry(tb testing.TB, n int) [][]byte {
 }
 
 // benchRecords extracts the route outputs once (extraction is the caller's
-// step before Add; see BenchmarkAggregateExtract for both).
-func benchRecords(b *testing.B, s *Stage, payloads [][]byte) []Record {
+// step before Add; see BenchmarkAggregateExtract for both), dealing them
+// round robin to parts partitions with offsets rising in each.
+func benchRecords(b *testing.B, s *Stage, payloads [][]byte, parts int) []Record {
 	recs := make([]Record, len(payloads))
 	for i, p := range payloads {
 		if err := s.Extract(&recs[i], p); err != nil {
 			b.Fatal(err)
 		}
-		recs[i].Topic, recs[i].Partition, recs[i].Offset = "telemetry", i%6, int64(i)
+		recs[i].Topic, recs[i].Partition, recs[i].Offset = "telemetry", i%parts, int64(i)
 		recs[i].Payload = nil // aggregate mode never reads it
 		recs[i].QI = append([]string(nil), recs[i].QI...)
 		recs[i].Metrics = append([]float64(nil), recs[i].Metrics...)
@@ -117,14 +118,21 @@ const benchN = 1 << 18
 // creation, distinct-entity counting, sums and max, offset spans) and, as
 // the watermark passes, closing windows (roll-up, publishing aggregates,
 // suppression). Extraction from JSON is outside the timed loop.
-// allocs/rec is the exact mean (allocs/op rounds down).
-func BenchmarkAggregate(b *testing.B) {
+// allocs/rec is the exact mean (allocs/op rounds down). The records are
+// spread over 6 partitions of one stage (a stage that sees many).
+func BenchmarkAggregate(b *testing.B) { benchAggregate(b, 6) }
+
+// BenchmarkAggregateOnePartition is BenchmarkAggregate with every record
+// in one partition: what a worker's stage sees, one per partition claim.
+func BenchmarkAggregateOnePartition(b *testing.B) { benchAggregate(b, 1) }
+
+func benchAggregate(b *testing.B, parts int) {
 	payloads := telemetry(b, benchN)
 	s, err := New(telemetryConfig(10), "testdata", Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	recs := benchRecords(b, s, payloads)
+	recs := benchRecords(b, s, payloads, parts)
 	span := recs[len(recs)-1].EventTime.Sub(recs[0].EventTime) + time.Millisecond
 	var outs []Output
 	// Warm up: one full cycle, so windows, groups and buffers exist.

@@ -426,21 +426,29 @@ func entityHash(e string) uint64 { return xxhash.Sum64String(e) }
 type distinct struct{ h []uint64 }
 
 func (d *distinct) add(x uint64, m int) {
-	if n := len(d.h); n >= m && x >= d.h[n-1] {
+	n := len(d.h)
+	if n >= m && x >= d.h[n-1] {
 		return // full, and not among the m smallest
 	}
-	i, found := slices.BinarySearch(d.h, x)
-	if found {
+	var i int
+	if n <= 16 {
+		// Most groups hold a few entities: a scan beats a search's branches.
+		for i < n && d.h[i] < x {
+			i++
+		}
+	} else {
+		i, _ = slices.BinarySearch(d.h, x)
+	}
+	if i < n && d.h[i] == x {
 		return
 	}
-	if len(d.h) < m {
-		d.h = slices.Insert(d.h, i, x)
+	if n < m {
+		d.h = append(d.h, 0)
+		copy(d.h[i+1:], d.h[i:n])
+		d.h[i] = x
 		return
 	}
-	if i >= len(d.h) {
-		return
-	}
-	copy(d.h[i+1:], d.h[i:len(d.h)-1])
+	copy(d.h[i+1:], d.h[i:n-1])
 	d.h[i] = x
 }
 

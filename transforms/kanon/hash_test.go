@@ -1,0 +1,53 @@
+package kanon
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestStrHashReadsEveryByte: the window's tables spread values by
+// strHash, so for every length it must depend on every byte (a byte it
+// skipped would send all values differing there down one probe chain)
+// and only on the content, wherever the string lies.
+func TestStrHashReadsEveryByte(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		base := []byte(strings.Repeat("x", n))
+		h0 := strHash(string(base))
+		if h1 := strHash(strings.Clone(string(base))); h1 != h0 {
+			t.Fatalf("length %d: the same content hashes to %x and %x", n, h0, h1)
+		}
+		for i := range n {
+			b := append([]byte(nil), base...)
+			b[i] = 'y'
+			if strHash(string(b)) == h0 {
+				t.Errorf("length %d: changing byte %d leaves the hash unchanged", n, i)
+			}
+		}
+	}
+	if strHash("") == strHash("\x00") {
+		t.Error("the empty string and one NUL hash alike")
+	}
+}
+
+// TestAppendFloatText: published numbers read exactly as strconv's
+// shortest 'g' form (what aggregates always printed), integer fast path
+// or not; NaN and infinities are null.
+func TestAppendFloatText(t *testing.T) {
+	cases := []float64{0, math.Copysign(0, -1), 1, -1, 7, 600, 999_999, -999_999, 1e6, -1e6, 1_234_567, 1e21,
+		0.5, -2.25, 1e-7, 123456.5, math.MaxInt64, math.MinInt64, math.MaxFloat64, math.SmallestNonzeroFloat64}
+	for i := -1_000_100; i <= 1_000_100; i += 997 {
+		cases = append(cases, float64(i))
+	}
+	for _, f := range cases {
+		if got, want := string(appendFloat(nil, f)), strconv.FormatFloat(f, 'g', -1, 64); got != want {
+			t.Errorf("appendFloat(%v) = %s, want %s", f, got, want)
+		}
+	}
+	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		if got := string(appendFloat(nil, f)); got != "null" {
+			t.Errorf("appendFloat(%v) = %s, want null", f, got)
+		}
+	}
+}
