@@ -231,17 +231,22 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 
 // valTable interns one quasi-identifier's generalized values while a
 // window closes (the window interned its level-0 values), so a roll-up
-// generalizes each distinct value once and compares classes as tuples of
-// small integers.
+// compares classes as tuples of small integers. It remembers across
+// windows which generalized value each level-0 value has at each level,
+// so a value seen in an earlier window (skewed telemetry repeats its
+// hosts and users) is not generalized again.
 type valTable struct {
-	gen  []map[string]int32 // per level >= 1: generalized value -> ID (kept across windows, up to maxInterned)
-	gtxt [][]string         // per level >= 1: generalized ID -> value
-	up   [][]int32          // per level >= 1: the closing window's level-0 ID -> generalized ID (-1: not yet)
-	text []string           // the closing window's level-0 ID -> value
+	gen   []map[string]int32 // per level >= 1: generalized value -> ID
+	gtxt  [][]string         // per level >= 1: generalized ID -> value
+	known map[string]int32   // level-0 value -> its row in ups
+	ups   []int32            // per known value, stride IDs: at level lv >= 1 its generalized ID (-1: not yet)
+	row   []int32            // the closing window's level-0 ID -> its row in ups (-1: not looked up yet)
+	text  []string           // the closing window's level-0 ID -> value
 }
 
-// maxInterned bounds the generalized values a valTable keeps across
-// windows (per level); past it the table starts afresh with the next window.
+// maxInterned bounds the values a valTable keeps across windows (level-0
+// values, and generalized ones per level); past it the table starts
+// afresh with the next window.
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
@@ -813,7 +818,7 @@ func (s *Stage) internReps(w *window) {
 			v := &a.vals[i]
 			v.gen = make([]map[string]int32, l.height+1)
 			v.gtxt = make([][]string, l.height+1)
-			v.up = make([][]int32, l.height+1)
+			v.known = map[string]int32{}
 			for lv := 1; lv <= l.height; lv++ {
 				v.gen[lv] = map[string]int32{}
 			}
@@ -822,30 +827,48 @@ func (s *Stage) internReps(w *window) {
 	for i := range a.vals {
 		v := &a.vals[i]
 		v.text = w.vals[i].text
+		full := len(v.known) > maxInterned
 		for lv := 1; lv < len(v.gen); lv++ {
-			if len(v.gen[lv]) > maxInterned {
+			full = full || len(v.gen[lv]) > maxInterned
+		}
+		if full {
+			clear(v.known)
+			v.ups = v.ups[:0]
+			for lv := 1; lv < len(v.gen); lv++ {
 				clear(v.gen[lv])
 				clear(v.gtxt[lv])
 				v.gtxt[lv] = v.gtxt[lv][:0]
 			}
-			up := slices.Grow(v.up[lv][:0], len(v.text))[:len(v.text)]
-			for x := range up {
-				up[x] = -1
-			}
-			v.up[lv] = up
+		}
+		v.row = slices.Grow(v.row[:0], len(v.text))[:len(v.text)]
+		for x := range v.row {
+			v.row[x] = -1
 		}
 	}
 	a.cids = append(a.cids[:0], w.ids...)
 }
 
-// upID maps a level-0 value ID of QI i to its ID at level lv,
-// generalizing each distinct value once per window.
+// upID maps a level-0 value ID of the closing window's QI i to its ID at
+// level lv, generalizing each distinct value once while the table lasts.
 func (s *Stage) upID(i, lv int, id int32) int32 {
 	if lv == 0 {
 		return id
 	}
 	v := &s.agg.vals[i]
-	if u := v.up[lv][id]; u >= 0 {
+	stride := len(v.gen)
+	r := v.row[id]
+	if r < 0 {
+		var ok bool
+		if r, ok = v.known[v.text[id]]; !ok {
+			r = int32(len(v.ups) / stride)
+			v.known[v.text[id]] = r // the window's text is owned and never overwritten
+			for range stride {
+				v.ups = append(v.ups, -1)
+			}
+		}
+		v.row[id] = r
+	}
+	if u := v.ups[int(r)*stride+lv]; u >= 0 {
 		return u
 	}
 	s.key = s.qis[i].gen(s.key[:0], v.text[id], lv)
@@ -856,7 +879,7 @@ func (s *Stage) upID(i, lv int, id int32) int32 {
 		v.gen[lv][txt] = u
 		v.gtxt[lv] = append(v.gtxt[lv], txt)
 	}
-	v.up[lv][id] = u
+	v.ups[int(r)*stride+lv] = u
 	return u
 }
 
