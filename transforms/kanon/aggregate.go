@@ -122,7 +122,7 @@ func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
 			*sl = gslot{h, id + 1}
 			return id
 		}
-		if sl.h == h && t.text[sl.g-1] == v {
+		if sl.h == h && eqStr(t.text[sl.g-1], v) {
 			return sl.g - 1
 		}
 	}
@@ -471,6 +471,28 @@ func strHash(v string) uint64 {
 	return mix(a^k1, b^k2^uint64(n))
 }
 
+// eqStr is a == b, comparing values of 4 to 32 bytes as a few
+// overlapping words inline instead of calling the runtime's memequal:
+// every record compares its values with its group's.
+func eqStr(a, b string) bool {
+	n := len(a)
+	if n != len(b) {
+		return false
+	}
+	pa, pb := unsafe.Pointer(unsafe.StringData(a)), unsafe.Pointer(unsafe.StringData(b))
+	switch {
+	case n > 32 || n < 4:
+		return a == b
+	case n > 16:
+		return ld64(pa, 0) == ld64(pb, 0) && ld64(pa, 8) == ld64(pb, 8) &&
+			ld64(pa, n-16) == ld64(pb, n-16) && ld64(pa, n-8) == ld64(pb, n-8)
+	case n >= 8:
+		return ld64(pa, 0) == ld64(pb, 0) && ld64(pa, n-8) == ld64(pb, n-8)
+	default:
+		return ld32(pa, 0) == ld32(pb, 0) && ld32(pa, n-4) == ld32(pb, n-4)
+	}
+}
+
 func mix(a, b uint64) uint64 {
 	hi, lo := bits.Mul64(a, b)
 	return hi ^ lo
@@ -496,7 +518,7 @@ func qiValue(qi []string, i int) string {
 func (w *window) sameValues(gi int32, nq int, qi []string) bool {
 	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
 	for i, v := range rep {
-		if v != qiValue(qi, i) {
+		if !eqStr(v, qiValue(qi, i)) {
 			return false
 		}
 	}
@@ -601,9 +623,10 @@ func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
 		w.reps = append(w.reps, w.vals[i].text[id])
 		w.ids = append(w.ids, id)
 	}
-	*g = group{
-		ents: distinct{h: g.ents.h[:0]}, sens: g.sens[:0],
-		acc: g.acc[:0], more: g.more[:0], offsets: g.offsets[:0]}
+	// Field by field: the slices keep their arrays (only lengths change).
+	g.count, g.last, g.span = 0, 0, gspan{}
+	g.ents.h, g.acc, g.more = g.ents.h[:0], g.acc[:0], g.more[:0]
+	g.sens, g.offsets = g.sens[:0], g.offsets[:0]
 	if g.ents.h == nil {
 		// A slot's first group: room for the usual entity counts at once,
 		// rather than growing step by step while the slot's capacity settles.

@@ -51,3 +51,24 @@ func TestAppendFloatText(t *testing.T) {
 		}
 	}
 }
+
+// TestEqStr: eqStr is string equality for every length, wherever the
+// bytes differ (the group lookup relies on it to never merge classes).
+func TestEqStr(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		a := strings.Repeat("v", n)
+		if !eqStr(a, strings.Clone(a)) {
+			t.Fatalf("length %d: equal strings compare unequal", n)
+		}
+		if eqStr(a, a+"v") || eqStr(a+"v", a) {
+			t.Fatalf("length %d: strings of different lengths compare equal", n)
+		}
+		for i := range n {
+			b := []byte(a)
+			b[i] = 'w'
+			if eqStr(a, string(b)) {
+				t.Errorf("length %d: a difference at byte %d is missed", n, i)
+			}
+		}
+	}
+}
