@@ -171,7 +171,8 @@ type aggState struct {
 	vals      []valTable // per QI
 	spans     []gspan    // per part of the closing window: the suppressed records' span
 	head      []byte     // the closing window's aggregates' JSON head (Group.appendHead)
-	order     []int32    // the parts in spans, in order of appearance
+	keys      *groupKeys
+	order     []int32 // the parts in spans, in order of appearance
 
 	// Published aggregates carve their memory from slabs: the caller owns
 	// what it gets, and a full slab is left to the garbage collector, not
@@ -270,6 +271,8 @@ type Group struct {
 	// Sums, Min and Max per configured field (NaN when no record had it).
 	SumFields, MinFields, MaxFields []string
 	Sums, Min, Max                  []float64
+
+	keys *groupKeys // the stage's, when it made the Group
 }
 
 // AppendJSON appends the aggregate as one JSON object:
@@ -289,12 +292,12 @@ func (g *Group) appendHead(dst []byte) []byte {
 
 // appendBody appends the rest, from the group's values on.
 func (g *Group) appendBody(dst []byte) []byte {
-	for i, p := range g.Paths {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = jsonscan.AppendQuoted(dst, []byte(p))
-		dst = append(dst, ':')
+	keys := g.keys
+	if keys == nil {
+		keys = newGroupKeys(g.Paths, g.SumFields, g.MinFields, g.MaxFields)
+	}
+	for i := range g.Paths {
+		dst = append(dst, keys.qi[i]...)
 		dst = append(dst, g.Values[i]...)
 	}
 	dst = append(dst, `},"levels":[`...)
@@ -308,25 +311,46 @@ func (g *Group) appendBody(dst []byte) []byte {
 	dst = appendFloat(dst, float64(g.Count))
 	dst = append(dst, `,"entities":`...)
 	dst = appendFloat(dst, float64(g.Entities))
-	obj := func(dst []byte, name string, fields []string, vals []float64) []byte {
-		if len(fields) == 0 {
-			return dst
-		}
-		dst = append(dst, `,"`+name+`":{`...)
-		for i, f := range fields {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsonscan.AppendQuoted(dst, []byte(f))
-			dst = append(dst, ':')
+	for o, vals := range [3][]float64{g.Sums, g.Min, g.Max} {
+		for i, k := range keys.obj[o] {
+			dst = append(dst, k...)
 			dst = appendFloat(dst, vals[i])
 		}
-		return append(dst, '}')
+		if len(keys.obj[o]) > 0 {
+			dst = append(dst, '}')
+		}
 	}
-	dst = obj(dst, "sum", g.SumFields, g.Sums)
-	dst = obj(dst, "min", g.MinFields, g.Min)
-	dst = obj(dst, "max", g.MaxFields, g.Max)
 	return append(dst, '}')
+}
+
+// groupKeys is the JSON text before each value of a Group: quoted once
+// per stage, not per aggregate.
+type groupKeys struct {
+	qi  [][]byte    // `"path":`, after the first with a leading comma
+	obj [3][][]byte // sum, min, max: `,"sum":{"field":`, then `,"field":`
+}
+
+func newGroupKeys(paths, sums, mins, maxs []string) *groupKeys {
+	k := &groupKeys{}
+	for i, p := range paths {
+		var b []byte
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = jsonscan.AppendQuoted(b, []byte(p))
+		k.qi = append(k.qi, append(b, ':'))
+	}
+	for o, fields := range [3][]string{sums, mins, maxs} {
+		for i, f := range fields {
+			b := []byte{','}
+			if i == 0 {
+				b = append(b, `"`+[3]string{"sum", "min", "max"}[o]+`":{`...)
+			}
+			b = jsonscan.AppendQuoted(b, []byte(f))
+			k.obj[o] = append(k.obj[o], append(b, ':'))
+		}
+	}
+	return k
 }
 
 func (s *Stage) windowStart(t time.Time) int64 {
@@ -920,6 +944,11 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		Paths: s.qiPaths, Levels: lv,
 		Count: g.count, Entities: g.ents.count(s.m),
 		SumFields: s.cfg.Sums, MinFields: s.cfg.Min, MaxFields: s.cfg.Max,
+		keys: a.keys,
+	}
+	if a.keys == nil {
+		a.keys = newGroupKeys(s.qiPaths, s.cfg.Sums, s.cfg.Min, s.cfg.Max)
+		gr.keys = a.keys
 	}
 	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
 	gr.Values = carve(&a.strSlab, nq)
