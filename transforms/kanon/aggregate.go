@@ -541,8 +541,30 @@ func qiValue(qi []string, i int) string {
 // sameValues reports whether group gi's level-0 values are qi's.
 func (w *window) sameValues(gi int32, nq int, qi []string) bool {
 	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
+	if len(qi) < nq {
+		for i, v := range rep {
+			if v != qiValue(qi, i) {
+				return false
+			}
+		}
+		return true
+	}
 	for i, v := range rep {
-		if !eqStr(v, qiValue(qi, i)) {
+		x := qi[i]
+		n := len(v)
+		if n != len(x) {
+			return false
+		}
+		if n < 8 || n > 16 {
+			if !eqStr(v, x) {
+				return false
+			}
+			continue
+		}
+		// 8 to 16 bytes (addresses, names, short timestamps): two
+		// overlapping words, inline.
+		pv, px := unsafe.Pointer(unsafe.StringData(v)), unsafe.Pointer(unsafe.StringData(x))
+		if ld64(pv, 0) != ld64(px, 0) || ld64(pv, n-8) != ld64(px, n-8) {
 			return false
 		}
 	}

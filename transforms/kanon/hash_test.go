@@ -72,3 +72,29 @@ func TestEqStr(t *testing.T) {
 		}
 	}
 }
+
+// TestSameValues: a record joins a group only when every quasi-identifier
+// value is byte for byte the group's, for every length and position of a
+// difference (two classes must never merge).
+func TestSameValues(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		v := strings.Repeat("a", n)
+		w := &window{reps: []string{`"x"`, v, "null"}}
+		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v), "null"}) {
+			t.Fatalf("length %d: equal values differ", n)
+		}
+		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v)}) {
+			t.Fatalf("length %d: a missing last value is not null", n)
+		}
+		if w.sameValues(0, 3, []string{`"x"`, v + "a", "null"}) {
+			t.Fatalf("length %d: a longer value matches", n)
+		}
+		for i := range n {
+			b := []byte(v)
+			b[i] = 'b'
+			if w.sameValues(0, 3, []string{`"x"`, string(b), "null"}) {
+				t.Errorf("length %d: a difference at byte %d is missed", n, i)
+			}
+		}
+	}
+}

@@ -430,26 +430,34 @@ func (d *distinct) add(x uint64, m int) {
 	if n >= m && x >= d.h[n-1] {
 		return // full, and not among the m smallest
 	}
-	var i int
-	if n <= 16 {
-		// Most groups hold a few entities: a scan beats a search's branches.
-		for i < n && d.h[i] < x {
-			i++
+	// The insertion point: a binary search down to a few, then a scan
+	// (most groups hold a few entities).
+	h := d.h
+	lo, hi := 0, n
+	for hi-lo > 8 {
+		mid := int(uint(lo+hi) >> 1)
+		if h[mid] < x {
+			lo = mid + 1
+		} else {
+			hi = mid
 		}
-	} else {
-		i, _ = slices.BinarySearch(d.h, x)
 	}
-	if i < n && d.h[i] == x {
+	for lo < hi && h[lo] < x {
+		lo++
+	}
+	i := lo
+	if i < n && h[i] == x {
 		return
 	}
 	if n < m {
-		d.h = append(d.h, 0)
-		copy(d.h[i+1:], d.h[i:n])
-		d.h[i] = x
-		return
+		h = append(h, 0)
 	}
-	copy(d.h[i+1:], d.h[i:n-1])
-	d.h[i] = x
+	// Shift the tail up by one (dropping the largest when full).
+	for j := len(h) - 1; j > i; j-- {
+		h[j] = h[j-1]
+	}
+	h[i] = x
+	d.h = h
 }
 
 // merge adds o's hashes to d, keeping the m smallest: one pass over both
