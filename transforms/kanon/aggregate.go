@@ -551,6 +551,9 @@ func (w *window) sameValues(gi int32, nq int, qi []string) bool {
 	}
 	for i, v := range rep {
 		x := qi[i]
+		if x == "" {
+			x = "null" // as qiValue
+		}
 		n := len(v)
 		if n != len(x) {
 			return false

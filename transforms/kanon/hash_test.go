@@ -77,7 +77,11 @@ func TestEqStr(t *testing.T) {
 // value is byte for byte the group's, for every length and position of a
 // difference (two classes must never merge).
 func TestSameValues(t *testing.T) {
-	for n := 0; n <= 40; n++ {
+	w := &window{reps: []string{`"x"`, "null"}}
+	if !w.sameValues(0, 2, []string{`"x"`, ""}) || !w.sameValues(0, 2, []string{`"x"`}) {
+		t.Fatal("an empty or missing value is not null")
+	}
+	for n := 1; n <= 40; n++ {
 		v := strings.Repeat("a", n)
 		w := &window{reps: []string{`"x"`, v, "null"}}
 		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v), "null"}) {
