@@ -571,17 +571,31 @@ func (w *window) sameValues(gi int32, nq int, qi []string) bool {
 		if n != len(x) {
 			return false
 		}
-		if n < 8 || n > 16 {
-			if !eqStr(v, x) {
+		// Up to 32 bytes (timestamps, addresses, names): overlapping
+		// words, inline.
+		pv, px := unsafe.Pointer(unsafe.StringData(v)), unsafe.Pointer(unsafe.StringData(x))
+		switch {
+		case n > 32:
+			if v != x {
 				return false
 			}
-			continue
-		}
-		// 8 to 16 bytes (addresses, names, short timestamps): two
-		// overlapping words, inline.
-		pv, px := unsafe.Pointer(unsafe.StringData(v)), unsafe.Pointer(unsafe.StringData(x))
-		if ld64(pv, 0) != ld64(px, 0) || ld64(pv, n-8) != ld64(px, n-8) {
-			return false
+		case n > 16:
+			if ld64(pv, 0) != ld64(px, 0) || ld64(pv, 8) != ld64(px, 8) ||
+				ld64(pv, n-16) != ld64(px, n-16) || ld64(pv, n-8) != ld64(px, n-8) {
+				return false
+			}
+		case n >= 8:
+			if ld64(pv, 0) != ld64(px, 0) || ld64(pv, n-8) != ld64(px, n-8) {
+				return false
+			}
+		case n >= 4:
+			if ld32(pv, 0) != ld32(px, 0) || ld32(pv, n-4) != ld32(px, n-4) {
+				return false
+			}
+		default:
+			if v != x {
+				return false
+			}
 		}
 	}
 	return true
