@@ -88,8 +88,8 @@ type Applier struct {
 	queue    bool
 	obsQueue []pending
 	obsBuf   []byte
-	gen      uint64    // gobs's generation at this record's start
-	stamps   []*uint64 // memo entries whose identifiers this record tells gobs
+	gen      uint64       // gobs's generation at this record's start
+	stamps   []*uint64    // memo entries whose identifiers this record tells gobs
 	pad      []byte       // the record and pad zero bytes
 	memo     []*memoTable // per node id: recent objects and their outputs
 	leaves   []*leafTable // per node id: recent short values and their outputs
