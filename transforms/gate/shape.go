@@ -51,8 +51,16 @@ const (
 // literal, so only its version is kept.
 type shapeEvent struct {
 	lit     uint32
+	litLen  uint32 // the literal's length
 	nameLen uint32 // evName: the name is the last nameLen bytes of the literal
 	kind    eventKind
+	op      valueOp // what matches does with the value inline
+	// The literal's first 32 bytes and the remembered value's first 16, as
+	// words, zero past their ends: a literal of up to 32 bytes, or a value
+	// of up to 16, is compared by masked word loads.
+	lw         [4]uint64
+	vw0, vw1   uint64
+	run        int16 // the run that starts here (shape.runs), -1: none
 	pure    bool   // the remembered value's checks depended on its bytes alone
 	valLen  uint8  // bytes of the remembered value; 0: none
 	misses  uint8  // values in a row that were not the remembered one
@@ -63,6 +71,51 @@ type shapeEvent struct {
 
 // maxVal is the longest value an event remembers.
 const maxVal = 64
+
+// valueOp is what matches does inline with an event's value before
+// shapeValue: the common values need no call.
+type valueOp uint8
+
+const (
+	opValue  valueOp = iota // shapeValue
+	opNumber                // a short integer
+	opHex                   // a hex pseudonym of plain bytes
+	opIP                    // a dotted quad at an IP leaf
+)
+
+// masks[n] are the masks of the first n bytes of four words (n <= 32).
+var masks = func() (m [33][4]uint64) {
+	for n := range uint(33) {
+		for w := range uint(4) {
+			switch {
+			case n >= 8*(w+1):
+				m[n][w] = ^uint64(0)
+			case n > 8*w:
+				m[n][w] = 1<<(8*(n-8*w)) - 1
+			}
+		}
+	}
+	return m
+}()
+
+// words returns the first 32 bytes of b as four little-endian words, zero
+// past its end.
+func words(b []byte) (w [4]uint64) {
+	var buf [32]byte
+	copy(buf[:], b)
+	for i := range w {
+		w[i] = binary.LittleEndian.Uint64(buf[8*i:])
+	}
+	return w
+}
+
+// load64 reads the eight bytes at d[i]; one unsigned compare guards it.
+func load64(d []byte, i int) uint64 {
+	if uint(i) > uint(len(d)-8) || len(d) < 8 {
+		panic("gate: load64 out of range")
+	}
+	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(d)), i))[:])
+}
 
 type shape struct {
 	text   []byte
@@ -125,8 +178,21 @@ func (c *Checker) learn(out []byte) {
 			sh.events = sh.events[:0]
 			return // not in order: no shape (cannot happen with a sound recorder)
 		}
-		sh.text = append(sh.text, out[prev:e.start]...)
-		sh.events = append(sh.events, shapeEvent{lit: uint32(len(sh.text)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path})
+		lit := out[prev:e.start]
+		sh.text = append(sh.text, lit...)
+		ev := shapeEvent{lit: uint32(len(sh.text)), litLen: uint32(len(lit)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path}
+		ev.lw, ev.run = words(lit), -1
+		switch e.kind {
+		case evFreeNumber, evTimeNumber:
+			ev.op = opNumber
+		case evLeafString:
+			if l := e.node.leaf; l.kind == kindIPTruncate || l.kind == kindIPPrefix {
+				ev.op = opIP
+			} else if l.hexPlain {
+				ev.op = opHex
+			}
+		}
+		sh.events = append(sh.events, ev)
 		prev = e.end
 	}
 	sh.text = append(sh.text, out[prev:]...)
@@ -161,74 +227,83 @@ func (c *Checker) fast(out []byte, distinct int64) bool {
 }
 
 func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
-	pos, prev := 0, 0
+	pos := 0
 	text, evs := sh.text, sh.events
-	// The loop does what most values need inline (literals, short
-	// numbers, hex pseudonyms); value does the rest.
+	// The loop does what most values need inline (literals and remembered
+	// values of up to 16 bytes as two masked word loads, short numbers,
+	// hex pseudonyms, dotted quads); shapeValue does the rest. Word loads
+	// need 16 bytes left in the record; nearer its end the loop compares
+	// slices.
 	for i := range evs {
 		e := &evs[i]
-		end := int(e.lit)
-		if end < prev || end > len(text) {
-			return false // cannot happen: lit only grows
-		}
-		lit := text[prev:end]
-		prev = end
-		// equal, with its common case inline: up to 16 bytes are the
-		// first and the last eight.
-		n := len(lit)
-		if len(out)-pos < n {
-			return false
-		}
-		if o := out[pos : pos+n]; n >= 8 {
-			if binary.LittleEndian.Uint64(o) != binary.LittleEndian.Uint64(lit) ||
-				binary.LittleEndian.Uint64(o[n-8:]) != binary.LittleEndian.Uint64(lit[n-8:]) ||
-				(n > 16 && !equal(o[8:n-8], lit[8:n-8])) {
+		n := int(e.litLen)
+		if n <= 16 && pos <= len(out)-16 {
+			m := &masks[n]
+			if load64(out, pos)&m[0] != e.lw[0] || load64(out, pos+8)&m[1] != e.lw[1] {
 				return false
 			}
-		} else if string(o) != string(lit) {
+		} else if n <= 32 && pos <= len(out)-32 {
+			m := &masks[n]
+			if load64(out, pos) != e.lw[0] || load64(out, pos+8) != e.lw[1] ||
+				load64(out, pos+16)&m[2] != e.lw[2] || load64(out, pos+24)&m[3] != e.lw[3] {
+				return false
+			}
+		} else if lit := e.lit; int(lit) > len(text) || n > int(lit) || len(out)-pos < n || !equal(out[pos:pos+n], text[int(lit)-n:lit]) {
 			return false
 		}
 		pos += n
-		switch e.kind {
-		case evFreeNumber, evTimeNumber:
-			q := pos
-			for q < len(out) && out[q]-'0' <= 9 {
-				q++
+		// The value that passed here last time (strings only).
+		if v := int(e.valLen); v > 0 && v <= 16 && pos <= len(out)-16 && (e.pure || e.version == c.version) && (e.misses < 4 || c.tick&63 == 0) {
+			m := &masks[v]
+			if load64(out, pos)&m[0] == e.vw0 && load64(out, pos+8)&m[1] == e.vw1 {
+				e.misses = 0
+				pos += v
+				continue
 			}
-			if q-pos >= 13 || q == pos || (q-pos > 1 && out[pos] == '0') || (q < len(out) && numberMore[out[q]]) {
-				break // the scanner's way, and the card check
+		}
+		switch e.op {
+		case opNumber:
+			// An integer of up to 7 digits without a leading zero, then a
+			// byte no number holds: where the scanner ends it, and far
+			// from a card number's 13 digits.
+			if pos <= len(out)-8 {
+				if k := jsonscan.DigitRun(load64(out, pos)); k > 0 && k < 8 && (k == 1 || out[pos] != '0') && !numberMore[out[pos+k]] {
+					pos += k
+					continue
+				}
 			}
-			pos = q
-			continue
-		case evLeafString:
-			if l := e.node.leaf; l.kind == kindIPTruncate || l.kind == kindIPPrefix {
-				// A dotted quad: digits and dots end at the closing quote,
-				// so the scanner and ipLeafOK agree with this.
-				j := pos + 1
-				for j < len(out) && j-pos <= 16 && (out[j]-'0' <= 9 || out[j] == '.') {
-					j++
-				}
-				if pos < len(out) && out[pos] == '"' && j < len(out) && out[j] == '"' {
-					if a, ok := parseIPv4(out[pos+1 : j]); ok && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
-						pos = j + 1
-						continue
-					}
-				}
-			} else if l.hexPlain {
-				// A hex pseudonym: its bytes are all plain, so where the
-				// scanner would end the string and whether the leaf
-				// accepts it are one test. New every time: not remembered.
-				n := 1 + len(l.prefix) + l.chars
-				if pos+n < len(out) && out[pos] == '"' && out[pos+n] == '"' &&
-					(len(l.prefix) == 0 || string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix) && hexLower(out[pos+1+len(l.prefix):pos+n]) {
-					pos += n + 1
+		case opHex:
+			// A hex pseudonym: its bytes are all plain, so where the
+			// scanner would end the string and whether the leaf accepts
+			// it are one test. New every time: not remembered.
+			l := e.node.leaf
+			if n := 1 + len(l.prefix) + l.chars; pos+n < len(out) && out[pos] == '"' && out[pos+n] == '"' &&
+				(len(l.prefix) == 0 || string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix) && hexLower(out[pos+1+len(l.prefix):pos+n]) {
+				pos += n + 1
+				continue
+			}
+		case opIP:
+			// A dotted quad: digits and dots end at the closing quote, so
+			// the scanner and ipLeafOK agree with this.
+			l := e.node.leaf
+			j := pos + 1
+			for j < len(out) && j-pos <= 16 && (out[j]-'0' <= 9 || out[j] == '.') {
+				j++
+			}
+			if pos < len(out) && out[pos] == '"' && j < len(out) && out[j] == '"' {
+				if a, ok := parseIPv4(out[pos+1 : j]); ok && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
+					pos = j + 1
 					continue
 				}
 			}
 		}
-		if pos = c.shapeValue(sh, i, lit, out, pos); pos < 0 {
+		if pos = c.shapeValue(sh, i, out, pos); pos < 0 {
 			return false
 		}
+	}
+	prev := 0
+	if len(evs) > 0 {
+		prev = int(evs[len(evs)-1].lit)
 	}
 	tail := text[prev:]
 	if len(out)-pos != len(tail) || string(out[pos:]) != string(tail) {
@@ -242,15 +317,14 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 // integer digits.
 var numberMore = [256]bool{'.': true, 'e': true, 'E': true}
 
-// shapeValue checks the value of event i at out[pos:] (lit is the literal
-// before it) and returns where it ends, or -1 when the record does not
-// fit the shape or fails a check.
-func (c *Checker) shapeValue(sh *shape, i int, lit, out []byte, pos int) int {
+// shapeValue checks the value of event i at out[pos:] and returns where
+// it ends, or -1 when the record does not fit the shape or fails a check.
+func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 	e := &sh.events[i]
 	switch e.kind {
 	case evName:
 		if e.version != c.version || e.version == 0 {
-			c.text(lit[len(lit)-int(e.nameLen):], e.path, true)
+			c.text(sh.text[e.lit-e.nameLen:e.lit], e.path, true)
 			if c.reasons != 0 {
 				return -1
 			}
@@ -274,9 +348,10 @@ func (c *Checker) shapeValue(sh *shape, i int, lit, out []byte, pos int) int {
 		return end
 	}
 	// A value that is not often the remembered one is not compared with
-	// it (nor remembered), but for one record in 64.
+	// it (nor remembered), but for one record in 64. (matches compares
+	// values of up to 16 bytes.)
 	try := e.misses < 4 || c.tick&63 == 0
-	if n := int(e.valLen); try && n > 0 && (e.pure || e.version == c.version) && len(out)-pos >= n &&
+	if n := int(e.valLen); try && n > 16 && (e.pure || e.version == c.version) && len(out)-pos >= n &&
 		equal(out[pos:pos+n], sh.vals[i*maxVal:i*maxVal+n]) {
 		e.misses = 0
 		return pos + n // the value that passed here last time
@@ -302,6 +377,8 @@ func (c *Checker) shapeValue(sh *shape, i int, lit, out []byte, pos int) int {
 	if n := end - pos; try && n <= maxVal {
 		copy(sh.vals[i*maxVal:], out[pos:end])
 		e.valLen, e.version, e.pure = uint8(n), c.version, pure
+		w := words(out[pos:end])
+		e.vw0, e.vw1 = w[0], w[1]
 		e.misses = min(e.misses+1, 255)
 	}
 	return end
