@@ -41,6 +41,12 @@ type Checker struct {
 	memoLong     [memoLongSlots]memoEntry
 	memoLongText [memoLongSlots * memoLongMax]byte
 
+	// tsHead is the date and hour of a timestamp whose echo test of them
+	// was negative at filter version tsVersion (echoTimestamp).
+	tsHead    [13]byte
+	tsLen     int
+	tsVersion uint64
+
 	// shapes are the record shapes this Checker has vetted in full (see
 	// shape.go); rec records a full pass so that it can become one.
 	shapes    [maxShapes]shape

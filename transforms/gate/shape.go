@@ -58,19 +58,35 @@ type shapeEvent struct {
 	// The literal's first 32 bytes and the remembered value's first 16, as
 	// words, zero past their ends: a literal of up to 32 bytes, or a value
 	// of up to 16, is compared by masked word loads.
-	lw         [4]uint64
-	vw0, vw1   uint64
-	run        int16 // the run that starts here (shape.runs), -1: none
-	pure    bool   // the remembered value's checks depended on its bytes alone
-	valLen  uint8  // bytes of the remembered value; 0: none
-	misses  uint8  // values in a row that were not the remembered one
-	version uint64 // the filter's version when the value (or name) passed; 0: not yet
-	node    *gnode // evLeafString
-	path    string // the path findings would report
+	lw      [4]uint64
+	recent  *recentVals // values of up to 16 bytes that passed here
+	run     int16       // the run that starts here (shape.runs), -1: none
+	pure    bool        // the remembered value's checks depended on its bytes alone
+	valLen  uint8       // bytes of the remembered value; 0: none
+	misses  uint8       // values in a row that were not the remembered one
+	version uint64      // the filter's version when the value (or name) passed; 0: not yet
+	node    *gnode      // evLeafString
+	path    string      // the path findings would report
 }
 
 // maxVal is the longest value an event remembers.
 const maxVal = 64
+
+// recentVals are the last values of up to 16 bytes that passed at one
+// place, direct-mapped by their first eight bytes (with what follows a
+// shorter value in the record: another value there only costs a miss).
+// They are what the remembered value is for longer ones, for a few
+// distinct values at once (a process name, a disposition).
+type recentVals [recentSlots]struct {
+	w0, w1  uint64 // the value's bytes, zero past n
+	version uint64 // as shapeEvent.version
+	n       uint8  // its length; 0: empty
+	pure    bool
+}
+
+const recentSlots = 8
+
+func recentSlot(w0 uint64) uint64 { return (w0 * 0x9E3779B97F4A7C15) >> (64 - 3) }
 
 // valueOp is what matches does inline with an event's value before
 // shapeValue: the common values need no call.
@@ -121,7 +137,107 @@ type shape struct {
 	text   []byte
 	events []shapeEvent
 	vals   []byte // maxVal bytes per event
+	runs   []run
 	used   uint64 // when last matched, for eviction
+}
+
+// Runs. Most values of a record take few distinct values (an event's class
+// and type, its product, a port, a disposition): a run is a sequence of two
+// or more such values in a row, and its table remembers recent byte strings
+// of the whole sequence, literals between the values included, that passed
+// their checks. The same bytes at the run's start in a record that has
+// matched the shape up to there parse the same way into the same values
+// (the stored string ends after the run's last value, and the loop then
+// compares the literal after it, which ends a number there as it did), so
+// they pass again: at once when every check in the run depends on the
+// bytes alone (numbers), and otherwise while the filter's version is the
+// one they passed at. Values that are new in most records (pseudonyms, IP
+// addresses, timestamps) are not put into runs: they would only make the
+// strings miss.
+type run struct {
+	last   int  // its last event
+	pure   bool // its checks depend on its bytes alone
+	window int  // how many bytes at its start index the table: 8 to 64, a multiple of 8
+	t      *runTable
+}
+
+const (
+	runBits     = 6
+	runEntries  = 1 << runBits // per run, direct-mapped
+	maxRunBytes = 192          // longest string remembered
+)
+
+type runTable struct {
+	e    [runEntries]runEntry
+	text [runEntries * maxRunBytes]byte
+}
+
+type runEntry struct {
+	h       uint64 // the hash of the window at its start; n == 0: empty
+	version uint64 // the filter's version when it passed
+	n       int    // its length
+}
+
+// runHash indexes a run's table by the window bytes at out[pos:] (a
+// multiple of 8, within out). A window as long as the run's usual
+// length, rather than a fixed one, lets runs that start with the same
+// bytes (a constant class number) spread over the table; bytes past the
+// run's end in the window only cost hits, never correctness: a hit
+// compares the whole stored string.
+func runHash(out []byte, pos, window int) uint64 {
+	h := uint64(window)
+	for k := 0; k < window; k += 8 {
+		h = (h ^ load64(out, pos+k)) * 0x9E3779B97F4A7C15
+		h ^= h >> 29
+	}
+	return h
+}
+
+// storeRun remembers b, which passed as run r's values, hashed as h.
+func (c *Checker) storeRun(r *run, h uint64, b []byte) {
+	if len(b) > maxRunBytes {
+		return
+	}
+	if r.t == nil {
+		r.t = new(runTable)
+	}
+	slot := h >> (64 - runBits)
+	e := &r.t.e[slot]
+	e.h, e.version, e.n = h, c.version, len(b)
+	copy(r.t.text[slot*maxRunBytes:], b)
+}
+
+// findRuns marks the runs of sh's events, whose values were out[start:end]
+// of the record the shape was learnt from.
+func (sh *shape) findRuns(out []byte, rec []recEvent) {
+	sh.runs = sh.runs[:0]
+	volatile := func(i int) bool {
+		e, r := &sh.events[i], &rec[i]
+		switch {
+		case e.kind == evName || e.kind == evKNumber:
+			return true
+		case e.kind == evLeafString && e.node.leaf.identifier():
+			return true
+		case e.kind == evLeafString || e.kind == evFreeString:
+			return r.end-r.start >= 2 && isTimestamp(out[r.start+1:r.end-1])
+		}
+		return false
+	}
+	for i := 0; i < len(sh.events); {
+		j := i
+		for j < len(sh.events) && !volatile(j) {
+			j++
+		}
+		if j-i >= 2 && len(sh.runs) < 1<<15 {
+			r := run{last: j - 1, pure: true, window: min(max((rec[j-1].end-rec[i].start)&^7, 8), 64)}
+			for k := i; k < j; k++ {
+				r.pure = r.pure && (sh.events[k].kind == evFreeNumber || sh.events[k].kind == evTimeNumber)
+			}
+			sh.events[i].run = int16(len(sh.runs))
+			sh.runs = append(sh.runs, r)
+		}
+		i = j + 1
+	}
 }
 
 // recorder notes, during a full pass, where each value was and what was
@@ -196,6 +312,7 @@ func (c *Checker) learn(out []byte) {
 		prev = e.end
 	}
 	sh.text = append(sh.text, out[prev:]...)
+	sh.findRuns(out, c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
 		sh.vals = make([]byte, n)
 	} else {
@@ -234,7 +351,12 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	// hex pseudonyms, dotted quads); shapeValue does the rest. Word loads
 	// need 16 bytes left in the record; nearer its end the loop compares
 	// slices.
-	for i := range evs {
+	pend, pendStart, pendHash := -1, 0, uint64(0) // the run being checked value by value
+	for i := 0; i < len(evs); i++ {
+		if pend >= 0 && sh.runs[pend].last == i-1 {
+			c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
+			pend = -1
+		}
 		e := &evs[i]
 		n := int(e.litLen)
 		if n <= 16 && pos <= len(out)-16 {
@@ -252,12 +374,27 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			return false
 		}
 		pos += n
-		// The value that passed here last time (strings only).
-		if v := int(e.valLen); v > 0 && v <= 16 && pos <= len(out)-16 && (e.pure || e.version == c.version) && (e.misses < 4 || c.tick&63 == 0) {
-			m := &masks[v]
-			if load64(out, pos)&m[0] == e.vw0 && load64(out, pos+8)&m[1] == e.vw1 {
-				e.misses = 0
-				pos += v
+		if e.run >= 0 && pos <= len(out)-sh.runs[e.run].window {
+			r := &sh.runs[e.run]
+			h := runHash(out, pos, r.window)
+			if t := r.t; t != nil {
+				slot := h >> (64 - runBits)
+				re := &t.e[slot]
+				if re.h == h && re.n > 0 && (r.pure || re.version == c.version) && re.n <= len(out)-pos &&
+					string(out[pos:pos+re.n]) == string(t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) {
+					pos += re.n
+					i = r.last
+					continue
+				}
+			}
+			pend, pendStart, pendHash = int(e.run), pos, h
+		}
+		// A value that passed here recently (strings only).
+		if rv := e.recent; rv != nil && pos <= len(out)-16 {
+			w0 := load64(out, pos)
+			v := &rv[recentSlot(w0)]
+			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && load64(out, pos+8)&masks[n][1] == v.w1 && (v.pure || v.version == c.version) {
+				pos += n
 				continue
 			}
 		}
@@ -300,6 +437,9 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		if pos = c.shapeValue(sh, i, out, pos); pos < 0 {
 			return false
 		}
+	}
+	if pend >= 0 {
+		c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
 	}
 	prev := 0
 	if len(evs) > 0 {
@@ -348,8 +488,8 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 		return end
 	}
 	// A value that is not often the remembered one is not compared with
-	// it (nor remembered), but for one record in 64. (matches compares
-	// values of up to 16 bytes.)
+	// it (nor remembered), but for one record in 64. (Values of up to 16
+	// bytes are matches' recentVals.)
 	try := e.misses < 4 || c.tick&63 == 0
 	if n := int(e.valLen); try && n > 16 && (e.pure || e.version == c.version) && len(out)-pos >= n &&
 		equal(out[pos:pos+n], sh.vals[i*maxVal:i*maxVal+n]) {
@@ -374,11 +514,17 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 	if c.reasons != 0 {
 		return -1
 	}
-	if n := end - pos; try && n <= maxVal {
+	switch n := end - pos; {
+	case n <= 16 && pos <= len(out)-16:
+		if e.recent == nil {
+			e.recent = new(recentVals)
+		}
+		w := words(out[pos:end])
+		v := &e.recent[recentSlot(load64(out, pos))]
+		v.w0, v.w1, v.n, v.version, v.pure = w[0], w[1], uint8(n), c.version, pure
+	case n > 16 && try && n <= maxVal:
 		copy(sh.vals[i*maxVal:], out[pos:end])
 		e.valLen, e.version, e.pure = uint8(n), c.version, pure
-		w := words(out[pos:end])
-		e.vw0, e.vw1 = w[0], w[1]
 		e.misses = min(e.misses+1, 255)
 	}
 	return end
