@@ -55,11 +55,11 @@ type shapeEvent struct {
 	nameLen uint32 // evName: the name is the last nameLen bytes of the literal
 	kind    eventKind
 	op      valueOp // what matches does with the value inline
-	// The literal's first 32 bytes and the remembered value's first 16, as
-	// words, zero past their ends: a literal of up to 32 bytes, or a value
-	// of up to 16, is compared by masked word loads.
+	// The literal's first 32 bytes as words, zero past its end: a literal
+	// of up to 32 bytes is compared by masked word loads.
 	lw      [4]uint64
 	recent  *recentVals // values of up to 16 bytes that passed here
+	tsLen   int         // opTime: the timestamp's length
 	run     int16       // the run that starts here (shape.runs), -1: none
 	pure    bool        // the remembered value's checks depended on its bytes alone
 	valLen  uint8       // bytes of the remembered value; 0: none
@@ -97,6 +97,7 @@ const (
 	opNumber                // a short integer
 	opHex                   // a hex pseudonym of plain bytes
 	opIP                    // a dotted quad at an IP leaf
+	opTime                  // a timestamp tested as text, of the learnt length
 )
 
 // masks[n] are the masks of the first n bytes of four words (n <= 32).
@@ -212,16 +213,14 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 func (sh *shape) findRuns(out []byte, rec []recEvent) {
 	sh.runs = sh.runs[:0]
 	volatile := func(i int) bool {
-		e, r := &sh.events[i], &rec[i]
+		e := &sh.events[i]
 		switch {
 		case e.kind == evName || e.kind == evKNumber:
 			return true
 		case e.kind == evLeafString && e.node.leaf.identifier():
 			return true
-		case e.kind == evLeafString || e.kind == evFreeString:
-			return r.end-r.start >= 2 && isTimestamp(out[r.start+1:r.end-1])
 		}
-		return false
+		return e.op == opTime
 	}
 	for i := 0; i < len(sh.events); {
 		j := i
@@ -307,6 +306,12 @@ func (c *Checker) learn(out []byte) {
 			} else if l.hexPlain {
 				ev.op = opHex
 			}
+		}
+		// A timestamp where text is tested (free text, time and label
+		// leaves) is most often new: opTime tests it without the memo.
+		text := e.kind == evFreeString || (e.kind == evLeafString && !e.node.leaf.identifier())
+		if text && e.end-e.start >= 2 && isTimestamp(out[e.start+1:e.end-1]) {
+			ev.op, ev.tsLen = opTime, e.end-e.start-2
 		}
 		sh.events = append(sh.events, ev)
 		prev = e.end
@@ -415,8 +420,21 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// it are one test. New every time: not remembered.
 			l := e.node.leaf
 			if n := 1 + len(l.prefix) + l.chars; pos+n < len(out) && out[pos] == '"' && out[pos+n] == '"' &&
-				(len(l.prefix) == 0 || string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix) && hexLower(out[pos+1+len(l.prefix):pos+n]) {
+				(len(l.prefix) == 0 || string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix) && hexAt(out, pos+1+len(l.prefix), pos+n) {
 				pos += n + 1
+				continue
+			}
+		case opTime:
+			// isTimestamp's bytes are plain (digits, '-', ':', '.', 'T',
+			// 'Z', '+', ' '), so the string ends at the quote after them;
+			// and a timestamp holds no pattern (text): the echo test is
+			// all it needs.
+			if n := e.tsLen; pos+n+1 < len(out) && out[pos] == '"' && out[pos+n+1] == '"' && isTimestamp(out[pos+1:pos+1+n]) {
+				if c.g.echo != nil && c.echoTimestamp(out[pos+1:pos+1+n]) {
+					c.fail(ReasonEcho, e.path)
+					return false
+				}
+				pos += n + 2
 				continue
 			}
 		case opIP:
@@ -451,6 +469,19 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	}
 	c.checkK(distinct)
 	return c.reasons == 0
+}
+
+// hexAt reports whether out[i:j] is lower-case hex: eight bytes at a time,
+// hexLower8's test with one branch at the end.
+func hexAt(out []byte, i, j int) bool {
+	var bad uint64
+	for ; i+8 <= j; i += 8 {
+		x := load64(out, i)
+		digit := (x + lsb*(0x80-'0')) &^ (x + lsb*(0x80-'9'-1))
+		letter := (x + lsb*(0x80-'a')) &^ (x + lsb*(0x80-'f'-1))
+		bad |= x | ^(digit | letter)
+	}
+	return bad&msb == 0 && hexLower(out[i:j])
 }
 
 // numberMore marks the bytes that can continue a JSON number after its

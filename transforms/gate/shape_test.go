@@ -608,3 +608,21 @@ vendors:
 		}
 	}
 }
+
+// TestHexAtMatchesHexLower: the word-at-a-time test of pseudonyms agrees
+// with hexLower on every one-byte change of hex strings.
+func TestHexAtMatchesHexLower(t *testing.T) {
+	base := []byte("0123456789abcdef0123456789abcdef01234")
+	for n := 0; n <= len(base); n++ {
+		for i := 0; i < n; i++ {
+			for c := 0; c < 256; c++ {
+				b := append([]byte(nil), base[:n]...)
+				b[i] = byte(c)
+				padded := append(b, make([]byte, 8)...) // hexAt reads within out only
+				if got, want := hexAt(padded, 0, n), hexLower(b); got != want {
+					t.Fatalf("%q: hexAt %v, hexLower %v", b, got, want)
+				}
+			}
+		}
+	}
+}
