@@ -441,13 +441,9 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// A dotted quad: digits and dots end at the closing quote, so
 			// the scanner and ipLeafOK agree with this.
 			l := e.node.leaf
-			j := pos + 1
-			for j < len(out) && j-pos <= 16 && (out[j]-'0' <= 9 || out[j] == '.') {
-				j++
-			}
-			if pos < len(out) && out[pos] == '"' && j < len(out) && out[j] == '"' {
-				if a, ok := parseIPv4(out[pos+1 : j]); ok && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
-					pos = j + 1
+			if pos <= len(out)-quadRoom {
+				if a, n := quadAt((*[quadRoom]byte)(out[pos:])); n > 0 && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
+					pos += n
 					continue
 				}
 			}
@@ -469,6 +465,48 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	}
 	c.checkK(distinct)
 	return c.reasons == 0
+}
+
+// quadRoom is what quadAt reads: a quoted dotted quad of up to 15 bytes.
+const quadRoom = 17
+
+// quadAt reads a quoted dotted quad at b[0] as parseIPv4 reads one (four
+// decimal fields up to 255, no leading zeros) and returns it and its
+// length with the quotes; n is 0 for anything else (ipLeafOK decides).
+// Digits and dots end at the closing quote, so the scanner ends the
+// string where this does.
+func quadAt(b *[quadRoom]byte) (addr uint32, n int) {
+	if b[0] != '"' {
+		return 0, 0
+	}
+	i := 1
+	for f := range 4 {
+		if f > 0 {
+			if b[i] != '.' {
+				return 0, 0
+			}
+			i++
+		}
+		v := uint32(b[i] - '0')
+		if v > 9 {
+			return 0, 0
+		}
+		i++
+		if v != 0 { // a field that starts with 0 is 0
+			for k := 0; k < 2 && b[i]-'0' <= 9; k++ {
+				v = v*10 + uint32(b[i]-'0')
+				i++
+			}
+		}
+		if v > 255 {
+			return 0, 0
+		}
+		addr = addr<<8 | v
+	}
+	if b[i] != '"' {
+		return 0, 0
+	}
+	return addr, i + 1
 }
 
 // hexAt reports whether out[i:j] is lower-case hex: eight bytes at a time,
