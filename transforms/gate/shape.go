@@ -58,15 +58,16 @@ type shapeEvent struct {
 	// The literal's first 32 bytes as words, zero past its end: a literal
 	// of up to 32 bytes is compared by masked word loads.
 	lw      [4]uint64
-	recent  *recentVals // values of up to 16 bytes that passed here
-	tsLen   int         // opTime: the timestamp's length
-	run     int16       // the run that starts here (shape.runs), -1: none
-	pure    bool        // the remembered value's checks depended on its bytes alone
-	valLen  uint8       // bytes of the remembered value; 0: none
-	misses  uint8       // values in a row that were not the remembered one
-	version uint64      // the filter's version when the value (or name) passed; 0: not yet
-	node    *gnode      // evLeafString
-	path    string      // the path findings would report
+	recent  *recentVals  // values of up to 16 bytes that passed here
+	tsLen   int          // opTime: the timestamp's length
+	tsForm  *[4]template // opTime: the learnt timestamp's layout, quotes included, when it fits 32 bytes
+	run     int16        // the run that starts here (shape.runs), -1: none
+	pure    bool         // the remembered value's checks depended on its bytes alone
+	valLen  uint8        // bytes of the remembered value; 0: none
+	misses  uint8        // values in a row that were not the remembered one
+	version uint64       // the filter's version when the value (or name) passed; 0: not yet
+	node    *gnode       // evLeafString
+	path    string       // the path findings would report
 }
 
 // maxVal is the longest value an event remembers.
@@ -312,6 +313,14 @@ func (c *Checker) learn(out []byte) {
 		text := e.kind == evFreeString || (e.kind == evLeafString && !e.node.leaf.identifier())
 		if text && e.end-e.start >= 2 && isTimestamp(out[e.start+1:e.end-1]) {
 			ev.op, ev.tsLen = opTime, e.end-e.start-2
+			if q := out[e.start:e.end]; len(q) <= 32 {
+				ev.tsForm = new([4]template)
+				for w := range ev.tsForm {
+					for k := 8 * w; k < 8*w+8 && k < len(q); k++ {
+						ev.tsForm[w].set(k-8*w, q[k])
+					}
+				}
+			}
 		}
 		sh.events = append(sh.events, ev)
 		prev = e.end
@@ -428,7 +437,18 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// isTimestamp's bytes are plain (digits, '-', ':', '.', 'T',
 			// 'Z', '+', ' '), so the string ends at the quote after them;
 			// and a timestamp holds no pattern (text): the echo test is
-			// all it needs.
+			// all it needs. isTimestamp reads the layout only (which
+			// bytes are digits, and the others), so a string of the
+			// learnt timestamp's layout is one: four word tests.
+			if f, n := e.tsForm, e.tsLen; f != nil && pos <= len(out)-32 &&
+				f[0].match(load64(out, pos)) && f[1].match(load64(out, pos+8)) && f[2].match(load64(out, pos+16)) && f[3].match(load64(out, pos+24)) {
+				if c.g.echo != nil && c.echoTimestamp(out[pos+1:pos+1+n]) {
+					c.fail(ReasonEcho, e.path)
+					return false
+				}
+				pos += n + 2
+				continue
+			}
 			if n := e.tsLen; pos+n+1 < len(out) && out[pos] == '"' && out[pos+n+1] == '"' && isTimestamp(out[pos+1:pos+1+n]) {
 				if c.g.echo != nil && c.echoTimestamp(out[pos+1:pos+1+n]) {
 					c.fail(ReasonEcho, e.path)

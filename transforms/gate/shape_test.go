@@ -687,3 +687,38 @@ func TestQuadAtMatchesParseIPv4(t *testing.T) {
 		t.Fatalf("only %d valid quads: the test checks little", valid)
 	}
 }
+
+// TestTimestampForm: a string that the learnt layout of a timestamp
+// accepts is a timestamp (isTimestamp) between quotes, for every one-byte
+// change of a few timestamps and layouts.
+func TestTimestampForm(t *testing.T) {
+	for _, ts := range []string{"2026-11-01T05:34:06.813Z", "2026-11-01 05:34:06", "2026-11-01t05:34:06.123+01:00", "2026-11-01T05:34:06-07:00"} {
+		q := `"` + ts + `"`
+		var f [4]template
+		for k := range len(q) {
+			f[k/8].set(k%8, q[k])
+		}
+		accepted := 0
+		for i := range q {
+			for c := range 256 {
+				b := append([]byte(q), make([]byte, 32)...)
+				b[i] = byte(c)
+				if f[0].match(load64(b, 0)) && f[1].match(load64(b, 8)) && f[2].match(load64(b, 16)) && f[3].match(load64(b, 24)) {
+					accepted++
+					if b[0] != '"' || b[len(q)-1] != '"' || !isTimestamp(b[1:len(q)-1]) {
+						t.Fatalf("%q: the layout of %q accepts it, isTimestamp does not", b[:len(q)], ts)
+					}
+				}
+			}
+		}
+		digits := 0
+		for _, c := range []byte(ts) {
+			if isDigit(c) {
+				digits++
+			}
+		}
+		if accepted < 10*digits { // every digit of every place, at least
+			t.Fatalf("%s: only %d accepted", ts, accepted)
+		}
+	}
+}
