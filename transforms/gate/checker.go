@@ -12,9 +12,10 @@ import (
 )
 
 // Checker checks records for one worker. It owns scratch buffers and
-// caches (about 290 KiB in all): fingerprints of raw values it has recently
-// put into the Bloom filter, a memo of the verdicts on short strings, and
-// the shapes of records it has vetted in full (shape.go); the filter,
+// caches (about 290 KiB in all, and 12 KiB per run of a shape, shape.go):
+// fingerprints of raw values it has recently put into the Bloom filter, a
+// memo of the verdicts on short strings, and the shapes of records it has
+// vetted in full, with their runs and recent values (shape.go); the filter,
 // counters and fail-closed tracker are the Gate's. Not safe for concurrent
 // use; no input or output slice is retained after a call (the memo and the
 // shapes keep copies).
@@ -40,6 +41,12 @@ type Checker struct {
 	memoText     [memoSlots * memoMax]byte
 	memoLong     [memoLongSlots]memoEntry
 	memoLongText [memoLongSlots * memoLongMax]byte
+
+	// tsHead is the date and hour of a timestamp whose echo test of them
+	// was negative at filter version tsVersion (echoTimestamp).
+	tsHead    [13]byte
+	tsLen     int
+	tsVersion uint64
 
 	// shapes are the record shapes this Checker has vetted in full (see
 	// shape.go); rec records a full pass so that it can become one.
@@ -730,8 +737,25 @@ func (c *Checker) ObserveIdentifier(rule int, val []byte) {
 	c.remember(val, idents[rule])
 }
 
-// refreshEvery bounds how many identifiers ObserveIdentifier remembers
-// between two reads of the clock (the Bloom filter's generation).
+// Generation is the Bloom filter generation this Checker puts raw
+// identifiers into, plus one (route.GenerationObserver): a value it was
+// told in it stays in the filter (current or previous generation) until
+// the generation moves on, so the route's memos need not tell it again
+// until then. The route calls it once per record; it reads the clock as
+// often as ObserveIdentifier does.
+func (c *Checker) Generation() uint64 {
+	if c.g.echo == nil {
+		return 1 // nothing is remembered: nothing needs telling again
+	}
+	if c.sinceRefresh++; c.sinceRefresh >= refreshEvery || c.gens == nil {
+		c.refresh()
+	}
+	return c.gens.seq + 1
+}
+
+// refreshEvery bounds how many identifiers (and records, Generation) the
+// Checker takes between two reads of the clock (the Bloom filter's
+// generation).
 const refreshEvery = 64
 
 // refresh reads the clock and moves to the filter's current generation.

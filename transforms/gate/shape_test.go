@@ -552,3 +552,173 @@ func TestShapeIPLeaves(t *testing.T) {
 		}
 	}
 }
+
+// TestRunsAndTimestampsSeeNewIdentifiers: values the Checker remembers as
+// runs (a product, a port and a disposition in a row) and the date and
+// hour of timestamps are tested again once the filter has learnt a new
+// raw identifier, so one that matches them is caught on the next record.
+func TestRunsAndTimestampsSeeNewIdentifiers(t *testing.T) {
+	t.Setenv("GATE_TEST_KEY", strings.Repeat("7e", 32))
+	cfg, err := config.Parse([]byte(`
+vendors:
+  v:
+    purpose: p
+    categories: [threat_telemetry]
+    keys: [{env: GATE_TEST_KEY}]
+    fields:
+      - {path: time, action: keep}
+      - {path: class, action: keep}
+      - {path: product, action: keep}
+      - {path: user, action: pseudonymize}
+      - {path: port, action: keep}
+      - {path: disposition, action: keep}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ident := range []string{"Sentinel", "allowed", "2026-11-01T05"} {
+		g, err := New("v", cfg.Vendors["v"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := g.NewChecker()
+		rec := func(k int) []byte {
+			return []byte(fmt.Sprintf(`{"time":"2026-11-01T05:%02d:%02d.%03dZ","class":1007,"product":"Sentinel EDR","user":"%032x","port":%d,"disposition":"Allowed"}`,
+				k/60%60, k%60, k%1000, k, 443+k%2))
+		}
+		for k := range 200 {
+			if v := c.Check(rec(k)); !v.Pass() {
+				t.Fatalf("before %s: %s", ident, verdictString(v))
+			}
+		}
+		runs := 0
+		for _, sh := range c.shapes {
+			for _, r := range sh.runs {
+				if r.t != nil {
+					runs++
+				}
+			}
+		}
+		if runs != 2 || c.tsVersion == 0 {
+			t.Fatalf("%d runs remembered, timestamp head at version %d: the test checks nothing", runs, c.tsVersion)
+		}
+		c.ObserveIdentifier(3, []byte(ident)) // the user rule's index
+		if v := c.Check(rec(200)); !v.Reasons.Has(ReasonEcho) {
+			t.Fatalf("after %s arrived: %s", ident, verdictString(v))
+		}
+	}
+}
+
+// TestHexAtMatchesHexLower: the word-at-a-time test of pseudonyms agrees
+// with hexLower on every one-byte change of hex strings.
+func TestHexAtMatchesHexLower(t *testing.T) {
+	base := []byte("0123456789abcdef0123456789abcdef01234")
+	for n := 0; n <= len(base); n++ {
+		for i := 0; i < n; i++ {
+			for c := 0; c < 256; c++ {
+				b := append([]byte(nil), base[:n]...)
+				b[i] = byte(c)
+				padded := append(b, make([]byte, 8)...) // hexAt reads within out only
+				if got, want := hexAt(padded, 0, n), hexLower(b); got != want {
+					t.Fatalf("%q: hexAt %v, hexLower %v", b, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestQuadAtMatchesParseIPv4: the shapes' one-pass reading of a quoted
+// dotted quad agrees with parseIPv4 on random strings of digits, dots and
+// a few other bytes, closed by a quote or not.
+func TestQuadAtMatchesParseIPv4(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const alphabet = "0123456789...0125x\"-"
+	valid := 0
+	for range 500000 {
+		var b [quadRoom]byte
+		b[0] = '"'
+		n := 0
+		if rng.IntN(2) == 0 { // four fields of one to three digits, maybe changed below
+			for f := range 4 {
+				if f > 0 {
+					n++
+					b[n] = '.'
+				}
+				for range 1 + rng.IntN(3) {
+					if n < 15 {
+						n++
+						b[n] = "0123456789"[rng.IntN(10)]
+					}
+				}
+			}
+			if rng.IntN(3) == 0 {
+				b[1+rng.IntN(n)] = alphabet[rng.IntN(len(alphabet))]
+			}
+		} else {
+			n = 1 + rng.IntN(16)
+			for i := 1; i <= n && i < quadRoom; i++ {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+		}
+		if n+1 < quadRoom && rng.IntN(8) > 0 {
+			b[n+1] = '"'
+		}
+		want := -1
+		for j := 1; j < quadRoom; j++ {
+			if b[j] == '"' {
+				if _, ok := parseIPv4(b[1:j]); ok {
+					want = j + 1
+				}
+				break
+			}
+		}
+		a, got := quadAt(&b)
+		if (got > 0) != (want > 0) || (got > 0 && got != want) {
+			t.Fatalf("%q: quadAt %d, parseIPv4 %d", b[:], got, want)
+		}
+		if got > 0 {
+			valid++
+			if w, _ := parseIPv4(b[1 : got-1]); w != a {
+				t.Fatalf("%q: quadAt %x, parseIPv4 %x", b[:], a, w)
+			}
+		}
+	}
+	if valid < 1000 {
+		t.Fatalf("only %d valid quads: the test checks little", valid)
+	}
+}
+
+// TestTimestampForm: a string that the learnt layout of a timestamp
+// accepts is a timestamp (isTimestamp) between quotes, for every one-byte
+// change of a few timestamps and layouts.
+func TestTimestampForm(t *testing.T) {
+	for _, ts := range []string{"2026-11-01T05:34:06.813Z", "2026-11-01 05:34:06", "2026-11-01t05:34:06.123+01:00", "2026-11-01T05:34:06-07:00"} {
+		q := `"` + ts + `"`
+		var f [4]template
+		for k := range len(q) {
+			f[k/8].set(k%8, q[k])
+		}
+		accepted := 0
+		for i := range q {
+			for c := range 256 {
+				b := append([]byte(q), make([]byte, 32)...)
+				b[i] = byte(c)
+				if f[0].match(load64(b, 0)) && f[1].match(load64(b, 8)) && f[2].match(load64(b, 16)) && f[3].match(load64(b, 24)) {
+					accepted++
+					if b[0] != '"' || b[len(q)-1] != '"' || !isTimestamp(b[1:len(q)-1]) {
+						t.Fatalf("%q: the layout of %q accepts it, isTimestamp does not", b[:len(q)], ts)
+					}
+				}
+			}
+		}
+		digits := 0
+		for _, c := range []byte(ts) {
+			if isDigit(c) {
+				digits++
+			}
+		}
+		if accepted < 10*digits { // every digit of every place, at least
+			t.Fatalf("%s: only %d accepted", ts, accepted)
+		}
+	}
+}
