@@ -113,6 +113,18 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	}
 	shape := a.shapes[n.id]
 	for ord := 0; ; ord++ {
+		// A run of kept members of the shape, each a plain string or a
+		// short integer followed by a comma, is written as its input
+		// bytes: `"key":value` is what the member writes (keys of the
+		// shape are plain, so child.member is `,` and the input's key).
+		if ord < len(shape) && shape[ord].op == opKeep {
+			if q, o := keepRun(d, p, shape, ord); q != p {
+				l := len(dst)
+				dst = append(dst, d[p-1:q-1]...)
+				dst[l] = ','
+				p, ord = q, o
+			}
+		}
 		// The key: `"key":` as the shape remembers it at this position
 		// (two masked word compares; the pad bytes never match a key's),
 		// or, after whitespace or a change of shape, read and looked up.
@@ -261,6 +273,50 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 		dst = append(dst, '}')
 	}
 	return dst, p, true
+}
+
+// keepRun reads the members at d[p] while they are kept members of the
+// shape from position ord on (the key matches, opKeep), each value a plain
+// string or an integer without a leading zero, and each followed directly
+// by a comma. It returns the offset after the last such comma and the
+// shape position after its member; p and ord when there is none. These are
+// the values the member loop would validate and copy byte for byte, so the
+// run's bytes are its output. d is padded (fastApply): the scans stop at
+// the pad's zero bytes.
+func keepRun(d []byte, p int, shape []expect, ord int) (int, int) {
+	for ; ord < len(shape); ord++ {
+		e := &shape[ord]
+		if e.op != opKeep || load64(d, p)&e.m0 != e.w0 || load64(d, p+8)&e.m1 != e.w1 {
+			break
+		}
+		i := p + e.n
+		switch c := d[i]; {
+		case c == '"':
+			i++
+			for {
+				if t := jsonscan.StopMask(load64(d, i)); t != 0 {
+					i += bits.TrailingZeros64(t) >> 3
+					break
+				}
+				i += 8
+			}
+			if d[i] != '"' {
+				return p, ord
+			}
+			i++
+		case c-'1' < 9:
+			i += jsonscan.DigitRun(load64(d, i)) // a '.', 'e' or ninth digit is not the comma
+		case c == '0':
+			i++
+		default:
+			return p, ord
+		}
+		if d[i] != ',' {
+			return p, ord
+		}
+		p = i + 1
+	}
+	return p, ord
 }
 
 // The subtree memo. Telemetry repeats whole objects, not only values: the
