@@ -117,16 +117,54 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	}
 	shape := a.shapes[n.id]
 	for ord := 0; ; ord++ {
-		// A run of kept members of the shape, each a plain string or a
-		// short integer followed by a comma, is written as its input
-		// bytes: `"key":value` is what the member writes (keys of the
-		// shape are plain, so child.member is `,` and the input's key).
+		// A run of kept members of the shape (the key matches, opKeep),
+		// each value a plain string or an integer without a leading zero
+		// and each followed directly by a comma, is validated here and
+		// written as its input bytes with one copy: these are values the
+		// code below would copy byte for byte, and keys of the shape are
+		// plain, so `,"key":value` is what each member writes. In the
+		// loop, not a function: the call costs more than a short run
+		// (the pad's zero bytes end the scans, as below).
 		if ord < len(shape) && shape[ord].op == opKeep {
-			if q, o := keepRun(d, p, shape, ord); q != p {
+			q := p
+		run:
+			for o := ord; o < len(shape); o++ {
+				e := &shape[o]
+				if e.op != opKeep || load64(d, q)&e.m0 != e.w0 || load64(d, q+8)&e.m1 != e.w1 {
+					break
+				}
+				i := q + e.n
+				switch c := d[i]; {
+				case c == '"':
+					i++
+					for {
+						if t := jsonscan.StopMask(load64(d, i)); t != 0 {
+							i += bits.TrailingZeros64(t) >> 3
+							break
+						}
+						i += 8
+					}
+					if d[i] != '"' {
+						break run
+					}
+					i++
+				case c-'1' < 9:
+					i += jsonscan.DigitRun(load64(d, i)) // a '.', 'e' or ninth digit is not the comma
+				case c == '0':
+					i++
+				default:
+					break run
+				}
+				if d[i] != ',' {
+					break
+				}
+				q, ord = i+1, o+1
+			}
+			if q != p {
 				l := len(dst)
 				dst = append(dst, d[p-1:q-1]...)
 				dst[l] = ','
-				p, ord = q, o
+				p = q
 			}
 		}
 		// The key: `"key":` as the shape remembers it at this position
@@ -277,50 +315,6 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	}
 	dst[mark] = '{'
 	return append(dst, '}'), p, true
-}
-
-// keepRun reads the members at d[p] while they are kept members of the
-// shape from position ord on (the key matches, opKeep), each value a plain
-// string or an integer without a leading zero, and each followed directly
-// by a comma. It returns the offset after the last such comma and the
-// shape position after its member; p and ord when there is none. These are
-// the values the member loop would validate and copy byte for byte, so the
-// run's bytes are its output. d is padded (fastApply): the scans stop at
-// the pad's zero bytes.
-func keepRun(d []byte, p int, shape []expect, ord int) (int, int) {
-	for ; ord < len(shape); ord++ {
-		e := &shape[ord]
-		if e.op != opKeep || load64(d, p)&e.m0 != e.w0 || load64(d, p+8)&e.m1 != e.w1 {
-			break
-		}
-		i := p + e.n
-		switch c := d[i]; {
-		case c == '"':
-			i++
-			for {
-				if t := jsonscan.StopMask(load64(d, i)); t != 0 {
-					i += bits.TrailingZeros64(t) >> 3
-					break
-				}
-				i += 8
-			}
-			if d[i] != '"' {
-				return p, ord
-			}
-			i++
-		case c-'1' < 9:
-			i += jsonscan.DigitRun(load64(d, i)) // a '.', 'e' or ninth digit is not the comma
-		case c == '0':
-			i++
-		default:
-			return p, ord
-		}
-		if d[i] != ',' {
-			return p, ord
-		}
-		p = i + 1
-	}
-	return p, ord
 }
 
 // The subtree memo. Telemetry repeats whole objects, not only values: the
