@@ -188,6 +188,14 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 		// keep, validated) or a number; whitespace, other values and
 		// other ops go on below with end -1.
 		c, end := d[p], -1
+		if op == opObject && c == '{' {
+			// The usual object member, straight to its call.
+			var ok bool
+			if dst, p, ok = a.fastMember(dst, d, p, child, depth+1); !ok {
+				return dst, p, false
+			}
+			goto next
+		}
 		if op <= opAct {
 			if c == '"' {
 				i := p + 1
@@ -290,6 +298,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 				return dst, p, false
 			}
 		}
+	next:
 		// After the value: a comma (whitespace after it is left to the
 		// key's slow branch), or the end.
 		c = d[p]
