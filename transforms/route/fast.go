@@ -189,9 +189,15 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 		// other ops go on below with end -1.
 		c, end := d[p], -1
 		if op == opObject && c == '{' {
-			// The usual object member, straight to its call.
+			// The usual object member, straight to its call (to the walk
+			// for a node whose memo is given up).
 			var ok bool
-			if dst, p, ok = a.fastMember(dst, d, p, child, depth+1); !ok {
+			if m := a.memo[child.id]; m != nil && m.off {
+				dst, p, ok = a.fastObject(dst, d, p, child, depth+1)
+			} else {
+				dst, p, ok = a.fastMember(dst, d, p, child, depth+1)
+			}
+			if !ok {
 				return dst, p, false
 			}
 			goto next
