@@ -41,6 +41,12 @@ type Checker struct {
 	memoLong     [memoLongSlots]memoEntry
 	memoLongText [memoLongSlots * memoLongMax]byte
 
+	// tsHead is the date and hour of a timestamp whose echo test of them
+	// was negative at filter version tsVersion (echoTimestamp).
+	tsHead    [13]byte
+	tsLen     int
+	tsVersion uint64
+
 	// shapes are the record shapes this Checker has vetted in full (see
 	// shape.go); rec records a full pass so that it can become one.
 	shapes    [maxShapes]shape
@@ -730,8 +736,25 @@ func (c *Checker) ObserveIdentifier(rule int, val []byte) {
 	c.remember(val, idents[rule])
 }
 
-// refreshEvery bounds how many identifiers ObserveIdentifier remembers
-// between two reads of the clock (the Bloom filter's generation).
+// Generation is the Bloom filter generation this Checker puts raw
+// identifiers into, plus one (route.GenerationObserver): a value it was
+// told in it stays in the filter (current or previous generation) until
+// the generation moves on, so the route's memos need not tell it again
+// until then. The route calls it once per record; it reads the clock as
+// often as ObserveIdentifier does.
+func (c *Checker) Generation() uint64 {
+	if c.g.echo == nil {
+		return 1 // nothing is remembered: nothing needs telling again
+	}
+	if c.sinceRefresh++; c.sinceRefresh >= refreshEvery || c.gens == nil {
+		c.refresh()
+	}
+	return c.gens.seq + 1
+}
+
+// refreshEvery bounds how many identifiers (and records, Generation) the
+// Checker takes between two reads of the clock (the Bloom filter's
+// generation).
 const refreshEvery = 64
 
 // refresh reads the clock and moves to the filter's current generation.

@@ -179,8 +179,17 @@ func (c *Checker) echoTimestamp(s []byte) bool {
 	if s[10] == ' ' {
 		a = 10 // the date alone
 	}
-	if c.lookupPlain(gens, s[:a]) || c.skeletonEchoes(gens, s[:a], a-2) {
-		return true
+	// The date and hour are the same for an hour of records: a negative
+	// test of them is remembered with the filter's version (c.version, read
+	// at the start of a check; 0 outside one, and then nothing is kept).
+	if head := s[:a]; c.version == 0 || c.tsVersion != c.version || string(c.tsHead[:c.tsLen]) != string(head) {
+		if c.lookupPlain(gens, head) || c.skeletonEchoes(gens, head, a-2) {
+			return true
+		}
+		if c.version != 0 {
+			c.tsLen = copy(c.tsHead[:], head)
+			c.tsVersion = c.version
+		}
 	}
 	cEnd, nSep, frac := len(s), 0, 19 // C is s[17:cEnd]; the fraction's digits are s[20:frac]
 	if len(s) > 19 && s[19] == '.' {

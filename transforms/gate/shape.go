@@ -51,24 +51,192 @@ const (
 // literal, so only its version is kept.
 type shapeEvent struct {
 	lit     uint32
+	litLen  uint32 // the literal's length
 	nameLen uint32 // evName: the name is the last nameLen bytes of the literal
 	kind    eventKind
-	pure    bool   // the remembered value's checks depended on its bytes alone
-	valLen  uint8  // bytes of the remembered value; 0: none
-	misses  uint8  // values in a row that were not the remembered one
-	version uint64 // the filter's version when the value (or name) passed; 0: not yet
-	node    *gnode // evLeafString
-	path    string // the path findings would report
+	op      valueOp // what matches does with the value inline
+	// The literal's first 32 bytes as words, zero past its end: a literal
+	// of up to 32 bytes is compared by masked word loads.
+	lw      [4]uint64
+	recent  *recentVals // values of up to 16 bytes that passed here
+	tsLen   int         // opTime: the timestamp's length
+	run     int16       // the run that starts here (shape.runs), -1: none
+	pure    bool        // the remembered value's checks depended on its bytes alone
+	valLen  uint8       // bytes of the remembered value; 0: none
+	misses  uint8       // values in a row that were not the remembered one
+	version uint64      // the filter's version when the value (or name) passed; 0: not yet
+	node    *gnode      // evLeafString
+	path    string      // the path findings would report
 }
 
 // maxVal is the longest value an event remembers.
 const maxVal = 64
 
+// recentVals are the last values of up to 16 bytes that passed at one
+// place, direct-mapped by their first eight bytes (with what follows a
+// shorter value in the record: another value there only costs a miss).
+// They are what the remembered value is for longer ones, for a few
+// distinct values at once (a process name, a disposition).
+type recentVals [recentSlots]struct {
+	w0, w1  uint64 // the value's bytes, zero past n
+	version uint64 // as shapeEvent.version
+	n       uint8  // its length; 0: empty
+	pure    bool
+}
+
+const recentSlots = 8
+
+func recentSlot(w0 uint64) uint64 { return (w0 * 0x9E3779B97F4A7C15) >> (64 - 3) }
+
+// valueOp is what matches does inline with an event's value before
+// shapeValue: the common values need no call.
+type valueOp uint8
+
+const (
+	opValue  valueOp = iota // shapeValue
+	opNumber                // a short integer
+	opHex                   // a hex pseudonym of plain bytes
+	opIP                    // a dotted quad at an IP leaf
+	opTime                  // a timestamp tested as text, of the learnt length
+)
+
+// masks[n] are the masks of the first n bytes of four words (n <= 32).
+var masks = func() (m [33][4]uint64) {
+	for n := range uint(33) {
+		for w := range uint(4) {
+			switch {
+			case n >= 8*(w+1):
+				m[n][w] = ^uint64(0)
+			case n > 8*w:
+				m[n][w] = 1<<(8*(n-8*w)) - 1
+			}
+		}
+	}
+	return m
+}()
+
+// words returns the first 32 bytes of b as four little-endian words, zero
+// past its end.
+func words(b []byte) (w [4]uint64) {
+	var buf [32]byte
+	copy(buf[:], b)
+	for i := range w {
+		w[i] = binary.LittleEndian.Uint64(buf[8*i:])
+	}
+	return w
+}
+
+// load64 reads the eight bytes at d[i]; one unsigned compare guards it.
+func load64(d []byte, i int) uint64 {
+	if uint(i) > uint(len(d)-8) || len(d) < 8 {
+		panic("gate: load64 out of range")
+	}
+	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(d)), i))[:])
+}
+
 type shape struct {
 	text   []byte
 	events []shapeEvent
 	vals   []byte // maxVal bytes per event
+	runs   []run
 	used   uint64 // when last matched, for eviction
+}
+
+// Runs. Most values of a record take few distinct values (an event's class
+// and type, its product, a port, a disposition): a run is a sequence of two
+// or more such values in a row, and its table remembers recent byte strings
+// of the whole sequence, literals between the values included, that passed
+// their checks. The same bytes at the run's start in a record that has
+// matched the shape up to there parse the same way into the same values
+// (the stored string ends after the run's last value, and the loop then
+// compares the literal after it, which ends a number there as it did), so
+// they pass again: at once when every check in the run depends on the
+// bytes alone (numbers), and otherwise while the filter's version is the
+// one they passed at. Values that are new in most records (pseudonyms, IP
+// addresses, timestamps) are not put into runs: they would only make the
+// strings miss.
+type run struct {
+	last   int  // its last event
+	pure   bool // its checks depend on its bytes alone
+	window int  // how many bytes at its start index the table: 8 to 64, a multiple of 8
+	t      *runTable
+}
+
+const (
+	runBits     = 6
+	runEntries  = 1 << runBits // per run, direct-mapped
+	maxRunBytes = 192          // longest string remembered
+)
+
+type runTable struct {
+	e    [runEntries]runEntry
+	text [runEntries * maxRunBytes]byte
+}
+
+type runEntry struct {
+	h       uint64 // the hash of the window at its start; n == 0: empty
+	version uint64 // the filter's version when it passed
+	n       int    // its length
+}
+
+// runHash indexes a run's table by the window bytes at out[pos:] (a
+// multiple of 8, within out). A window as long as the run's usual
+// length, rather than a fixed one, lets runs that start with the same
+// bytes (a constant class number) spread over the table; bytes past the
+// run's end in the window only cost hits, never correctness: a hit
+// compares the whole stored string.
+func runHash(out []byte, pos, window int) uint64 {
+	h := uint64(window)
+	for k := 0; k < window; k += 8 {
+		h = (h ^ load64(out, pos+k)) * 0x9E3779B97F4A7C15
+		h ^= h >> 29
+	}
+	return h
+}
+
+// storeRun remembers b, which passed as run r's values, hashed as h.
+func (c *Checker) storeRun(r *run, h uint64, b []byte) {
+	if len(b) > maxRunBytes {
+		return
+	}
+	if r.t == nil {
+		r.t = new(runTable)
+	}
+	slot := h >> (64 - runBits)
+	e := &r.t.e[slot]
+	e.h, e.version, e.n = h, c.version, len(b)
+	copy(r.t.text[slot*maxRunBytes:], b)
+}
+
+// findRuns marks the runs of sh's events, whose values were out[start:end]
+// of the record the shape was learnt from.
+func (sh *shape) findRuns(out []byte, rec []recEvent) {
+	sh.runs = sh.runs[:0]
+	volatile := func(i int) bool {
+		e := &sh.events[i]
+		switch {
+		case e.kind == evName || e.kind == evKNumber:
+			return true
+		case e.kind == evLeafString && e.node.leaf.identifier():
+			return true
+		}
+		return e.op == opTime
+	}
+	for i := 0; i < len(sh.events); {
+		j := i
+		for j < len(sh.events) && !volatile(j) {
+			j++
+		}
+		if j-i >= 2 && len(sh.runs) < 1<<15 {
+			r := run{last: j - 1, pure: true, window: min(max((rec[j-1].end-rec[i].start)&^7, 8), 64)}
+			for k := i; k < j; k++ {
+				r.pure = r.pure && (sh.events[k].kind == evFreeNumber || sh.events[k].kind == evTimeNumber)
+			}
+			sh.events[i].run = int16(len(sh.runs))
+			sh.runs = append(sh.runs, r)
+		}
+		i = j + 1
+	}
 }
 
 // recorder notes, during a full pass, where each value was and what was
@@ -125,11 +293,31 @@ func (c *Checker) learn(out []byte) {
 			sh.events = sh.events[:0]
 			return // not in order: no shape (cannot happen with a sound recorder)
 		}
-		sh.text = append(sh.text, out[prev:e.start]...)
-		sh.events = append(sh.events, shapeEvent{lit: uint32(len(sh.text)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path})
+		lit := out[prev:e.start]
+		sh.text = append(sh.text, lit...)
+		ev := shapeEvent{lit: uint32(len(sh.text)), litLen: uint32(len(lit)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path}
+		ev.lw, ev.run = words(lit), -1
+		switch e.kind {
+		case evFreeNumber, evTimeNumber:
+			ev.op = opNumber
+		case evLeafString:
+			if l := e.node.leaf; l.kind == kindIPTruncate || l.kind == kindIPPrefix {
+				ev.op = opIP
+			} else if l.hexPlain {
+				ev.op = opHex
+			}
+		}
+		// A timestamp where text is tested (free text, time and label
+		// leaves) is most often new: opTime tests it without the memo.
+		text := e.kind == evFreeString || (e.kind == evLeafString && !e.node.leaf.identifier())
+		if text && e.end-e.start >= 2 && isTimestamp(out[e.start+1:e.end-1]) {
+			ev.op, ev.tsLen = opTime, e.end-e.start-2
+		}
+		sh.events = append(sh.events, ev)
 		prev = e.end
 	}
 	sh.text = append(sh.text, out[prev:]...)
+	sh.findRuns(out, c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
 		sh.vals = make([]byte, n)
 	} else {
@@ -161,74 +349,119 @@ func (c *Checker) fast(out []byte, distinct int64) bool {
 }
 
 func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
-	pos, prev := 0, 0
+	pos := 0
 	text, evs := sh.text, sh.events
-	// The loop does what most values need inline (literals, short
-	// numbers, hex pseudonyms); value does the rest.
-	for i := range evs {
+	// The loop does what most values need inline (literals and remembered
+	// values of up to 16 bytes as two masked word loads, short numbers,
+	// hex pseudonyms, dotted quads); shapeValue does the rest. Word loads
+	// need 16 bytes left in the record; nearer its end the loop compares
+	// slices.
+	pend, pendStart, pendHash := -1, 0, uint64(0) // the run being checked value by value
+	for i := 0; i < len(evs); i++ {
+		if pend >= 0 && sh.runs[pend].last == i-1 {
+			c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
+			pend = -1
+		}
 		e := &evs[i]
-		end := int(e.lit)
-		if end < prev || end > len(text) {
-			return false // cannot happen: lit only grows
-		}
-		lit := text[prev:end]
-		prev = end
-		// equal, with its common case inline: up to 16 bytes are the
-		// first and the last eight.
-		n := len(lit)
-		if len(out)-pos < n {
-			return false
-		}
-		if o := out[pos : pos+n]; n >= 8 {
-			if binary.LittleEndian.Uint64(o) != binary.LittleEndian.Uint64(lit) ||
-				binary.LittleEndian.Uint64(o[n-8:]) != binary.LittleEndian.Uint64(lit[n-8:]) ||
-				(n > 16 && !equal(o[8:n-8], lit[8:n-8])) {
+		n := int(e.litLen)
+		if n <= 16 && pos <= len(out)-16 {
+			m := &masks[n]
+			if load64(out, pos)&m[0] != e.lw[0] || load64(out, pos+8)&m[1] != e.lw[1] {
 				return false
 			}
-		} else if string(o) != string(lit) {
+		} else if n <= 32 && pos <= len(out)-32 {
+			m := &masks[n]
+			if load64(out, pos) != e.lw[0] || load64(out, pos+8) != e.lw[1] ||
+				load64(out, pos+16)&m[2] != e.lw[2] || load64(out, pos+24)&m[3] != e.lw[3] {
+				return false
+			}
+		} else if lit := e.lit; int(lit) > len(text) || n > int(lit) || len(out)-pos < n || !equal(out[pos:pos+n], text[int(lit)-n:lit]) {
 			return false
 		}
 		pos += n
-		switch e.kind {
-		case evFreeNumber, evTimeNumber:
-			q := pos
-			for q < len(out) && out[q]-'0' <= 9 {
-				q++
-			}
-			if q-pos >= 13 || q == pos || (q-pos > 1 && out[pos] == '0') || (q < len(out) && numberMore[out[q]]) {
-				break // the scanner's way, and the card check
-			}
-			pos = q
-			continue
-		case evLeafString:
-			if l := e.node.leaf; l.kind == kindIPTruncate || l.kind == kindIPPrefix {
-				// A dotted quad: digits and dots end at the closing quote,
-				// so the scanner and ipLeafOK agree with this.
-				j := pos + 1
-				for j < len(out) && j-pos <= 16 && (out[j]-'0' <= 9 || out[j] == '.') {
-					j++
+		if e.run >= 0 && pos <= len(out)-sh.runs[e.run].window {
+			r := &sh.runs[e.run]
+			h := runHash(out, pos, r.window)
+			if t := r.t; t != nil {
+				slot := h >> (64 - runBits)
+				re := &t.e[slot]
+				if re.h == h && re.n > 0 && (r.pure || re.version == c.version) && re.n <= len(out)-pos &&
+					string(out[pos:pos+re.n]) == string(t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) {
+					pos += re.n
+					i = r.last
+					continue
 				}
-				if pos < len(out) && out[pos] == '"' && j < len(out) && out[j] == '"' {
-					if a, ok := parseIPv4(out[pos+1 : j]); ok && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
-						pos = j + 1
-						continue
-					}
+			}
+			pend, pendStart, pendHash = int(e.run), pos, h
+		}
+		// A value that passed here recently (strings only).
+		if rv := e.recent; rv != nil && pos <= len(out)-16 {
+			w0 := load64(out, pos)
+			v := &rv[recentSlot(w0)]
+			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && load64(out, pos+8)&masks[n][1] == v.w1 && (v.pure || v.version == c.version) {
+				pos += n
+				continue
+			}
+		}
+		switch e.op {
+		case opNumber:
+			// An integer of up to 7 digits without a leading zero, then a
+			// byte no number holds: where the scanner ends it, and far
+			// from a card number's 13 digits.
+			if pos <= len(out)-8 {
+				if k := jsonscan.DigitRun(load64(out, pos)); k > 0 && k < 8 && (k == 1 || out[pos] != '0') && !numberMore[out[pos+k]] {
+					pos += k
+					continue
 				}
-			} else if l.hexPlain {
-				// A hex pseudonym: its bytes are all plain, so where the
-				// scanner would end the string and whether the leaf
-				// accepts it are one test. New every time: not remembered.
-				n := 1 + len(l.prefix) + l.chars
-				if pos+n < len(out) && out[pos] == '"' && out[pos+n] == '"' &&
-					(len(l.prefix) == 0 || string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix) && hexLower(out[pos+1+len(l.prefix):pos+n]) {
-					pos += n + 1
+			}
+		case opHex:
+			// A hex pseudonym: its bytes are all plain, so where the
+			// scanner would end the string and whether the leaf accepts
+			// it are one test. New every time: not remembered.
+			l := e.node.leaf
+			if n := 1 + len(l.prefix) + l.chars; pos+n < len(out) && out[pos] == '"' && out[pos+n] == '"' &&
+				(len(l.prefix) == 0 || string(out[pos+1:pos+1+len(l.prefix)]) == l.prefix) && hexAt(out, pos+1+len(l.prefix), pos+n) {
+				pos += n + 1
+				continue
+			}
+		case opTime:
+			// isTimestamp's bytes are plain (digits, '-', ':', '.', 'T',
+			// 'Z', '+', ' '), so the string ends at the quote after them;
+			// and a timestamp holds no pattern (text): the echo test is
+			// all it needs.
+			if n := e.tsLen; pos+n+1 < len(out) && out[pos] == '"' && out[pos+n+1] == '"' && isTimestamp(out[pos+1:pos+1+n]) {
+				if c.g.echo != nil && c.echoTimestamp(out[pos+1:pos+1+n]) {
+					c.fail(ReasonEcho, e.path)
+					return false
+				}
+				pos += n + 2
+				continue
+			}
+		case opIP:
+			// A dotted quad: digits and dots end at the closing quote, so
+			// the scanner and ipLeafOK agree with this.
+			l := e.node.leaf
+			j := pos + 1
+			for j < len(out) && j-pos <= 16 && (out[j]-'0' <= 9 || out[j] == '.') {
+				j++
+			}
+			if pos < len(out) && out[pos] == '"' && j < len(out) && out[j] == '"' {
+				if a, ok := parseIPv4(out[pos+1 : j]); ok && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
+					pos = j + 1
 					continue
 				}
 			}
 		}
-		if pos = c.shapeValue(sh, i, lit, out, pos); pos < 0 {
+		if pos = c.shapeValue(sh, i, out, pos); pos < 0 {
 			return false
 		}
+	}
+	if pend >= 0 {
+		c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
+	}
+	prev := 0
+	if len(evs) > 0 {
+		prev = int(evs[len(evs)-1].lit)
 	}
 	tail := text[prev:]
 	if len(out)-pos != len(tail) || string(out[pos:]) != string(tail) {
@@ -238,19 +471,31 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	return c.reasons == 0
 }
 
+// hexAt reports whether out[i:j] is lower-case hex: eight bytes at a time,
+// hexLower8's test with one branch at the end.
+func hexAt(out []byte, i, j int) bool {
+	var bad uint64
+	for ; i+8 <= j; i += 8 {
+		x := load64(out, i)
+		digit := (x + lsb*(0x80-'0')) &^ (x + lsb*(0x80-'9'-1))
+		letter := (x + lsb*(0x80-'a')) &^ (x + lsb*(0x80-'f'-1))
+		bad |= x | ^(digit | letter)
+	}
+	return bad&msb == 0 && hexLower(out[i:j])
+}
+
 // numberMore marks the bytes that can continue a JSON number after its
 // integer digits.
 var numberMore = [256]bool{'.': true, 'e': true, 'E': true}
 
-// shapeValue checks the value of event i at out[pos:] (lit is the literal
-// before it) and returns where it ends, or -1 when the record does not
-// fit the shape or fails a check.
-func (c *Checker) shapeValue(sh *shape, i int, lit, out []byte, pos int) int {
+// shapeValue checks the value of event i at out[pos:] and returns where
+// it ends, or -1 when the record does not fit the shape or fails a check.
+func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 	e := &sh.events[i]
 	switch e.kind {
 	case evName:
 		if e.version != c.version || e.version == 0 {
-			c.text(lit[len(lit)-int(e.nameLen):], e.path, true)
+			c.text(sh.text[e.lit-e.nameLen:e.lit], e.path, true)
 			if c.reasons != 0 {
 				return -1
 			}
@@ -274,9 +519,10 @@ func (c *Checker) shapeValue(sh *shape, i int, lit, out []byte, pos int) int {
 		return end
 	}
 	// A value that is not often the remembered one is not compared with
-	// it (nor remembered), but for one record in 64.
+	// it (nor remembered), but for one record in 64. (Values of up to 16
+	// bytes are matches' recentVals.)
 	try := e.misses < 4 || c.tick&63 == 0
-	if n := int(e.valLen); try && n > 0 && (e.pure || e.version == c.version) && len(out)-pos >= n &&
+	if n := int(e.valLen); try && n > 16 && (e.pure || e.version == c.version) && len(out)-pos >= n &&
 		equal(out[pos:pos+n], sh.vals[i*maxVal:i*maxVal+n]) {
 		e.misses = 0
 		return pos + n // the value that passed here last time
@@ -299,7 +545,15 @@ func (c *Checker) shapeValue(sh *shape, i int, lit, out []byte, pos int) int {
 	if c.reasons != 0 {
 		return -1
 	}
-	if n := end - pos; try && n <= maxVal {
+	switch n := end - pos; {
+	case n <= 16 && pos <= len(out)-16:
+		if e.recent == nil {
+			e.recent = new(recentVals)
+		}
+		w := words(out[pos:end])
+		v := &e.recent[recentSlot(load64(out, pos))]
+		v.w0, v.w1, v.n, v.version, v.pure = w[0], w[1], uint8(n), c.version, pure
+	case n > 16 && try && n <= maxVal:
 		copy(sh.vals[i*maxVal:], out[pos:end])
 		e.valLen, e.version, e.pure = uint8(n), c.version, pure
 		e.misses = min(e.misses+1, 255)

@@ -552,3 +552,77 @@ func TestShapeIPLeaves(t *testing.T) {
 		}
 	}
 }
+
+// TestRunsAndTimestampsSeeNewIdentifiers: values the Checker remembers as
+// runs (a product, a port and a disposition in a row) and the date and
+// hour of timestamps are tested again once the filter has learnt a new
+// raw identifier, so one that matches them is caught on the next record.
+func TestRunsAndTimestampsSeeNewIdentifiers(t *testing.T) {
+	t.Setenv("GATE_TEST_KEY", strings.Repeat("7e", 32))
+	cfg, err := config.Parse([]byte(`
+vendors:
+  v:
+    purpose: p
+    categories: [threat_telemetry]
+    keys: [{env: GATE_TEST_KEY}]
+    fields:
+      - {path: time, action: keep}
+      - {path: class, action: keep}
+      - {path: product, action: keep}
+      - {path: user, action: pseudonymize}
+      - {path: port, action: keep}
+      - {path: disposition, action: keep}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ident := range []string{"Sentinel", "allowed", "2026-11-01T05"} {
+		g, err := New("v", cfg.Vendors["v"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := g.NewChecker()
+		rec := func(k int) []byte {
+			return []byte(fmt.Sprintf(`{"time":"2026-11-01T05:%02d:%02d.%03dZ","class":1007,"product":"Sentinel EDR","user":"%032x","port":%d,"disposition":"Allowed"}`,
+				k/60%60, k%60, k%1000, k, 443+k%2))
+		}
+		for k := range 200 {
+			if v := c.Check(rec(k)); !v.Pass() {
+				t.Fatalf("before %s: %s", ident, verdictString(v))
+			}
+		}
+		runs := 0
+		for _, sh := range c.shapes {
+			for _, r := range sh.runs {
+				if r.t != nil {
+					runs++
+				}
+			}
+		}
+		if runs != 2 || c.tsVersion == 0 {
+			t.Fatalf("%d runs remembered, timestamp head at version %d: the test checks nothing", runs, c.tsVersion)
+		}
+		c.ObserveIdentifier(3, []byte(ident)) // the user rule's index
+		if v := c.Check(rec(200)); !v.Reasons.Has(ReasonEcho) {
+			t.Fatalf("after %s arrived: %s", ident, verdictString(v))
+		}
+	}
+}
+
+// TestHexAtMatchesHexLower: the word-at-a-time test of pseudonyms agrees
+// with hexLower on every one-byte change of hex strings.
+func TestHexAtMatchesHexLower(t *testing.T) {
+	base := []byte("0123456789abcdef0123456789abcdef01234")
+	for n := 0; n <= len(base); n++ {
+		for i := 0; i < n; i++ {
+			for c := 0; c < 256; c++ {
+				b := append([]byte(nil), base[:n]...)
+				b[i] = byte(c)
+				padded := append(b, make([]byte, 8)...) // hexAt reads within out only
+				if got, want := hexAt(padded, 0, n), hexLower(b); got != want {
+					t.Fatalf("%q: hexAt %v, hexLower %v", b, got, want)
+				}
+			}
+		}
+	}
+}

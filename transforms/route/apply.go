@@ -52,6 +52,17 @@ type Observer interface {
 	ObserveIdentifier(rule int, val []byte)
 }
 
+// A GenerationObserver remembers what it is told for a while, by
+// generation: a value told while Generation returned g is still known
+// while it returns g. The Applier then keeps its memos on (fast.go) and
+// tells a repeated object's or value's identifiers once per generation
+// instead of once per record. The Applier calls Generation once per
+// record, so an observer can read its clock there. It never returns 0.
+type GenerationObserver interface {
+	Observer
+	Generation() uint64
+}
+
 // Applier applies a Route. It owns the per-worker state: keyed hashers,
 // the pseudonym cache, the subtree memo (fast.go) and scratch buffers. Not
 // safe for concurrent use; src is not retained after Apply returns (the
@@ -64,6 +75,8 @@ type Applier struct {
 	cache   *pseudonym.Cache
 	epoch   int
 	obs     Observer
+	gobs    GenerationObserver // obs, when it is one
+	memos   bool               // the subtree and leaf memos are on (fast.go)
 	unesc   []byte
 	norm    []byte
 	shapes  [][]expect // per node id: the keys its objects had last time
@@ -75,6 +88,8 @@ type Applier struct {
 	queue    bool
 	obsQueue []pending
 	obsBuf   []byte
+	gen      uint64       // gobs's generation at this record's start
+	stamps   []*uint64    // memo entries whose identifiers this record tells gobs
 	pad      []byte       // the record and pad zero bytes
 	memo     []*memoTable // per node id: recent objects and their outputs
 	leaves   []*leafTable // per node id: recent short values and their outputs
@@ -148,7 +163,7 @@ func (a *Applier) learn(n *node, ord, q, end int, d []byte, child *node) []expec
 
 // NewApplier returns an Applier with its own cache and hashers.
 func (r *Route) NewApplier() *Applier {
-	return &Applier{
+	a := &Applier{
 		r:       r,
 		hashers: make([]*pseudonym.Hasher, r.ring.Len()),
 		cache:   pseudonym.NewCache(r.cacheEntries),
@@ -158,10 +173,19 @@ func (r *Route) NewApplier() *Applier {
 		unesc:   make([]byte, 0, 256),
 		norm:    make([]byte, 0, 256),
 	}
+	a.memos = a.cache != nil
+	return a
 }
 
 // SetObserver makes the Applier report raw identifiers to o (nil: none).
-func (a *Applier) SetObserver(o Observer) { a.obs = o }
+// The memos start empty: what they hold was never told to o.
+func (a *Applier) SetObserver(o Observer) {
+	a.obs = o
+	a.gobs, _ = o.(GenerationObserver)
+	a.memos = a.cache != nil && (o == nil || a.gobs != nil)
+	clear(a.memo)
+	clear(a.leaves)
+}
 
 // Cache exposes the pseudonym cache's counters (nil when disabled).
 func (a *Applier) Cache() *pseudonym.Cache { return a.cache }

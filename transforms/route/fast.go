@@ -26,6 +26,13 @@ import (
 // (they are queued meanwhile), and the Stats and cache counters are reset
 // (pseudonyms it computed stay cached: they are right, only the hit rate
 // of such a record reads a little high).
+//
+// The memos (below) replay the output of a repeated object or value. Under
+// an Observer they are on only when it is a GenerationObserver: an entry
+// keeps the identifiers it read and the generation in which the observer
+// was last told them, and a replay in another generation tells them again.
+// The generation is stamped on the entry only once the record succeeds
+// and its queued identifiers have been told.
 
 // pad is how many zero bytes follow the record in the fast path's copy.
 const pad = 32
@@ -51,7 +58,10 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 		hits, misses = a.cache.Hits, a.cache.Misses
 	}
 	a.queue = true
-	a.obsQueue, a.obsBuf = a.obsQueue[:0], a.obsBuf[:0]
+	a.obsQueue, a.obsBuf, a.stamps = a.obsQueue[:0], a.obsBuf[:0], a.stamps[:0]
+	if a.gobs != nil {
+		a.gen = a.gobs.Generation()
+	}
 	start := len(dst)
 	// The record followed by pad zero bytes: every read of up to 32 bytes
 	// at an offset up to len(src) stays inside d, so the loop needs no
@@ -77,6 +87,9 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 	}
 	for _, o := range a.obsQueue {
 		a.obs.ObserveIdentifier(o.rule, a.obsBuf[o.off:o.end])
+	}
+	for _, g := range a.stamps {
+		*g = a.gen
 	}
 	return dst, true
 }
@@ -278,7 +291,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 			dst = appendMember(dst, child)
 			vi, val := p+1, d[p+1:end-1]
 			p = end
-			if l := child.leaf; (l.kind == kindPseudonym || l.kind == kindIPTruncate) && a.obs == nil && a.cache != nil {
+			if l := child.leaf; (l.kind == kindPseudonym || l.kind == kindIPTruncate) && a.memos {
 				var ok bool
 				if dst, ok = a.cachedLeaf(dst, child, d, vi, end-1); !ok {
 					return dst, p, false
@@ -341,10 +354,12 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 // say, and a node always sits at the same depth), and its output depends
 // on nothing else but the key epoch, which the entry records. Used only
 // with the pseudonym cache on (it is a cache of pseudonyms too: with the
-// cache off every value is hashed, as the floor comparison expects) and
-// without an Observer, which must see every record's values. Bounded:
-// memoEntries*(memoMaxIn+memoMaxOut) bytes per node with rules for members
-// at most, allocated for nodes whose objects are met.
+// cache off every value is hashed, as the floor comparison expects), and
+// under an Observer only when it is a GenerationObserver: the entry keeps
+// the raw identifiers the object held, to tell them again in a new
+// generation. Bounded: memoEntries*(memoMaxIn+memoMaxOut) bytes per node
+// with rules for members at most (plus the identifiers, fewer bytes than
+// the object's), allocated for nodes whose objects are met.
 const (
 	memoEntries = 1024 // per node, direct-mapped
 	memoMaxIn   = 256  // longest object remembered
@@ -365,14 +380,17 @@ type memoEntry struct {
 	dropped  uint64 // members it dropped
 	lookups  uint64 // pseudonym cache lookups it made (counted as hits on replay)
 	occupied bool
+	ids      []pending // the identifiers it told the Observer, values in idBuf
+	idBuf    []byte
+	gen      uint64 // the generation in which they were last told; 0: never
 }
 
 // fastMember writes the member for the object at d[p] (node child, at the
 // given depth) through the memo or fastObject.
 func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
 	m := a.memo[child.id]
-	if m == nil || m.off || a.obs != nil {
-		if m != nil || a.obs != nil || a.cache == nil {
+	if m == nil || m.off || !a.memos {
+		if m != nil || !a.memos {
 			return a.fastObjectMember(dst, d, p, child, depth)
 		}
 		m = new(memoTable)
@@ -387,6 +405,12 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]by
 		m.hits++
 		a.Stats.DroppedFields += e.dropped
 		a.cache.Hits += e.lookups
+		if a.gobs != nil && e.gen != a.gen {
+			for _, o := range e.ids {
+				a.observe(o.rule, e.idBuf[o.off:o.end])
+			}
+			a.stamps = append(a.stamps, &e.gen)
+		}
 		return append(dst, e.out...), p + len(e.in), true
 	}
 	if m.tries == memoTrial && m.hits < m.tries/4 {
@@ -395,6 +419,7 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]by
 	start, member := p, len(dst)
 	dropped := a.Stats.DroppedFields
 	lookups := a.cache.Hits + a.cache.Misses
+	told := len(a.obsQueue)
 	dst, p, ok := a.fastObjectMember(dst, d, p, child, depth)
 	if !ok {
 		return dst, p, false
@@ -405,6 +430,15 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]by
 		e.out = append(e.out[:0], dst[member:]...)
 		e.dropped = a.Stats.DroppedFields - dropped
 		e.lookups = a.cache.Hits + a.cache.Misses - lookups
+		e.ids, e.idBuf, e.gen = e.ids[:0], e.idBuf[:0], 0
+		if a.gobs != nil {
+			for _, o := range a.obsQueue[told:] {
+				off := len(e.idBuf)
+				e.idBuf = append(e.idBuf, a.obsBuf[o.off:o.end]...)
+				e.ids = append(e.ids, pending{o.rule, off, len(e.idBuf)})
+			}
+			a.stamps = append(a.stamps, &e.gen)
+		}
 	}
 	return dst, p, true
 }
@@ -487,7 +521,9 @@ func flatStringEnd(d []byte, i int) int {
 // compare) replays the output for a few instructions. Its outputs are the
 // cache's (it is filled from what the cache gave or stored), a replay is
 // counted as the cache hit the lookup would have been, and it is used
-// under the subtree memo's conditions: the cache on, no Observer.
+// under the subtree memo's conditions: the cache on, and no Observer or a
+// GenerationObserver, told the value once per generation (the entry's
+// words are the value).
 const (
 	leafEntries = 1024 // per node, direct-mapped (64 KiB)
 	leafMaxOut  = 36   // longest output remembered (a 128-bit hex pseudonym, quoted): an entry is 64 bytes
@@ -497,20 +533,24 @@ type leafTable [leafEntries]leafEntry
 
 type leafEntry struct {
 	w0, w1 uint64 // the value's bytes, zero past its length
-	n      int32  // its length; 0: empty entry (an empty value is not remembered)
-	epoch  int32
-	on     int32
+	gen    uint64 // the generation in which the Observer was last told it; 0: never
+	n      uint8  // its length; 0: empty entry (an empty value is not remembered)
+	on     uint8
+	epoch  uint16
 	out    [leafMaxOut]byte
 }
 
-// cachedLeaf writes child's action (a pseudonym or ip_truncate, the cache
-// on, no Observer) for the string body d[i:j] of the padded record d; ok
-// is false on the action's error (the general path reports it).
+// cachedLeaf writes child's action (a pseudonym or ip_truncate, the memos
+// on) for the string body d[i:j] of the padded record d; ok is false on
+// the action's error (the general path reports it).
 func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byte, bool) {
 	l := child.leaf
 	val := d[i:j]
 	n := len(val)
 	if n == 0 || n > 16 {
+		if a.obs != nil {
+			a.observe(l.rule, val)
+		}
 		return a.cachedAct(dst, l, val)
 	}
 	t := a.leaves[child.id]
@@ -525,13 +565,23 @@ func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byt
 	e := &t[((w0*0x9E3779B97F4A7C15^w1*0xC2B2AE3D27D4EB4F)+uint64(n))>>(64-10)]
 	if e.w0 == w0 && e.w1 == w1 && int(e.n) == n && int(e.epoch) == a.epoch {
 		a.cache.Hits++
+		if a.gobs != nil && e.gen != a.gen {
+			a.observe(l.rule, val)
+			a.stamps = append(a.stamps, &e.gen)
+		}
 		return append(dst, e.out[:e.on]...), true
+	}
+	if a.obs != nil {
+		a.observe(l.rule, val)
 	}
 	start := len(dst)
 	dst, ok := a.cachedAct(dst, l, val)
-	if ok && len(dst)-start <= leafMaxOut && a.epoch == int(int32(a.epoch)) {
-		e.w0, e.w1, e.n, e.epoch = w0, w1, int32(n), int32(a.epoch)
-		e.on = int32(copy(e.out[:], dst[start:]))
+	if ok && len(dst)-start <= leafMaxOut && a.epoch == int(uint16(a.epoch)) {
+		e.w0, e.w1, e.n, e.epoch, e.gen = w0, w1, uint8(n), uint16(a.epoch), 0
+		e.on = uint8(copy(e.out[:], dst[start:]))
+		if a.gobs != nil {
+			a.stamps = append(a.stamps, &e.gen)
+		}
 	}
 	return dst, ok
 }

@@ -14,6 +14,38 @@ func (r *recorder) ObserveIdentifier(rule int, val []byte) {
 	r.seen = append(r.seen, fmt.Sprintf("%d=%q", rule, val))
 }
 
+// genObserver is a GenerationObserver whose generation the test sets; it
+// remembers what it was told in each.
+type genObserver struct {
+	gen  uint64
+	told map[uint64]map[string]bool
+	n    int // calls
+}
+
+func (g *genObserver) Generation() uint64 { return g.gen }
+
+func (g *genObserver) ObserveIdentifier(rule int, val []byte) {
+	if g.told == nil {
+		g.told = map[uint64]map[string]bool{}
+	}
+	if g.told[g.gen] == nil {
+		g.told[g.gen] = map[string]bool{}
+	}
+	g.told[g.gen][fmt.Sprintf("%d=%q", rule, val)] = true
+	g.n++
+}
+
+// knows reports whether every identifier in seen was told in the current
+// generation.
+func (g *genObserver) knows(seen []string) bool {
+	for _, s := range seen {
+		if !g.told[g.gen][s] {
+			return false
+		}
+	}
+	return true
+}
+
 const fastRules = "" +
 	"      - {path: a.b, action: pseudonymize}\n" +
 	"      - {path: a.c.d, action: keep}\n" +
@@ -63,6 +95,24 @@ func FuzzFastPathMatchesGeneral(f *testing.F) {
 		fast.SetObserver(&fo)
 		slow.SetObserver(&so)
 		memo := r.NewApplier() // no Observer: the subtree memo is on
+		gens := r.NewApplier() // a GenerationObserver: the memos are on too
+		var gobs genObserver
+		gens.SetObserver(&gobs)
+		for i, in := range [][]byte{x, y, x, y, x, y} {
+			gobs.gen = uint64(1 + i/2) // x and y, then x and y again in the next generation
+			before := len(so.seen)
+			got, gotErr := gens.Apply([]byte("prefix"), in)
+			want, wantErr := slow.Apply([]byte("prefix"), in)
+			if string(got) != string(want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+				t.Fatalf("%q: under a GenerationObserver %q %v, general %q %v", in, got, gotErr, want, wantErr)
+			}
+			if gotErr == nil && !gobs.knows(so.seen[before:]) {
+				t.Fatalf("%q: generation %d was not told all of %v: %v", in, gobs.gen, so.seen[before:], gobs.told[gobs.gen])
+			}
+		}
+		slow, so = r.NewApplier(), recorder{}
+		slow.general = true
+		slow.SetObserver(&so)
 		for _, in := range [][]byte{x, y, x, y} {
 			got, gotErr := fast.Apply([]byte("prefix"), in)
 			want, wantErr := slow.Apply([]byte("prefix"), in)
@@ -109,6 +159,46 @@ func FuzzFlatObjectEnd(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestGenerationObserverToldOncePerGeneration: under a GenerationObserver
+// the memos stay on, a repeated object's identifiers are told once per
+// generation (not once per record), and every identifier of a record that
+// succeeds has been told in the generation it was applied in, also after a
+// record that failed half-way through a memo replay.
+func TestGenerationObserverToldOncePerGeneration(t *testing.T) {
+	r := compile(t, fastRules)
+	a, ref := r.NewApplier(), r.NewApplier()
+	var gobs genObserver
+	var want recorder
+	a.SetObserver(&gobs)
+	ref.SetObserver(&want)
+	idents := 0
+	for i := range 600 {
+		gobs.gen = uint64(1 + i/150)
+		in := fmt.Sprintf(`{"a":{"b":"user%d","c":{"d":1}},"src":"10.0.%d.1","u":%d}`, i%7, i%5, i)
+		if i%50 == 49 {
+			in = in[:len(in)-3] + `,"src":"not an address"}` // fails after the memo's replay
+		}
+		before := len(want.seen)
+		_, refErr := ref.Apply(nil, []byte(in))
+		_, err := a.Apply(nil, []byte(in))
+		if (err == nil) != (refErr == nil) {
+			t.Fatalf("%s: %v, want %v", in, err, refErr)
+		}
+		if err != nil {
+			continue
+		}
+		idents += len(want.seen) - before
+		if !gobs.knows(want.seen[before:]) {
+			t.Fatalf("record %d, generation %d: not told all of %v", i, gobs.gen, want.seen[before:])
+		}
+	}
+	// 4 generations of 7 users and 5 addresses: about 4*(7+5) tellings
+	// (and those of failed records), not one per identifier.
+	if gobs.n > idents/4 {
+		t.Fatalf("told %d times for %d identifiers: the memos are not replaying", gobs.n, idents)
+	}
 }
 
 // TestFastPathTakesTheUsualRecord guards the speed of the benchmark's
