@@ -206,6 +206,17 @@ func (c *Checker) echoTimestamp(s []byte) bool {
 		}
 	}
 	cTok := s[17:cEnd]
+	// Every lookup below starts with its string's signature (length,
+	// first and last byte, folded): while none of the four is set in
+	// either generation, none can find anything. C starts with a digit
+	// of the seconds and ends with one or a 'Z', so its skeleton has the
+	// same first and last bytes.
+	first, last := plainFold[cTok[0]], plainFold[cTok[len(cTok)-1]]
+	if !sigSet(gens, len(cTok), first, last) && !sigSet(gens, len(cTok)-nSep, first, last) &&
+		(frac <= 20 || cEnd <= 20 || !sigSet(gens, cEnd-20, plainFold[s[20]], plainFold[s[cEnd-1]])) &&
+		!sigSet(gens, len(s), plainFold[s[0]], plainFold[s[len(s)-1]]) {
+		return false
+	}
 	if tokenOK(cTok) && c.lookupPlain(gens, cTok) {
 		return true
 	}

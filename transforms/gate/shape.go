@@ -472,16 +472,25 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 }
 
 // hexAt reports whether out[i:j] is lower-case hex: eight bytes at a time,
-// hexLower8's test with one branch at the end.
+// hexLower8's test with one branch at the end; the usual 32 digits
+// unrolled.
 func hexAt(out []byte, i, j int) bool {
+	if j-i == 32 {
+		return (nonHex(load64(out, i))|nonHex(load64(out, i+8))|nonHex(load64(out, i+16))|nonHex(load64(out, i+24)))&msb == 0
+	}
 	var bad uint64
 	for ; i+8 <= j; i += 8 {
-		x := load64(out, i)
-		digit := (x + lsb*(0x80-'0')) &^ (x + lsb*(0x80-'9'-1))
-		letter := (x + lsb*(0x80-'a')) &^ (x + lsb*(0x80-'f'-1))
-		bad |= x | ^(digit | letter)
+		bad |= nonHex(load64(out, i))
 	}
 	return bad&msb == 0 && hexLower(out[i:j])
+}
+
+// nonHex has the top bit of each byte of x set that is not 0-9 or a-f
+// (hexLower8's test, without its branch).
+func nonHex(x uint64) uint64 {
+	digit := (x + lsb*(0x80-'0')) &^ (x + lsb*(0x80-'9'-1))
+	letter := (x + lsb*(0x80-'a')) &^ (x + lsb*(0x80-'f'-1))
+	return x | ^(digit | letter)
 }
 
 // numberMore marks the bytes that can continue a JSON number after its
