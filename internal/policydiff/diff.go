@@ -527,6 +527,20 @@ func (d *differ) kanon(name string, o, n *config.KAnon) {
 	if o.MaxDelay != n.MaxDelay {
 		add("max_delay", o.MaxDelay.String(), n.MaxDelay.String(), false, "")
 	}
+	// Without the repartition topic each replica counts k over its own
+	// partitions: a class can be released piecewise, by several replicas.
+	if o.RepartitionTopic != n.RepartitionTopic {
+		gone := n.RepartitionTopic == ""
+		add("repartition_topic", o.RepartitionTopic, n.RepartitionTopic, gone, ifs(gone, "k counted per replica: a class may be released piecewise"))
+	}
+	if level := func(l *int) string {
+		if l == nil {
+			return ""
+		}
+		return strconv.Itoa(*l)
+	}; level(o.PartitionLevel) != level(n.PartitionLevel) {
+		add("partition_level", level(o.PartitionLevel), level(n.PartitionLevel), false, "")
+	}
 	switch {
 	case o.LDiversity != nil && n.LDiversity == nil:
 		add("l_diversity", fmt.Sprintf("l=%d on %s", o.LDiversity.L, o.LDiversity.Field), "", true, "l-diversity removed")

@@ -72,6 +72,7 @@ func TestDiff(t *testing.T) {
 	cases := []struct {
 		name  string
 		edits []edit
+		from  []edit // the old config, when not the base
 		// material and other list the changed keys (relative to
 		// vendors.acme when they start with "."), in any order.
 		material, other []string
@@ -140,6 +141,12 @@ func TestDiff(t *testing.T) {
 		{name: "k-anonymity removed", edits: []edit{
 			{base[strings.Index(base, "    k_anonymity:"):strings.Index(base, "    gate:")], ""},
 		}, material: []string{".k_anonymity"}},
+		{name: "repartition topic added", edits: []edit{
+			{"entity: user.name\n", "entity: user.name\n      repartition_topic: deident.repartition.v\n      partition_level: 1\n"},
+		}, other: []string{".k_anonymity.repartition_topic", ".k_anonymity.partition_level"}},
+		{name: "repartition topic removed", from: []edit{
+			{"entity: user.name\n", "entity: user.name\n      repartition_topic: deident.repartition.v\n"},
+		}, material: []string{".k_anonymity.repartition_topic"}},
 		{name: "quasi-identifier removed", edits: []edit{
 			{"        - {path: role}\n", ""},
 		}, material: []string{".k_anonymity.quasi_identifiers[role]"}},
@@ -187,6 +194,13 @@ func TestDiff(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			oldCfg := oldCfg
+			if tc.from != nil {
+				var err error
+				if oldCfg, err = config.Parse([]byte(apply(t, base, tc.from)), dir); err != nil {
+					t.Fatalf("old config: %v", err)
+				}
+			}
 			newCfg, err := config.Parse([]byte(apply(t, base, tc.edits)), dir)
 			if err != nil {
 				t.Fatalf("new config: %v", err)

@@ -12,9 +12,10 @@ import (
 )
 
 // Checker checks records for one worker. It owns scratch buffers and
-// caches (about 290 KiB in all): fingerprints of raw values it has recently
-// put into the Bloom filter, a memo of the verdicts on short strings, and
-// the shapes of records it has vetted in full (shape.go); the filter,
+// caches (about 290 KiB in all, and 12 KiB per run of a shape, shape.go):
+// fingerprints of raw values it has recently put into the Bloom filter, a
+// memo of the verdicts on short strings, and the shapes of records it has
+// vetted in full, with their runs and recent values (shape.go); the filter,
 // counters and fail-closed tracker are the Gate's. Not safe for concurrent
 // use; no input or output slice is retained after a call (the memo and the
 // shapes keep copies).

@@ -165,6 +165,16 @@ func newTemplate(layout string) (t template) {
 // bytes equal, and every digit byte, xor '0', at most 9 (its high nibble
 // zero, and adding 0x76 leaves its top bit clear, without a carry since
 // it is at most 0x0f).
+// set makes byte i of t a digit when c is one, and c itself otherwise.
+func (t *template) set(i int, c byte) {
+	if isDigit(c) {
+		t.digits |= 0xff << (8 * i)
+		return
+	}
+	t.fixed |= 0xff << (8 * i)
+	t.want |= uint64(c) << (8 * i)
+}
+
 func (t template) match(x uint64) bool {
 	if x&t.fixed != t.want {
 		return false

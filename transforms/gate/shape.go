@@ -58,15 +58,16 @@ type shapeEvent struct {
 	// The literal's first 32 bytes as words, zero past its end: a literal
 	// of up to 32 bytes is compared by masked word loads.
 	lw      [4]uint64
-	recent  *recentVals // values of up to 16 bytes that passed here
-	tsLen   int         // opTime: the timestamp's length
-	run     int16       // the run that starts here (shape.runs), -1: none
-	pure    bool        // the remembered value's checks depended on its bytes alone
-	valLen  uint8       // bytes of the remembered value; 0: none
-	misses  uint8       // values in a row that were not the remembered one
-	version uint64      // the filter's version when the value (or name) passed; 0: not yet
-	node    *gnode      // evLeafString
-	path    string      // the path findings would report
+	recent  *recentVals  // values of up to 16 bytes that passed here
+	tsLen   int          // opTime: the timestamp's length
+	tsForm  *[4]template // opTime: the learnt timestamp's layout, quotes included, when it fits 32 bytes
+	run     int16        // the run that starts here (shape.runs), -1: none
+	pure    bool         // the remembered value's checks depended on its bytes alone
+	valLen  uint8        // bytes of the remembered value; 0: none
+	misses  uint8        // values in a row that were not the remembered one
+	version uint64       // the filter's version when the value (or name) passed; 0: not yet
+	node    *gnode       // evLeafString
+	path    string       // the path findings would report
 }
 
 // maxVal is the longest value an event remembers.
@@ -312,6 +313,14 @@ func (c *Checker) learn(out []byte) {
 		text := e.kind == evFreeString || (e.kind == evLeafString && !e.node.leaf.identifier())
 		if text && e.end-e.start >= 2 && isTimestamp(out[e.start+1:e.end-1]) {
 			ev.op, ev.tsLen = opTime, e.end-e.start-2
+			if q := out[e.start:e.end]; len(q) <= 32 {
+				ev.tsForm = new([4]template)
+				for w := range ev.tsForm {
+					for k := 8 * w; k < 8*w+8 && k < len(q); k++ {
+						ev.tsForm[w].set(k-8*w, q[k])
+					}
+				}
+			}
 		}
 		sh.events = append(sh.events, ev)
 		prev = e.end
@@ -428,7 +437,18 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// isTimestamp's bytes are plain (digits, '-', ':', '.', 'T',
 			// 'Z', '+', ' '), so the string ends at the quote after them;
 			// and a timestamp holds no pattern (text): the echo test is
-			// all it needs.
+			// all it needs. isTimestamp reads the layout only (which
+			// bytes are digits, and the others), so a string of the
+			// learnt timestamp's layout is one: four word tests.
+			if f, n := e.tsForm, e.tsLen; f != nil && pos <= len(out)-32 &&
+				f[0].match(load64(out, pos)) && f[1].match(load64(out, pos+8)) && f[2].match(load64(out, pos+16)) && f[3].match(load64(out, pos+24)) {
+				if c.g.echo != nil && c.echoTimestamp(out[pos+1:pos+1+n]) {
+					c.fail(ReasonEcho, e.path)
+					return false
+				}
+				pos += n + 2
+				continue
+			}
 			if n := e.tsLen; pos+n+1 < len(out) && out[pos] == '"' && out[pos+n+1] == '"' && isTimestamp(out[pos+1:pos+1+n]) {
 				if c.g.echo != nil && c.echoTimestamp(out[pos+1:pos+1+n]) {
 					c.fail(ReasonEcho, e.path)
@@ -441,13 +461,9 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// A dotted quad: digits and dots end at the closing quote, so
 			// the scanner and ipLeafOK agree with this.
 			l := e.node.leaf
-			j := pos + 1
-			for j < len(out) && j-pos <= 16 && (out[j]-'0' <= 9 || out[j] == '.') {
-				j++
-			}
-			if pos < len(out) && out[pos] == '"' && j < len(out) && out[j] == '"' {
-				if a, ok := parseIPv4(out[pos+1 : j]); ok && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
-					pos = j + 1
+			if pos <= len(out)-quadRoom {
+				if a, n := quadAt((*[quadRoom]byte)(out[pos:])); n > 0 && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
+					pos += n
 					continue
 				}
 			}
@@ -469,6 +485,48 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	}
 	c.checkK(distinct)
 	return c.reasons == 0
+}
+
+// quadRoom is what quadAt reads: a quoted dotted quad of up to 15 bytes.
+const quadRoom = 17
+
+// quadAt reads a quoted dotted quad at b[0] as parseIPv4 reads one (four
+// decimal fields up to 255, no leading zeros) and returns it and its
+// length with the quotes; n is 0 for anything else (ipLeafOK decides).
+// Digits and dots end at the closing quote, so the scanner ends the
+// string where this does.
+func quadAt(b *[quadRoom]byte) (addr uint32, n int) {
+	if b[0] != '"' {
+		return 0, 0
+	}
+	i := 1
+	for f := range 4 {
+		if f > 0 {
+			if b[i] != '.' {
+				return 0, 0
+			}
+			i++
+		}
+		v := uint32(b[i] - '0')
+		if v > 9 {
+			return 0, 0
+		}
+		i++
+		if v != 0 { // a field that starts with 0 is 0
+			for k := 0; k < 2 && b[i]-'0' <= 9; k++ {
+				v = v*10 + uint32(b[i]-'0')
+				i++
+			}
+		}
+		if v > 255 {
+			return 0, 0
+		}
+		addr = addr<<8 | v
+	}
+	if b[i] != '"' {
+		return 0, 0
+	}
+	return addr, i + 1
 }
 
 // hexAt reports whether out[i:j] is lower-case hex: eight bytes at a time,

@@ -626,3 +626,99 @@ func TestHexAtMatchesHexLower(t *testing.T) {
 		}
 	}
 }
+
+// TestQuadAtMatchesParseIPv4: the shapes' one-pass reading of a quoted
+// dotted quad agrees with parseIPv4 on random strings of digits, dots and
+// a few other bytes, closed by a quote or not.
+func TestQuadAtMatchesParseIPv4(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const alphabet = "0123456789...0125x\"-"
+	valid := 0
+	for range 500000 {
+		var b [quadRoom]byte
+		b[0] = '"'
+		n := 0
+		if rng.IntN(2) == 0 { // four fields of one to three digits, maybe changed below
+			for f := range 4 {
+				if f > 0 {
+					n++
+					b[n] = '.'
+				}
+				for range 1 + rng.IntN(3) {
+					if n < 15 {
+						n++
+						b[n] = "0123456789"[rng.IntN(10)]
+					}
+				}
+			}
+			if rng.IntN(3) == 0 {
+				b[1+rng.IntN(n)] = alphabet[rng.IntN(len(alphabet))]
+			}
+		} else {
+			n = 1 + rng.IntN(16)
+			for i := 1; i <= n && i < quadRoom; i++ {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+		}
+		if n+1 < quadRoom && rng.IntN(8) > 0 {
+			b[n+1] = '"'
+		}
+		want := -1
+		for j := 1; j < quadRoom; j++ {
+			if b[j] == '"' {
+				if _, ok := parseIPv4(b[1:j]); ok {
+					want = j + 1
+				}
+				break
+			}
+		}
+		a, got := quadAt(&b)
+		if (got > 0) != (want > 0) || (got > 0 && got != want) {
+			t.Fatalf("%q: quadAt %d, parseIPv4 %d", b[:], got, want)
+		}
+		if got > 0 {
+			valid++
+			if w, _ := parseIPv4(b[1 : got-1]); w != a {
+				t.Fatalf("%q: quadAt %x, parseIPv4 %x", b[:], a, w)
+			}
+		}
+	}
+	if valid < 1000 {
+		t.Fatalf("only %d valid quads: the test checks little", valid)
+	}
+}
+
+// TestTimestampForm: a string that the learnt layout of a timestamp
+// accepts is a timestamp (isTimestamp) between quotes, for every one-byte
+// change of a few timestamps and layouts.
+func TestTimestampForm(t *testing.T) {
+	for _, ts := range []string{"2026-11-01T05:34:06.813Z", "2026-11-01 05:34:06", "2026-11-01t05:34:06.123+01:00", "2026-11-01T05:34:06-07:00"} {
+		q := `"` + ts + `"`
+		var f [4]template
+		for k := range len(q) {
+			f[k/8].set(k%8, q[k])
+		}
+		accepted := 0
+		for i := range q {
+			for c := range 256 {
+				b := append([]byte(q), make([]byte, 32)...)
+				b[i] = byte(c)
+				if f[0].match(load64(b, 0)) && f[1].match(load64(b, 8)) && f[2].match(load64(b, 16)) && f[3].match(load64(b, 24)) {
+					accepted++
+					if b[0] != '"' || b[len(q)-1] != '"' || !isTimestamp(b[1:len(q)-1]) {
+						t.Fatalf("%q: the layout of %q accepts it, isTimestamp does not", b[:len(q)], ts)
+					}
+				}
+			}
+		}
+		digits := 0
+		for _, c := range []byte(ts) {
+			if isDigit(c) {
+				digits++
+			}
+		}
+		if accepted < 10*digits { // every digit of every place, at least
+			t.Fatalf("%s: only %d accepted", ts, accepted)
+		}
+	}
+}
