@@ -385,12 +385,13 @@ func StopMask(x uint64) uint64 {
 }
 
 // DigitRun returns how many of the eight bytes of x (little-endian) are
-// ASCII digits before the first that is not; 8 when all are. A byte is a
-// digit when its high nibble is 3 and adding 6 keeps it so; no byte below
-// the first non-digit carries into the next, so the lowest flag is exact.
+// ASCII digits before the first that is not; 8 when all are. A byte b is
+// flagged when b-'0' wraps (below '0'), when b+0x46 reaches 0x80 (above
+// '9') or when its own top bit is set; a digit neither borrows nor carries
+// (b-'0' is 0 to 9, b+0x46 0x76 to 0x7f), so nothing crosses into the
+// first non-digit and its flag, the lowest, is exact.
 func DigitRun(x uint64) int {
-	nd := (x&(lsb*0xF0) ^ lsb*0x30) | ((x+lsb*0x06)&(lsb*0xF0) ^ lsb*0x30)
-	return bits.TrailingZeros64(((nd&(lsb*0x7F)+lsb*0x7F)|nd)&msb) >> 3
+	return bits.TrailingZeros64(((x-lsb*'0')|(x+lsb*0x46)|x)&msb) >> 3
 }
 
 // PlainRun returns the offset of the first byte at or after i that ends a

@@ -154,16 +154,21 @@ func TestPlainRunMatchesByteLoop(t *testing.T) {
 // TestDigitRunMatchesByteLoop checks the SWAR digit count against a byte
 // loop for every byte value at every position of a word of digits.
 func TestDigitRunMatchesByteLoop(t *testing.T) {
+	// Any byte at any position, and any second byte after it (what follows
+	// the first non-digit must not change the count).
 	for c := 0; c < 256; c++ {
 		for at := 0; at < 8; at++ {
-			d := []byte("12345678")
-			d[at] = byte(c)
-			want := 0
-			for want < 8 && d[want] >= '0' && d[want] <= '9' {
-				want++
-			}
-			if got := DigitRun(binary.LittleEndian.Uint64(d)); got != want {
-				t.Fatalf("byte %#x at %d: got %d, want %d", c, at, got, want)
+			for c2 := 0; c2 < 256; c2++ {
+				d := []byte("12345678")
+				d[at] = byte(c)
+				d[7-(7-at)/2] = byte(c2)
+				want := 0
+				for want < 8 && d[want] >= '0' && d[want] <= '9' {
+					want++
+				}
+				if got := DigitRun(binary.LittleEndian.Uint64(d)); got != want {
+					t.Fatalf("%q: got %d, want %d", d, got, want)
+				}
 			}
 		}
 	}

@@ -105,13 +105,15 @@ const (
 	opGeneral               // inside arrays: the general path
 )
 
-// fastObject writes the members of the object at d[p] ('{') that n names
-// and returns the offset after it; ok is false when the general path must
-// decide. d is the record followed by pad zero bytes (fastApply), and p
-// never passes the record's end: a zero byte fails every test here that
-// would move past it. depth counts the open containers, this one included.
-// Members are written as `,"name":value`; when anything was written, the
-// first comma becomes the object's '{'.
+// fastObject writes n's member for the object at d[p] ('{'), with the
+// members of the object that n names, and returns the offset after it; ok
+// is false when the general path must decide. Nothing is written for an
+// object that exports no member, and for the record itself (the root has
+// no member) only its members. d is the record followed by pad zero bytes
+// (fastApply), and p never passes the record's end: a zero byte fails
+// every test here that would move past it. depth counts the open
+// containers, this one included. Members are written as `,"name":value`;
+// when anything was written, the first comma becomes the object's '{'.
 //
 // The usual member (a key of the learned shape, a number or a plain string)
 // goes through the loop without a call: see jsonscan.StopMask.
@@ -119,13 +121,65 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 	if depth > jsonscan.MaxDepth {
 		return dst, p, false
 	}
+	start := len(dst)
+	dst = appendMember(dst, n) // here, not in the caller: one call less per object
 	mark := len(dst)
 	p++
 	if d[p] == '}' {
-		return dst, p + 1, true
+		return dst[:start], p + 1, true
 	}
 	shape := a.shapes[n.id]
 	for ord := 0; ; ord++ {
+		// A run of kept members of the shape (the key matches, opKeep),
+		// each value a plain string or an integer without a leading zero
+		// and each followed directly by a comma, is validated here and
+		// written as its input bytes with one copy: these are values the
+		// code below would copy byte for byte, and keys of the shape are
+		// plain, so `,"key":value` is what each member writes. In the
+		// loop, not a function: the call costs more than a short run
+		// (the pad's zero bytes end the scans, as below).
+		if ord < len(shape) && shape[ord].op == opKeep {
+			q := p
+		run:
+			for o := ord; o < len(shape); o++ {
+				e := &shape[o]
+				if e.op != opKeep || load64(d, q)&e.m0 != e.w0 || load64(d, q+8)&e.m1 != e.w1 {
+					break
+				}
+				i := q + e.n
+				switch c := d[i]; {
+				case c == '"':
+					i++
+					for {
+						if t := jsonscan.StopMask(load64(d, i)); t != 0 {
+							i += bits.TrailingZeros64(t) >> 3
+							break
+						}
+						i += 8
+					}
+					if d[i] != '"' {
+						break run
+					}
+					i++
+				case c-'1' < 9:
+					i += jsonscan.DigitRun(load64(d, i)) // a '.', 'e' or ninth digit is not the comma
+				case c == '0':
+					i++
+				default:
+					break run
+				}
+				if d[i] != ',' {
+					break
+				}
+				q, ord = i+1, o+1
+			}
+			if q != p {
+				l := len(dst)
+				dst = append(dst, d[p-1:q-1]...)
+				dst[l] = ','
+				p = q
+			}
+		}
 		// The key: `"key":` as the shape remembers it at this position
 		// (two masked word compares; the pad bytes never match a key's),
 		// or, after whitespace or a change of shape, read and looked up.
@@ -147,6 +201,20 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 		// keep, validated) or a number; whitespace, other values and
 		// other ops go on below with end -1.
 		c, end := d[p], -1
+		if op == opObject && c == '{' {
+			// The usual object member, straight to its call (to the walk
+			// for a node whose memo is given up).
+			var ok bool
+			if m := a.memo[child.id]; m != nil && m.off {
+				dst, p, ok = a.fastObject(dst, d, p, child, depth+1)
+			} else {
+				dst, p, ok = a.fastMember(dst, d, p, child, depth+1)
+			}
+			if !ok {
+				return dst, p, false
+			}
+			goto next
+		}
 		if op <= opAct {
 			if c == '"' {
 				i := p + 1
@@ -249,6 +317,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 				return dst, p, false
 			}
 		}
+	next:
 		// After the value: a comma (whitespace after it is left to the
 		// key's slow branch), or the end.
 		c = d[p]
@@ -269,11 +338,11 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 		p++
 		break
 	}
-	if len(dst) > mark {
-		dst[mark] = '{'
-		dst = append(dst, '}')
+	if len(dst) == mark {
+		return dst[:start], p, true
 	}
-	return dst, p, true
+	dst[mark] = '{'
+	return append(dst, '}'), p, true
 }
 
 // The subtree memo. Telemetry repeats whole objects, not only values: the
@@ -378,13 +447,7 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]by
 // at the given depth) through fastObject: nothing when the object wrote
 // no member.
 func (a *Applier) fastObjectMember(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
-	member := len(dst)
-	dst = appendMember(dst, child)
-	dst, p, ok := a.fastObject(dst, d, p, child, depth)
-	if ok && len(dst) == member+len(child.member) {
-		dst = dst[:member]
-	}
-	return dst, p, ok
+	return a.fastObject(dst, d, p, child, depth)
 }
 
 // flatObjectEnd validates the object at d[p] ('{') when it is flat and

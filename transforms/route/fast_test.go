@@ -57,6 +57,7 @@ const fastRules = "" +
 	"      - {path: t, action: generalize, time_bucket: 1h}\n" +
 	"      - {path: n, action: generalize, numeric_bucket: {edges: [1, 10]}}\n" +
 	"      - {path: u, action: keep}\n" +
+	"      - {path: v, action: keep}\n" +
 	"      - {path: a_member_name_longer_than_16, action: keep}\n"
 
 // FuzzFastPathMatchesGeneral checks the fast path against the general one:
@@ -78,6 +79,10 @@ func FuzzFastPathMatchesGeneral(f *testing.F) {
 		{`{"a":{"b":"x"},"a":{"b":"x"}}`, `{"a":{"b":"x"} ,"a":{"b":"x"}}`},
 		{`{"a":{"b":"x"}`, `[{"u":1}]`},
 		{`{"zz":{"p":"C:\\U\\a.0\\T\/x","n":123,"m":"\u0041"},"u":{"k":"v","n":7}}`, `{"zz":{"p":"a\q"},"u":{"k":"v","n":0}}`},
+		{`{"u":"a","v":0,"u":12,"zz":1,"v":"b","u":3}`, `{"u":"a","v":01,"u":12,"zz":1}`},
+		{`{"u":"a","v":1234567,"u":-1,"v":2}`, `{"u":"a","v":12345678,"u":1.5,"v":1e3,"u":"x"}`},
+		{`{"u":"a\"b","v":"","u":true,"v":"\u0041","u":"é","v":0}`, `{"u":"a" ,"v":1,"u":1 ,"v":2}`},
+		{`{"u":"a","v":1,"u":{"k":1},"v":[1]}`, `{"u":"a","v":1,"u":"b",`},
 		{`{"zz":{"p":"a","n":12345678901},"u":{"k":"v\`, `{"zz":{"p":"é"},"u":{"k":"v"} ,"zz":{"p" :1},"zz":{"p":1.5}}`},
 	} {
 		f.Add([]byte(s[0]), []byte(s[1]))
