@@ -50,9 +50,9 @@ func telemetry(tb testing.TB, n int) [][]byte {
 		buf = g.Append(buf[:0])
 		var ev struct {
 			Actor struct {
-				User struct{ Name string } `json:"user"`
+				User    struct{ Name string } `json:"user"`
+				Process struct{ Name string } `json:"process"` // gen puts the process under the actor
 			} `json:"actor"`
-			Process struct{ Name string } `json:"process"`
 			Src     struct{ IP string }   `json:"src_endpoint"`
 			Dst     struct {
 				IP   string
@@ -76,7 +76,10 @@ func telemetry(tb testing.TB, n int) [][]byte {
 		b = append(b, `,"actor":{"user":{"uid":"`...)
 		b = hex.AppendEncode(b, mac.Sum(nil)[:8])
 		b = append(b, `"}},"process":{"name":`...)
-		b = strconv.AppendQuote(b, ev.Process.Name)
+		if ev.Actor.Process.Name == "" {
+			tb.Fatal("a generated event has no process name: the process quasi-identifier would be constant")
+		}
+		b = strconv.AppendQuote(b, ev.Actor.Process.Name)
 		b = append(b, `},"src_endpoint":{"ip":"`...)
 		b = append(b, ev.Src.IP...)
 		b = append(b, `"},"dst_endpoint":{"ip":"`...)
