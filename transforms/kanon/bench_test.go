@@ -53,8 +53,8 @@ func telemetry(tb testing.TB, n int) [][]byte {
 				User    struct{ Name string } `json:"user"`
 				Process struct{ Name string } `json:"process"` // gen puts the process under the actor
 			} `json:"actor"`
-			Src     struct{ IP string }   `json:"src_endpoint"`
-			Dst     struct {
+			Src struct{ IP string } `json:"src_endpoint"`
+			Dst struct {
 				IP   string
 				Port int
 			} `json:"dst_endpoint"`
