@@ -70,22 +70,31 @@ func BenchmarkObserve(b *testing.B) {
 	}
 }
 
+// benchRoute compiles the benchmark route (configs/bench.yaml) with its
+// gate on; bloomCapacity, when not 0, sizes the gate's filter.
+func benchRoute(tb testing.TB, bloomCapacity int) *route.Route {
+	tb.Helper()
+	cfg, err := config.Load(filepath.Join("..", "..", "configs", "bench.yaml"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rc := cfg.Vendors["bench"]
+	on := true
+	rc.Gate.Enabled = &on
+	rc.Gate.BloomCapacity = bloomCapacity
+	r, err := route.Compile("bench", rc, cfg.Dir, cfg.Limits)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
 // BenchmarkApplyGate is apply's per-record work on the benchmark route
 // (configs/bench.yaml, which switches the gate off for the comparison with
 // Benthos): without the gate; with it learning raw identifiers from the
 // Applier (as apply does); and with Observe's own second pass.
 func BenchmarkApplyGate(b *testing.B) {
-	cfg, err := config.Load(filepath.Join("..", "..", "configs", "bench.yaml"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	rc := cfg.Vendors["bench"]
-	on := true
-	rc.Gate.Enabled = &on
-	r, err := route.Compile("bench", rc, cfg.Dir, cfg.Limits)
-	if err != nil {
-		b.Fatal(err)
-	}
+	r := benchRoute(b, 0)
 	gn := gen.New(gen.Options{Seed: 1})
 	recs := make([][]byte, 10000)
 	for i := range recs {

@@ -1,12 +1,9 @@
 package gate
 
 import (
-	"path/filepath"
 	"testing"
 
-	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/internal/gen"
-	"github.com/deident/deident/transforms/route"
 )
 
 // FuzzShapesMatchFullPass: on the benchmark route (whose shapes have runs,
@@ -16,18 +13,7 @@ import (
 // outputs again (remembered now), and for both after the filter learns any
 // raw identifier.
 func FuzzShapesMatchFullPass(f *testing.F) {
-	cfg, err := config.Load(filepath.Join("..", "..", "configs", "bench.yaml"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	rc := cfg.Vendors["bench"]
-	on := true
-	rc.Gate.Enabled = &on
-	rc.Gate.BloomCapacity = 1 << 12 // a filter per input: a small one
-	r, err := route.Compile("bench", rc, cfg.Dir, cfg.Limits)
-	if err != nil {
-		f.Fatal(err)
-	}
+	r := benchRoute(f, 1<<12) // a filter per input: a small one
 	gn := gen.New(gen.Options{Seed: 5, Users: 8})
 	a := r.NewApplier()
 	var ins, outs [][]byte

@@ -1,10 +1,8 @@
 package gate
 
 import (
-	"strings"
 	"testing"
 
-	"github.com/deident/deident/internal/config"
 	"github.com/deident/deident/transforms/route"
 )
 
@@ -13,23 +11,12 @@ var _ route.Observer = (*Checker)(nil)
 // TestObserverMatchesObserve: learning raw identifiers from the route's
 // Applier (one pass) catches the same echoes as Observe's own pass.
 func TestObserverMatchesObserve(t *testing.T) {
-	t.Setenv("GATE_TEST_KEY", strings.Repeat("7e", 32))
-	cfg, err := config.Parse([]byte(`
-vendors:
-  v:
-    purpose: p
-    categories: [threat_telemetry]
-    keys: [{env: GATE_TEST_KEY}]
-    fields:
-      - {path: user.name, action: pseudonymize}
+	cfg := configWithFields(t, `      - {path: user.name, action: pseudonymize}
       - {path: device.hostname, action: pseudonymize}
       - {path: mail, action: email_split}
       - {path: src, action: ip_truncate}
       - {path: note, action: keep}
-`), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	r, err := route.Compile("v", cfg.Vendors["v"], cfg.Dir, cfg.Limits)
 	if err != nil {
 		t.Fatal(err)

@@ -108,20 +108,9 @@ func TestShapesMatchFullPass(t *testing.T) {
 // soon as a raw identifier equal to it (or to one of its tokens) arrives,
 // on this Checker or another one of the route.
 func TestMemoSeesNewIdentifiers(t *testing.T) {
-	t.Setenv("GATE_TEST_KEY", strings.Repeat("7e", 32))
-	cfg, err := config.Parse([]byte(`
-vendors:
-  v:
-    purpose: p
-    categories: [threat_telemetry]
-    keys: [{env: GATE_TEST_KEY}]
-    fields:
-      - {path: user.name, action: pseudonymize}
+	cfg := configWithFields(t, `      - {path: user.name, action: pseudonymize}
       - {path: note, action: keep}
-`), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	g, err := New("v", cfg.Vendors["v"])
 	if err != nil {
 		t.Fatal(err)
@@ -558,24 +547,13 @@ func TestShapeIPLeaves(t *testing.T) {
 // hour of timestamps are tested again once the filter has learnt a new
 // raw identifier, so one that matches them is caught on the next record.
 func TestRunsAndTimestampsSeeNewIdentifiers(t *testing.T) {
-	t.Setenv("GATE_TEST_KEY", strings.Repeat("7e", 32))
-	cfg, err := config.Parse([]byte(`
-vendors:
-  v:
-    purpose: p
-    categories: [threat_telemetry]
-    keys: [{env: GATE_TEST_KEY}]
-    fields:
-      - {path: time, action: keep}
+	cfg := configWithFields(t, `      - {path: time, action: keep}
       - {path: class, action: keep}
       - {path: product, action: keep}
       - {path: user, action: pseudonymize}
       - {path: port, action: keep}
       - {path: disposition, action: keep}
-`), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	for _, ident := range []string{"Sentinel", "allowed", "2026-11-01T05"} {
 		g, err := New("v", cfg.Vendors["v"])
 		if err != nil {

@@ -128,19 +128,23 @@ func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
 	}
 }
 
-func (t *internTable) grow() {
-	old := t.slots
-	t.slots = make([]gslot, max(64, 2*len(old)))
-	mask := uint64(len(t.slots) - 1)
+func (t *internTable) grow() { t.slots = rehash(t.slots, max(64, 2*len(t.slots))) }
+
+// rehash returns a table of n slots (a power of two) holding old's
+// occupied slots, placed by linear probing on their hashes.
+func rehash(old []gslot, n int) []gslot {
+	table := make([]gslot, n)
+	mask := uint64(n - 1)
 	for _, sl := range old {
 		if sl.g != 0 {
 			i := sl.h & mask
-			for t.slots[i].g != 0 {
+			for table[i].g != 0 {
 				i = (i + 1) & mask
 			}
-			t.slots[i] = sl
+			table[i] = sl
 		}
 	}
+	return table
 }
 
 func (t *internTable) reset() {
@@ -602,20 +606,7 @@ func (w *window) sameValues(gi int32, nq int, qi []string) bool {
 }
 
 // growTable doubles the window's group table.
-func (w *window) growTable() {
-	old := w.table
-	w.table = make([]gslot, 2*len(old))
-	mask := uint64(len(w.table) - 1)
-	for _, sl := range old {
-		if sl.g != 0 {
-			i := sl.h & mask
-			for w.table[i].g != 0 {
-				i = (i + 1) & mask
-			}
-			w.table[i] = sl
-		}
-	}
-}
+func (w *window) growTable() { w.table = rehash(w.table, 2*len(w.table)) }
 
 // hold notes that w holds off of topic/partition and returns the
 // partition's index in w.held.
