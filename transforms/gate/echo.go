@@ -213,7 +213,7 @@ func (c *Checker) echoTimestamp(s []byte) bool {
 	// same first and last bytes.
 	first, last := plainFold[cTok[0]], plainFold[cTok[len(cTok)-1]]
 	if !sigSet(gens, len(cTok), first, last) && !sigSet(gens, len(cTok)-nSep, first, last) &&
-		(frac <= 20 || cEnd <= 20 || !sigSet(gens, cEnd-20, plainFold[s[20]], plainFold[s[cEnd-1]])) &&
+		(frac <= 19 || cEnd <= 20 || !sigSet(gens, cEnd-20, plainFold[s[20]], plainFold[s[cEnd-1]])) &&
 		!sigSet(gens, len(s), plainFold[s[0]], plainFold[s[len(s)-1]]) {
 		return false
 	}
