@@ -209,9 +209,9 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	copy(r.t.text[slot*maxRunBytes:], b)
 }
 
-// findRuns marks the runs of sh's events, whose values were out[start:end]
-// of the record the shape was learnt from.
-func (sh *shape) findRuns(out []byte, rec []recEvent) {
+// findRuns marks the runs of sh's events; rec says where each value was in
+// the record the shape was learnt from.
+func (sh *shape) findRuns(rec []recEvent) {
 	sh.runs = sh.runs[:0]
 	volatile := func(i int) bool {
 		e := &sh.events[i]
@@ -326,7 +326,7 @@ func (c *Checker) learn(out []byte) {
 		prev = e.end
 	}
 	sh.text = append(sh.text, out[prev:]...)
-	sh.findRuns(out, c.rec.events)
+	sh.findRuns(c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
 		sh.vals = make([]byte, n)
 	} else {
