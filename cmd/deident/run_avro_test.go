@@ -124,15 +124,7 @@ func TestRunAvro(t *testing.T) {
 
 	// Vendor records: the wire format under the registered output schema,
 	// holding what the route makes of the input, and nothing of the new field.
-	subject := avrocodec.ValueSubject(cfg.Vendors["flowai"].Topic)
-	ids := reg.Subject(subject)
-	if len(ids) != 1 {
-		t.Fatalf("subject %s has versions %v, want one (both writer schemas derive the same output schema)", subject, ids)
-	}
-	out, err := avrocodec.ParseSchema(reg.Schema(ids[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, outID := outputSchema(t, reg, cfg, "flowai", " (both writer schemas derive the same output schema)")
 	if out.Root.Field("internal_note") != nil {
 		t.Fatal("the output schema has the field the policy does not name")
 	}
@@ -143,8 +135,8 @@ func TestRunAvro(t *testing.T) {
 	}
 	for _, m := range vend {
 		id, body, err := avrocodec.ParseWire(m.Value)
-		if err != nil || id != uint32(ids[0]) {
-			t.Fatalf("vendor record: schema id %d (%v), want %d", id, err, ids[0])
+		if err != nil || id != uint32(outID) {
+			t.Fatalf("vendor record: schema id %d (%v), want %d", id, err, outID)
 		}
 		// goavro reads it with the registered schema, to the last byte.
 		if _, rest, err := out.Codec.NativeFromBinary(body); err != nil || len(rest) > 0 {
@@ -239,6 +231,22 @@ func TestRunAvroConfigErrors(t *testing.T) {
 	if _, err := newWorker(&mixed, testLogger(t), workerOptions{}); err == nil || !strings.Contains(err.Error(), "category workflow_metadata comes from a json source") {
 		t.Errorf("avro route fed by a JSON source: %v", err)
 	}
+}
+
+// outputSchema returns the one schema registered for route's vendor
+// topic and its id; why says why there must be one.
+func outputSchema(t *testing.T, reg *registrytest.Registry, cfg *config.Config, route, why string) (*avrocodec.Schema, int) {
+	t.Helper()
+	subject := avrocodec.ValueSubject(cfg.Vendors[route].Topic)
+	ids := reg.Subject(subject)
+	if len(ids) != 1 {
+		t.Fatalf("subject %s has versions %v, want one%s", subject, ids, why)
+	}
+	out, err := avrocodec.ParseSchema(reg.Schema(ids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, ids[0]
 }
 
 // expectedAvro returns the route's outputs for the inputs, canonical.

@@ -178,15 +178,7 @@ func TestRunSchemaFile(t *testing.T) {
 
 	dl := readAll(t, brokers, cfg.Kafka.DeadLetterTopic, 1)
 	checkDecodeDeadLetters(t, dl, bad)
-	subject := avrocodec.ValueSubject(cfg.Vendors["flowai"].Topic)
-	ids := reg.Subject(subject)
-	if len(ids) != 1 {
-		t.Fatalf("subject %s has versions %v, want one", subject, ids)
-	}
-	out, err := avrocodec.ParseSchema(reg.Schema(ids[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, outID := outputSchema(t, reg, cfg, "flowai", "")
 	want := expectedAvro(t, cfg, inputs)
 	vend := readAll(t, brokers, cfg.Vendors["flowai"].Topic, testPartitions)
 	if len(vend) != len(inputs) {
@@ -194,8 +186,8 @@ func TestRunSchemaFile(t *testing.T) {
 	}
 	for _, m := range vend {
 		id, body, err := avrocodec.ParseWire(m.Value)
-		if err != nil || id != uint32(ids[0]) {
-			t.Fatalf("vendor record: schema id %d (%v), want %d", id, err, ids[0])
+		if err != nil || id != uint32(outID) {
+			t.Fatalf("vendor record: schema id %d (%v), want %d", id, err, outID)
 		}
 		got, err := out.AppendJSON(nil, body)
 		if err != nil {

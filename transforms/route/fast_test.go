@@ -215,6 +215,23 @@ func TestFastPathTakesTheUsualRecord(t *testing.T) {
 	}
 }
 
+// matchesFresh checks that a, with its memos, writes for rec what a fresh
+// Applier of r writes.
+func matchesFresh(t *testing.T, r *Route, a *Applier, round int, rec string) {
+	t.Helper()
+	got, err := a.Apply(nil, []byte(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := r.NewApplier().Apply(nil, []byte(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("round %d, %s: got %s, want %s", round, rec, got, want)
+	}
+}
+
 // TestMemoKeepsKeyEpochsApart: the same object in records of two key
 // epochs must get each epoch's pseudonym, not the one remembered from the
 // other (the subtree memo replays outputs by the object's bytes).
@@ -229,17 +246,7 @@ func TestMemoKeepsKeyEpochsApart(t *testing.T) {
 	}
 	for round := 0; round < 3; round++ {
 		for _, rec := range []string{in[0], in[0], in[1], in[1]} { // a hit, then the other epoch
-			got, err := a.Apply(nil, []byte(rec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := r.NewApplier().Apply(nil, []byte(rec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != string(want) {
-				t.Fatalf("round %d, %s: got %s, want %s", round, rec, got, want)
-			}
+			matchesFresh(t, r, a, round, rec)
 		}
 	}
 	if m := a.memo[r.root.kids[0].id]; m == nil || m.hits == 0 {
@@ -264,17 +271,7 @@ func TestLeafMemoKeepsKeyEpochsApart(t *testing.T) {
 	}
 	for round := 0; round < 3; round++ {
 		for _, rec := range in {
-			got, err := a.Apply(nil, []byte(rec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := r.NewApplier().Apply(nil, []byte(rec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != string(want) {
-				t.Fatalf("round %d, %s: got %s, want %s", round, rec, got, want)
-			}
+			matchesFresh(t, r, a, round, rec)
 		}
 	}
 	used := 0
