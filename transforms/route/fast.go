@@ -537,7 +537,7 @@ func flatStringEnd(d []byte, i int) int {
 // GenerationObserver, told the value once per generation (the entry's
 // words are the value).
 const (
-	leafEntries = 1024 // per node, direct-mapped (64 KiB)
+	leafEntries = 4096 // per node, direct-mapped (256 KiB)
 	leafMaxOut  = 36   // longest output remembered (a 128-bit hex pseudonym, quoted): an entry is 64 bytes
 )
 
@@ -574,7 +574,7 @@ func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byt
 	// two word loads, masked to the value's length.
 	w0 := load64(d, i) & (^uint64(0) >> (64 - 8*uint(min(n, 8))))
 	w1 := load64(d, i+8) & (^uint64(0) >> (64 - 8*uint(max(n-8, 0))))
-	e := &t[((w0*0x9E3779B97F4A7C15^w1*0xC2B2AE3D27D4EB4F)+uint64(n))>>(64-10)]
+	e := &t[((w0*0x9E3779B97F4A7C15^w1*0xC2B2AE3D27D4EB4F)+uint64(n))>>(64-12)]
 	if e.w0 == w0 && e.w1 == w1 && int(e.n) == n && int(e.epoch) == a.epoch {
 		a.cache.Hits++
 		if a.gobs != nil && e.gen != a.gen {
