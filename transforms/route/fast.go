@@ -70,7 +70,7 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 	// never moves past len(src) on its own: see fastObject.
 	a.pad = append(append(a.pad[:0], src...), make([]byte, pad)...)
 	d := a.pad
-	dst, p, ok := a.fastObject(dst, d, p, a.r.root, 1)
+	dst, p, ok := a.fastObject(dst, d, p, a.r.root)
 	a.queue = false
 	if ok && p < len(src) {
 		ok = jsonscan.SkipWS(src, p) == len(src)
@@ -111,14 +111,14 @@ const (
 // object that exports no member, and for the record itself (the root has
 // no member) only its members. d is the record followed by pad zero bytes
 // (fastApply), and p never passes the record's end: a zero byte fails
-// every test here that would move past it. depth counts the open
+// every test here that would move past it. n.depth counts the open
 // containers, this one included. Members are written as `,"name":value`;
 // when anything was written, the first comma becomes the object's '{'.
 //
 // The usual member (a key of the learned shape, a number or a plain string)
 // goes through the loop without a call: see jsonscan.StopMask.
-func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, int, bool) {
-	if depth > jsonscan.MaxDepth {
+func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) {
+	if n.depth > jsonscan.MaxDepth {
 		return dst, p, false
 	}
 	start := len(dst)
@@ -206,9 +206,9 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 			// for a node whose memo is given up).
 			var ok bool
 			if m := a.memo[child.id]; m != nil && m.off {
-				dst, p, ok = a.fastObject(dst, d, p, child, depth+1)
+				dst, p, ok = a.fastObject(dst, d, p, child)
 			} else {
-				dst, p, ok = a.fastMember(dst, d, p, child, depth+1)
+				dst, p, ok = a.fastMember(dst, d, p, child)
 			}
 			if !ok {
 				return dst, p, false
@@ -250,11 +250,11 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 				c = d[p]
 			}
 			if op <= opKeep {
-				if c == '{' && depth < jsonscan.MaxDepth {
+				if c == '{' && n.depth < jsonscan.MaxDepth {
 					end = flatObjectEnd(d, p)
 				}
 				if end < 0 {
-					if end = jsonscan.ValueEnd(d[:len(d)-pad], p, depth); end < 0 {
+					if end = jsonscan.ValueEnd(d[:len(d)-pad], p, n.depth); end < 0 {
 						return dst, p, false
 					}
 				}
@@ -308,12 +308,12 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node, depth int) ([]byte, 
 			}
 		case op == opObject && c == '{':
 			var ok bool
-			if dst, p, ok = a.fastMember(dst, d, p, child, depth+1); !ok {
+			if dst, p, ok = a.fastMember(dst, d, p, child); !ok {
 				return dst, p, false
 			}
 		default:
 			var ok bool
-			if dst, p, ok = a.fastGeneral(dst, d[:len(d)-pad], p, child, depth); !ok {
+			if dst, p, ok = a.fastGeneral(dst, d[:len(d)-pad], p, child, n.depth); !ok {
 				return dst, p, false
 			}
 		}
@@ -392,13 +392,13 @@ type memoIDs struct {
 	buf []byte
 }
 
-// fastMember writes the member for the object at d[p] (node child, at the
-// given depth) through the memo or fastObject.
-func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
+// fastMember writes the member for the object at d[p] (node child)
+// through the memo or fastObject.
+func (a *Applier) fastMember(dst, d []byte, p int, child *node) ([]byte, int, bool) {
 	m := a.memo[child.id]
 	if m == nil || m.off || !a.memos {
 		if m != nil || !a.memos {
-			return a.fastObjectMember(dst, d, p, child, depth)
+			return a.fastObjectMember(dst, d, p, child)
 		}
 		m = new(memoTable)
 		a.memo[child.id] = m
@@ -427,7 +427,7 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]by
 	dropped := a.Stats.DroppedFields
 	lookups := a.cache.Hits + a.cache.Misses
 	told := len(a.obsQueue)
-	dst, p, ok := a.fastObjectMember(dst, d, p, child, depth)
+	dst, p, ok := a.fastObjectMember(dst, d, p, child)
 	if !ok {
 		return dst, p, false
 	}
@@ -455,11 +455,10 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node, depth int) ([]by
 	return dst, p, true
 }
 
-// fastObjectMember writes the member for the object at d[p] (node child,
-// at the given depth) through fastObject: nothing when the object wrote
-// no member.
-func (a *Applier) fastObjectMember(dst, d []byte, p int, child *node, depth int) ([]byte, int, bool) {
-	return a.fastObject(dst, d, p, child, depth)
+// fastObjectMember writes the member for the object at d[p] (node child)
+// through fastObject: nothing when the object wrote no member.
+func (a *Applier) fastObjectMember(dst, d []byte, p int, child *node) ([]byte, int, bool) {
+	return a.fastObject(dst, d, p, child)
 }
 
 // flatObjectEnd validates the object at d[p] ('{') when it is flat and

@@ -77,6 +77,11 @@ type node struct {
 	// first member is written from member[1:].
 	member []byte
 	id     int // position in a depth-first numbering, for per-Applier state
+	// depth counts the containers open inside this node's object (the
+	// record's is 1) on the fast path, where every node's object sits at
+	// the same depth (a node under an array goes the general way): it is
+	// not passed down the walk.
+	depth int
 	// For the fast path (fast.go): what to do with the value, and member
 	// as two little-endian words (zero-padded) when it fits in 16 bytes.
 	op       fastOp
@@ -119,6 +124,7 @@ func (n *node) index(next *int) {
 		var w [16]byte
 		copy(w[:], c.member)
 		c.mw0, c.mw1 = binary.LittleEndian.Uint64(w[:]), binary.LittleEndian.Uint64(w[8:])
+		c.depth = n.depth + 1
 		n.kids = append(n.kids, c)
 		c.index(next)
 	}
@@ -275,6 +281,7 @@ func Compile(name string, rc config.Route, dir string, limits config.Limits) (*R
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	r.root.depth = 1
 	r.root.index(&r.nodes)
 	if rc.KAnon != nil {
 		// The k-anonymity ladders' hierarchy files are policy too.
