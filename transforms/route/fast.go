@@ -205,10 +205,12 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 			// The usual object member, straight to its call (to the walk
 			// for a node whose memo is given up).
 			var ok bool
-			if m := a.memo[child.id]; m != nil && m.off {
+			if m := a.memo[child.id]; m == nil {
+				dst, p, ok = a.fastMember(dst, d, p, child)
+			} else if m.off {
 				dst, p, ok = a.fastObject(dst, d, p, child)
 			} else {
-				dst, p, ok = a.fastMember(dst, d, p, child)
+				dst, p, ok = a.memoMember(dst, d, p, m)
 			}
 			if !ok {
 				return dst, p, false
@@ -369,6 +371,7 @@ const (
 )
 
 type memoTable struct {
+	n           *node // whose objects it remembers
 	e           [memoEntries]memoEntry
 	tries, hits uint32
 	off         bool
@@ -400,9 +403,16 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node) ([]byte, int, bo
 		if m != nil || !a.memos {
 			return a.fastObjectMember(dst, d, p, child)
 		}
-		m = new(memoTable)
+		m = &memoTable{n: child}
 		a.memo[child.id] = m
 	}
+	return a.memoMember(dst, d, p, m)
+}
+
+// memoMember writes the member for the object at d[p] (node m.n) through
+// its memo m (the memos on, m not given up): fastObject's usual call for
+// an object member, with the table it has loaded.
+func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, bool) {
 	// The index: the object's first 32 bytes (or what follows it).
 	h := (load64(d, p)*0x9E3779B97F4A7C15 ^ load64(d, p+8)*0xC2B2AE3D27D4EB4F ^
 		load64(d, p+16)*0x165667B19E3779F9 ^ load64(d, p+24)*0x27D4EB2F165667C5) * 0x9E3779B97F4A7C15
@@ -427,7 +437,7 @@ func (a *Applier) fastMember(dst, d []byte, p int, child *node) ([]byte, int, bo
 	dropped := a.Stats.DroppedFields
 	lookups := a.cache.Hits + a.cache.Misses
 	told := len(a.obsQueue)
-	dst, p, ok := a.fastObjectMember(dst, d, p, child)
+	dst, p, ok := a.fastObjectMember(dst, d, p, m.n)
 	if !ok {
 		return dst, p, false
 	}
