@@ -90,7 +90,6 @@ type Applier struct {
 	obsBuf   []byte
 	gen      uint64       // gobs's generation at this record's start
 	stamps   []*uint64    // memo entries whose identifiers this record tells gobs
-	pad      []byte       // the record and pad zero bytes
 	memo     []*memoTable // per node id: recent objects and their outputs
 	leaves   []*leafTable // per node id: recent short values and their outputs
 	general  bool

@@ -34,9 +34,6 @@ import (
 // The generation is stamped on the entry only once the record succeeds
 // and its queued identifiers have been told.
 
-// pad is how many zero bytes follow the record in the fast path's copy.
-const pad = 32
-
 // pending is one queued Observer call: the value is obsBuf[off:end].
 type pending struct {
 	rule, off, end int
@@ -49,8 +46,8 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 	if len(src) > 0 && src[0] <= ' ' {
 		p = jsonscan.SkipWS(src, 0)
 	}
-	if p >= len(src) || src[p] != '{' {
-		return dst, false
+	if p >= len(src) || src[p] != '{' || len(src) < 8 {
+		return dst, false // (load64 needs a word to shift: a record of under 8 bytes is {} or close)
 	}
 	stats := a.Stats
 	var hits, misses uint64
@@ -63,14 +60,14 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 		a.gen = a.gobs.Generation()
 	}
 	start := len(dst)
-	// The record followed by pad zero bytes: every read of up to 32 bytes
-	// at an offset up to len(src) stays inside d, so the loop needs no
-	// length checks before its word loads. A zero byte is valid nowhere in
-	// JSON outside a string and ends a string's plain run, so the loop
-	// never moves past len(src) on its own: see fastObject.
-	a.pad = append(append(a.pad[:0], src...), make([]byte, pad)...)
-	d := a.pad
-	dst, p, ok := a.fastObject(dst, d, p, a.r.root)
+	// The loop reads src as if zero bytes followed it: load64 and at read
+	// past its end as zeros. A zero byte is valid nowhere in JSON outside
+	// a string and ends a string's plain run, so the loop never moves past
+	// len(src) on its own (see fastObject), and its word loads need one
+	// compare each. (It used to read a copy of src with 32 zero bytes
+	// after it: the copy cost more than the loads that now go past the
+	// end, a few per record.)
+	dst, p, ok := a.fastObject(dst, src, p, a.r.root)
 	a.queue = false
 	if ok && p < len(src) {
 		ok = jsonscan.SkipWS(src, p) == len(src)
@@ -109,9 +106,9 @@ const (
 // members of the object that n names, and returns the offset after it; ok
 // is false when the general path must decide. Nothing is written for an
 // object that exports no member, and for the record itself (the root has
-// no member) only its members. d is the record followed by pad zero bytes
-// (fastApply), and p never passes the record's end: a zero byte fails
-// every test here that would move past it. n.depth counts the open
+// no member) only its members. d is the record, read as if zero bytes
+// followed it (load64, at; fastApply), and p never passes the record's
+// end: a zero byte fails every test here that would move past it. n.depth counts the open
 // containers, this one included. Members are written as `,"name":value`;
 // when anything was written, the first comma becomes the object's '{'.
 //
@@ -125,7 +122,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 	dst = appendMember(dst, n) // here, not in the caller: one call less per object
 	mark := len(dst)
 	p++
-	if d[p] == '}' {
+	if at(d, p) == '}' {
 		return dst[:start], p + 1, true
 	}
 	shape := a.shapes[n.id]
@@ -137,7 +134,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 		// code below would copy byte for byte, and keys of the shape are
 		// plain, so `,"key":value` is what each member writes. In the
 		// loop, not a function: the call costs more than a short run
-		// (the pad's zero bytes end the scans, as below).
+		// (the zero bytes past the record end the scans, as below).
 		if ord < len(shape) && shape[ord].op == opKeep {
 			q := p
 		run:
@@ -147,7 +144,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 					break
 				}
 				i := q + e.n
-				switch c := d[i]; {
+				switch c := at(d, i); {
 				case c == '"':
 					i++
 					for {
@@ -157,7 +154,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 						}
 						i += 8
 					}
-					if d[i] != '"' {
+					if at(d, i) != '"' {
 						break run
 					}
 					i++
@@ -168,7 +165,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 				default:
 					break run
 				}
-				if d[i] != ',' {
+				if at(d, i) != ',' {
 					break
 				}
 				q, ord = i+1, o+1
@@ -181,7 +178,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 			}
 		}
 		// The key: `"key":` as the shape remembers it at this position
-		// (two masked word compares; the pad bytes never match a key's),
+		// (two masked word compares; the zeros past the record never match a key's),
 		// or, after whitespace or a change of shape, read and looked up.
 		var child *node
 		var op fastOp
@@ -189,7 +186,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 			child, op, p = shape[ord].child, shape[ord].op, p+shape[ord].n
 		} else {
 			var ok bool
-			if child, p, ok = a.fastKey(d[:len(d)-pad], p, n, ord); !ok {
+			if child, p, ok = a.fastKey(d, p, n, ord); !ok {
 				return dst, p, false
 			}
 			if op = opDrop; child != nil {
@@ -200,7 +197,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 		// The value. Its end, for a plain string (any string for drop and
 		// keep, validated) or a number; whitespace, other values and
 		// other ops go on below with end -1.
-		c, end := d[p], -1
+		c, end := at(d, p), -1
 		if op == opObject && c == '{' {
 			// The usual object member, straight to its call (to the walk
 			// for a node whose memo is given up).
@@ -227,17 +224,17 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 					}
 					i += 8
 				}
-				if d[i] == '"' {
+				if at(d, i) == '"' {
 					end = i + 1
 				} else if op != opAct {
-					if end = jsonscan.StringEnd(d[:len(d)-pad], i); end < 0 {
+					if end = jsonscan.StringEnd(d, i); end < 0 {
 						return dst, p, false
 					}
 				}
 			} else if op != opAct && c-'0' < 10 {
 				// An integer (no leading zero) ending within 8 bytes.
 				if k := jsonscan.DigitRun(load64(d, p)); k < 8 && (k == 1 || c != '0') {
-					if e := d[p+k]; e != '.' && e|0x20 != 'e' {
+					if e := at(d, p+k); e != '.' && e|0x20 != 'e' {
 						end = p + k
 					}
 				}
@@ -248,21 +245,21 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 				if c == 0 {
 					return dst, p, false
 				}
-				p = jsonscan.SkipWS(d[:len(d)-pad], p)
-				c = d[p]
+				p = jsonscan.SkipWS(d, p)
+				c = at(d, p)
 			}
 			if op <= opKeep {
 				if c == '{' && n.depth < jsonscan.MaxDepth {
 					end = flatObjectEnd(d, p)
 				}
 				if end < 0 {
-					if end = jsonscan.ValueEnd(d[:len(d)-pad], p, n.depth); end < 0 {
+					if end = jsonscan.ValueEnd(d, p, n.depth); end < 0 {
 						return dst, p, false
 					}
 				}
 			} else if op == opAct && c == '"' {
-				end = jsonscan.PlainRun(d[:len(d)-pad], p+1)
-				if d[end] != '"' {
+				end = jsonscan.PlainRun(d, p+1)
+				if at(d, end) != '"' {
 					end = -1
 				} else {
 					end++
@@ -315,21 +312,21 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 			}
 		default:
 			var ok bool
-			if dst, p, ok = a.fastGeneral(dst, d[:len(d)-pad], p, child, n.depth); !ok {
+			if dst, p, ok = a.fastGeneral(dst, d, p, child, n.depth); !ok {
 				return dst, p, false
 			}
 		}
 	next:
 		// After the value: a comma (whitespace after it is left to the
 		// key's slow branch), or the end.
-		c = d[p]
+		c = at(d, p)
 		if c == ',' {
 			p++
 			continue
 		}
 		if c <= ' ' && c != 0 {
-			p = jsonscan.SkipWS(d[:len(d)-pad], p)
-			if c = d[p]; c == ',' {
+			p = jsonscan.SkipWS(d, p)
+			if c = at(d, p); c == ',' {
 				p++
 				continue
 			}
@@ -418,7 +415,7 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 		load64(d, p+16)*0x165667B19E3779F9 ^ load64(d, p+24)*0x27D4EB2F165667C5) * 0x9E3779B97F4A7C15
 	e := &m.e[h>>(64-12)]
 	m.tries++
-	if n := int(e.n); n != 0 && e.h == h && int(e.epoch) == a.epoch && n <= len(d)-pad-p && string(d[p:p+n]) == string(e.kv[:n]) {
+	if n := int(e.n); n != 0 && e.h == h && int(e.epoch) == a.epoch && n <= len(d)-p && string(d[p:p+n]) == string(e.kv[:n]) {
 		m.hits++
 		a.Stats.DroppedFields += uint64(e.dropped)
 		a.cache.Hits += uint64(e.lookups)
@@ -478,22 +475,22 @@ func (a *Applier) fastObjectMember(dst, d []byte, p int, child *node) ([]byte, i
 // escapes. It returns the offset after the object, or -1 for anything
 // else, and the caller then asks jsonscan.ValueEnd, which decides (so it
 // accepts a subset of what ValueEnd accepts, and never rejects). d is
-// padded (fastApply): the scans stop at the first zero byte, and every
-// load stays within the pad. The caller checks the depth.
+// read as if zero bytes followed it (load64, at): the scans stop at the
+// first zero byte. The caller checks the depth.
 func flatObjectEnd(d []byte, p int) int {
 	p++
-	if d[p] == '}' {
+	if at(d, p) == '}' {
 		return p + 1
 	}
 	for {
-		if d[p] != '"' {
+		if at(d, p) != '"' {
 			return -1
 		}
-		if p = flatStringEnd(d, p+1); p < 0 || d[p] != ':' {
+		if p = flatStringEnd(d, p+1); p < 0 || at(d, p) != ':' {
 			return -1
 		}
 		p++
-		if c := d[p]; c == '"' {
+		if c := at(d, p); c == '"' {
 			if p = flatStringEnd(d, p+1); p < 0 {
 				return -1
 			}
@@ -502,7 +499,7 @@ func flatObjectEnd(d []byte, p int) int {
 		} else {
 			return -1
 		}
-		if c := d[p]; c == ',' {
+		if c := at(d, p); c == ',' {
 			p++
 		} else if c == '}' {
 			return p + 1
@@ -515,7 +512,8 @@ func flatObjectEnd(d []byte, p int) int {
 // flatStringEnd reads a string body from d[i] (after its opening quote)
 // of plain bytes and two-byte escapes, and returns the offset after its
 // closing quote; -1 for anything else (\u escapes, control bytes, the
-// pad, non-ASCII: ValueEnd decides). d is padded.
+// record's end, non-ASCII: ValueEnd decides). d is read as if zero bytes
+// followed it.
 func flatStringEnd(d []byte, i int) int {
 	for {
 		t := jsonscan.StopMask(load64(d, i))
@@ -524,9 +522,9 @@ func flatStringEnd(d []byte, i int) int {
 			continue
 		}
 		i += bits.TrailingZeros64(t) >> 3
-		if c := d[i]; c == '"' {
+		if c := at(d, i); c == '"' {
 			return i + 1
-		} else if c != '\\' || !jsonscan.IsSimpleEscape(d[i+1]) {
+		} else if c != '\\' || !jsonscan.IsSimpleEscape(at(d, i+1)) {
 			return -1
 		}
 		i += 2
@@ -536,7 +534,7 @@ func flatStringEnd(d []byte, i int) int {
 // The leaf memo: the subtree memo's idea for a short value under a cached
 // action (a pseudonym, an IP truncated). Looking such a value up in the
 // pseudonym cache hashes it with xxhash (a call), probes a two-way set and
-// compares; a value of up to 16 bytes is two words in the padded record,
+// compares; a value of up to 16 bytes is two words of the record (zeros past its end),
 // so a small direct-mapped table per node keyed by those words (and the
 // length and key epoch: the words are the whole value, nothing is left to
 // compare) replays the output for a few instructions. Its outputs are the
@@ -562,7 +560,7 @@ type leafEntry struct {
 }
 
 // cachedLeaf writes child's action (a pseudonym or ip_truncate, the memos
-// on) for the string body d[i:j] of the padded record d; ok is false on
+// on) for the string body d[i:j] of the record d; ok is false on
 // the action's error (the general path reports it).
 func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byte, bool) {
 	l := child.leaf
@@ -617,14 +615,28 @@ func (a *Applier) cachedAct(dst []byte, l *leaf, val []byte) ([]byte, bool) {
 	return dst, err == nil
 }
 
-// load64 reads the eight bytes at d[i] little-endian. One unsigned compare
-// guards it (d[i:i+8] would cost two compares and the masking of an
-// empty slice's pointer on every load of the loop).
+// load64 reads the eight bytes at d[i] little-endian, those past the end
+// of d as zeros: the fast path reads the record as if zero bytes followed
+// it. One unsigned compare guards the usual load (d[i:i+8] would cost two
+// compares and the masking of an empty slice's pointer on every load of
+// the loop); past it, for the last 7 bytes of d and beyond, d's last word
+// is shifted down (a shift of 64 or more gives 0), so no read leaves d.
+// d holds at least 8 bytes (fastApply sends a shorter record the general
+// way), which makes len(d)-8 a valid offset.
 func load64(d []byte, i int) uint64 {
-	if uint(i) > uint(len(d)-8) { // d is padded: len(d) >= pad
-		panic("route: load64 out of range")
+	last := len(d) - 8
+	if uint(i) > uint(last) {
+		return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(d)), last))[:]) >> (uint(i-last) * 8)
 	}
 	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(d)), i))[:])
+}
+
+// at reads d[i], or 0 past the end of d (as load64).
+func at(d []byte, i int) byte {
+	if uint(i) < uint(len(d)) {
+		return d[i]
+	}
+	return 0
 }
 
 // appendMember appends child's `,"name":`, with two word stores when it
