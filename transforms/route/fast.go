@@ -559,6 +559,15 @@ type leafEntry struct {
 	out    [leafMaxOut]byte
 }
 
+// leafMasks[n] keeps the first n bytes of two little-endian words.
+var leafMasks = func() (m [17][2]uint64) {
+	for n := range m {
+		m[n][0] = ^uint64(0) >> (64 - 8*uint(min(n, 8)))
+		m[n][1] = ^uint64(0) >> (64 - 8*uint(max(n-8, 0)))
+	}
+	return m
+}()
+
 // cachedLeaf writes child's action (a pseudonym or ip_truncate, the memos
 // on) for the string body d[i:j] of the record d; ok is false on
 // the action's error (the general path reports it).
@@ -577,10 +586,11 @@ func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byt
 		t = new(leafTable)
 		a.leaves[child.id] = t
 	}
-	// d holds 32 readable bytes past any offset up to the record's end:
-	// two word loads, masked to the value's length.
-	w0 := load64(d, i) & (^uint64(0) >> (64 - 8*uint(min(n, 8))))
-	w1 := load64(d, i+8) & (^uint64(0) >> (64 - 8*uint(max(n-8, 0))))
+	// Two word loads (load64 reads past the record's end as zeros),
+	// masked to the value's length.
+	mk := &leafMasks[n]
+	w0 := load64(d, i) & mk[0]
+	w1 := load64(d, i+8) & mk[1]
 	e := &t[((w0*0x9E3779B97F4A7C15^w1*0xC2B2AE3D27D4EB4F)+uint64(n))>>(64-12)]
 	if e.w0 == w0 && e.w1 == w1 && int(e.n) == n && int(e.epoch) == a.epoch {
 		a.cache.Hits++
