@@ -413,9 +413,21 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 	// The index: the object's first 32 bytes (or what follows it).
 	h := (load64(d, p)*0x9E3779B97F4A7C15 ^ load64(d, p+8)*0xC2B2AE3D27D4EB4F ^
 		load64(d, p+16)*0x165667B19E3779F9 ^ load64(d, p+24)*0x27D4EB2F165667C5) * 0x9E3779B97F4A7C15
+	// Two places an object may be in (the index's top 12 bits, or the
+	// 12 below them): a new object takes the second when the first is
+	// taken and the second is not, so that the objects of a working set
+	// smaller than the table rarely evict each other. Entries never move
+	// (a record's generation stamps point into them).
 	e := &m.e[h>>(64-12)]
 	m.tries++
-	if n := int(e.n); n != 0 && e.h == h && int(e.epoch) == a.epoch && n <= len(d)-p && string(d[p:p+n]) == string(e.kv[:n]) {
+	hit := e.holds(h, a.epoch, d, p)
+	if !hit {
+		if e2 := &m.e[h>>(64-24)&(memoEntries-1)]; e2.holds(h, a.epoch, d, p) {
+			e, hit = e2, true
+		}
+	}
+	if hit {
+		n := int(e.n)
 		m.hits++
 		a.Stats.DroppedFields += uint64(e.dropped)
 		a.cache.Hits += uint64(e.lookups)
@@ -439,6 +451,9 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 		return dst, p, false
 	}
 	if p-start <= memoMaxIn && len(dst)-member <= memoMaxOut && a.epoch == int(uint32(a.epoch)) {
+		if e2 := &m.e[h>>(64-24)&(memoEntries-1)]; e.n != 0 && e2.n == 0 {
+			e = e2
+		}
 		e.h, e.n, e.epoch = h, uint32(p-start), uint32(a.epoch)
 		e.kv = append(append(e.kv[:0], d[start:p]...), dst[member:]...)
 		// Fewer than memoMaxIn members: the counts fit.
@@ -460,6 +475,13 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 		}
 	}
 	return dst, p, true
+}
+
+// holds reports whether e remembers the object at d[p], whose index is h,
+// under the key epoch.
+func (e *memoEntry) holds(h uint64, epoch int, d []byte, p int) bool {
+	n := int(e.n)
+	return n != 0 && e.h == h && int(e.epoch) == epoch && n <= len(d)-p && string(d[p:p+n]) == string(e.kv[:n])
 }
 
 // fastObjectMember writes the member for the object at d[p] (node child)
