@@ -62,6 +62,7 @@ type shapeEvent struct {
 	tsLen   int          // opTime: the timestamp's length
 	tsForm  *[4]template // opTime: the learnt timestamp's layout, quotes included, when it fits 32 bytes
 	run     int16        // the run that starts here (shape.runs), -1: none
+	seg     int16        // the segment that starts with this literal (shape.segs), -1: none
 	pure    bool         // the remembered value's checks depended on its bytes alone
 	valLen  uint8        // bytes of the remembered value; 0: none
 	misses  uint8        // values in a row that were not the remembered one
@@ -85,9 +86,9 @@ type recentVals [recentSlots]struct {
 	pure    bool
 }
 
-const recentSlots = 8
+const recentSlots = 32
 
-func recentSlot(w0 uint64) uint64 { return (w0 * 0x9E3779B97F4A7C15) >> (64 - 3) }
+func recentSlot(w0 uint64) uint64 { return (w0 * 0x9E3779B97F4A7C15) >> (64 - 5) }
 
 // valueOp is what matches does inline with an event's value before
 // shapeValue: the common values need no call.
@@ -140,6 +141,7 @@ type shape struct {
 	events []shapeEvent
 	vals   []byte // maxVal bytes per event
 	runs   []run
+	segs   []segment
 	used   uint64 // when last matched, for eviction
 }
 
@@ -297,7 +299,7 @@ func (c *Checker) learn(out []byte) {
 		lit := out[prev:e.start]
 		sh.text = append(sh.text, lit...)
 		ev := shapeEvent{lit: uint32(len(sh.text)), litLen: uint32(len(lit)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path}
-		ev.lw, ev.run = words(lit), -1
+		ev.lw, ev.run, ev.seg = words(lit), -1, -1
 		switch e.kind {
 		case evFreeNumber, evTimeNumber:
 			ev.op = opNumber
@@ -327,6 +329,7 @@ func (c *Checker) learn(out []byte) {
 	}
 	sh.text = append(sh.text, out[prev:]...)
 	sh.findRuns(c.rec.events)
+	sh.findSegments(out, c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
 		sh.vals = make([]byte, n)
 	} else {
@@ -372,22 +375,45 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			pend = -1
 		}
 		e := &evs[i]
-		n := int(e.litLen)
-		if n <= 16 && pos <= len(out)-16 {
+		// A segment: its words, then its timestamps' echo tests. When a
+		// word does not fit, the stretch is taken value by value.
+		inSeg := false
+		if e.seg >= 0 && len(out)-pos >= sh.segs[e.seg].n && segmentFits(&sh.segs[e.seg], out, pos) {
+			s := &sh.segs[e.seg]
+			for _, t := range s.ts {
+				if c.g.echo != nil && c.echoTimestamp(out[pos+t.off:pos+t.off+t.n]) {
+					c.fail(ReasonEcho, t.path)
+					return false
+				}
+			}
+			pos += s.n
+			if i = s.last; i == len(evs) {
+				break
+			}
+			e, inSeg = &evs[i], true
+		}
+		switch n := int(e.litLen); {
+		case inSeg:
+			// The segment ended with event i's literal.
+		case n <= 16 && pos <= len(out)-16:
 			m := &masks[n]
 			if load64(out, pos)&m[0] != e.lw[0] || load64(out, pos+8)&m[1] != e.lw[1] {
 				return false
 			}
-		} else if n <= 32 && pos <= len(out)-32 {
+			pos += n
+		case n <= 32 && pos <= len(out)-32:
 			m := &masks[n]
 			if load64(out, pos) != e.lw[0] || load64(out, pos+8) != e.lw[1] ||
 				load64(out, pos+16)&m[2] != e.lw[2] || load64(out, pos+24)&m[3] != e.lw[3] {
 				return false
 			}
-		} else if lit := e.lit; int(lit) > len(text) || n > int(lit) || len(out)-pos < n || !equal(out[pos:pos+n], text[int(lit)-n:lit]) {
-			return false
+			pos += n
+		default:
+			if lit := e.lit; int(lit) > len(text) || n > int(lit) || len(out)-pos < n || !equal(out[pos:pos+n], text[int(lit)-n:lit]) {
+				return false
+			}
+			pos += n
 		}
-		pos += n
 		if e.run >= 0 && pos <= len(out)-sh.runs[e.run].window {
 			r := &sh.runs[e.run]
 			h := runHash(out, pos, r.window)
