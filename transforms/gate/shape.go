@@ -189,12 +189,17 @@ type runEntry struct {
 // run's end in the window only cost hits, never correctness: a hit
 // compares the whole stored string.
 func runHash(out []byte, pos, window int) uint64 {
+	d := out[pos : pos+window]
+	p := unsafe.Pointer(unsafe.SliceData(d))
+	// Two words per multiply; window is a multiple of 8, so the second
+	// word of an odd last pair is the first one again.
 	h := uint64(window)
-	for k := 0; k < window; k += 8 {
-		h = (h ^ load64(out, pos+k)) * 0x9E3779B97F4A7C15
-		h ^= h >> 29
+	for k := 0; k < len(d); k += 16 {
+		hi := at64(p, min(k+8, len(d)-8))
+		h = (h ^ at64(p, k)) * 0x9E3779B97F4A7C15
+		h = (h ^ hi ^ h>>29) * 0xBF58476D1CE4E5B9
 	}
-	return h
+	return h ^ h>>31
 }
 
 // storeRun remembers b, which passed as run r's values, hashed as h.
@@ -421,7 +426,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 				slot := h >> (64 - runBits)
 				re := &t.e[slot]
 				if re.h == h && re.n > 0 && (r.pure || re.version == c.version) && re.n <= len(out)-pos &&
-					string(out[pos:pos+re.n]) == string(t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) {
+					equal(out[pos:pos+re.n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) {
 					pos += re.n
 					i = r.last
 					continue
@@ -506,7 +511,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		prev = int(evs[len(evs)-1].lit)
 	}
 	tail := text[prev:]
-	if len(out)-pos != len(tail) || string(out[pos:]) != string(tail) {
+	if !equal(out[pos:], tail) {
 		return false
 	}
 	c.checkK(distinct)
