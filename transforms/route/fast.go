@@ -204,7 +204,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 			var ok bool
 			if m := a.memo[child.id]; m == nil {
 				dst, p, ok = a.fastMember(dst, d, p, child)
-			} else if m.off {
+			} else if m == &memoGivenUp {
 				dst, p, ok = a.fastObject(dst, d, p, child)
 			} else {
 				dst, p, ok = a.memoMember(dst, d, p, m)
@@ -371,8 +371,12 @@ type memoTable struct {
 	n           *node // whose objects it remembers
 	e           [memoEntries]memoEntry
 	tries, hits uint32
-	off         bool
 }
+
+// memoGivenUp stands in the Applier's memo for a node whose objects
+// rarely repeat; it is never looked up, so its entries stay zero (and
+// their pages untouched).
+var memoGivenUp memoTable
 
 // memoEntry is 64 bytes: what a lookup reads first, then the rest.
 type memoEntry struct {
@@ -396,7 +400,7 @@ type memoIDs struct {
 // through the memo or fastObject.
 func (a *Applier) fastMember(dst, d []byte, p int, child *node) ([]byte, int, bool) {
 	m := a.memo[child.id]
-	if m == nil || m.off || !a.memos {
+	if m == nil || m == &memoGivenUp || !a.memos {
 		if m != nil || !a.memos {
 			return a.fastObjectMember(dst, d, p, child)
 		}
@@ -440,7 +444,9 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 		return append(dst, e.kv[n:]...), p + n, true
 	}
 	if m.tries == memoTrial && m.hits < m.tries/4 {
-		m.off = true // this node's objects rarely repeat
+		// This node's objects rarely repeat: its table goes (a stamp of
+		// this record may still point into it, which keeps it until then).
+		a.memo[m.n.id] = &memoGivenUp
 	}
 	start, member := p, len(dst)
 	dropped := a.Stats.DroppedFields
