@@ -108,9 +108,10 @@ const (
 // object that exports no member, and for the record itself (the root has
 // no member) only its members. d is the record, read as if zero bytes
 // followed it (load64, at; fastApply), and p never passes the record's
-// end: a zero byte fails every test here that would move past it. n.depth counts the open
-// containers, this one included. Members are written as `,"name":value`;
-// when anything was written, the first comma becomes the object's '{'.
+// end: a zero byte fails every test here that would move past it.
+// n.depth counts the open containers, this one included. Members are
+// written as `,"name":value`; when anything was written, the first comma
+// becomes the object's '{'.
 //
 // The usual member (a key of the learned shape, a number or a plain string)
 // goes through the loop without a call: see jsonscan.StopMask.
@@ -178,7 +179,7 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 			}
 		}
 		// The key: `"key":` as the shape remembers it at this position
-		// (two masked word compares; the zeros past the record never match a key's),
+		// (two masked word compares; zeros past the record match no key),
 		// or, after whitespace or a change of shape, read and looked up.
 		var child *node
 		var op fastOp
@@ -436,8 +437,10 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 		a.Stats.DroppedFields += uint64(e.dropped)
 		a.cache.Hits += uint64(e.lookups)
 		if a.gobs != nil && e.gen != a.gen {
-			for _, o := range e.ids.ids {
-				a.observe(o.rule, e.ids.buf[o.off:o.end])
+			if ids := e.ids; ids != nil { // nil: stored without an Observer (SetObserver empties the memo)
+				for _, o := range ids.ids {
+					a.observe(o.rule, ids.buf[o.off:o.end])
+				}
 			}
 			a.stamps = append(a.stamps, &e.gen)
 		}
