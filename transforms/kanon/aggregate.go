@@ -24,16 +24,22 @@ import (
 
 // A group's level-0 QI values (those of one member: every member shares
 // its generalization) are at len(qis)*index in its window's reps and ids.
-// Fields Add touches come first.
+// A window holds tens of thousands of groups of a few records each
+// (skewed telemetry at level 0), and every record and every roll-up
+// touches one at random: a group is one cache line (56 bytes), what most
+// groups hold is inline, and the rest (more entities, other partitions,
+// sensitive values, listed offsets) lies in the window's side tables.
+// Its metrics' sums, minima and maxima are at 3*len(metrics)*index in the
+// window's acc.
 type group struct {
-	count   int
-	last    uint64 // the last entity hash added: repeats skip the set
-	ents    distinct
-	span    gspan     // the records of the group's first partition
-	acc     []float64 // per metric: sum, min, max
-	more    []gspan   // of its other partitions, in order of appearance (a worker's stage sees one)
-	sens    []string  // up to l distinct sensitive values
-	offsets []Position
+	count int32 // records (at most max_buffered_records, capped at MaxInt32)
+	ne    int32 // entity hashes inline in e (0 to 2), or -1-i: they spilled to the window's sets[i]
+	// e holds up to two entity hashes, ascending; once spilled, e[0] is the
+	// last hash added, so a repeated entity skips the set.
+	e    [2]uint64
+	span gspan // the records of the group's first partition
+	more int32 // 1 + index in the window's spans of its next partition's (0: none)
+	ext  int32 // 1 + index in the window's ext (0: none)
 }
 
 // gspan is a group's run of records of one partition: part indexes the
@@ -41,12 +47,113 @@ type group struct {
 // compares one integer instead of a topic and a partition.
 type gspan struct {
 	first, last int64
-	count       int
+	count       int32
 	part        int32
 }
 
+// spanNode is a group's span of another partition than its first, linked
+// in order of appearance (a worker's stage sees one partition: none).
+type spanNode struct {
+	gspan
+	next int32 // 1 + index of the next in the window's spans (0: none)
+}
+
+// groupExt is what few groups hold: up to l distinct sensitive values and
+// the listed offsets (Options.ListOffsets).
+type groupExt struct {
+	sens    []string
+	offsets []Position
+}
+
+// ents returns g's entity hashes: ascending, the m smallest seen.
+func (w *window) ents(g *group) []uint64 {
+	if g.ne < 0 {
+		return w.sets[-1-g.ne].h
+	}
+	return g.e[:g.ne]
+}
+
+// entLen returns how many entity hashes g holds (its exact distinct count
+// below m).
+func (w *window) entLen(g *group) int {
+	if g.ne < 0 {
+		return len(w.sets[-1-g.ne].h)
+	}
+	return int(g.ne)
+}
+
+// addEnt adds entity hash x to g.
+func (w *window) addEnt(g *group, x uint64, m int) {
+	switch g.ne {
+	case 0:
+		g.e[0], g.ne = x, 1
+		return
+	case 1:
+		switch {
+		case x == g.e[0]:
+		case x > g.e[0]:
+			g.e[1], g.ne = x, 2
+		default:
+			g.e[1], g.e[0], g.ne = g.e[0], x, 2
+		}
+		return
+	case 2:
+		if x == g.e[0] || x == g.e[1] {
+			return
+		}
+		d := w.spill(g)
+		d.add(x, m)
+		g.e[0] = x
+		return
+	}
+	if x == g.e[0] {
+		return // the last one added: skewed telemetry repeats its users
+	}
+	w.sets[-1-g.ne].add(x, m)
+	g.e[0] = x
+}
+
+// spill moves g's inline entity hashes to a set of the window's (reusing
+// a recycled set's memory) and returns it.
+func (w *window) spill(g *group) *distinct {
+	n := len(w.sets)
+	if n < cap(w.sets) {
+		w.sets = w.sets[:n+1]
+	} else {
+		w.sets = append(w.sets, distinct{})
+	}
+	d := &w.sets[n]
+	if d.h == nil {
+		d.h = make([]uint64, 0, 8)
+	}
+	d.h = append(d.h[:0], g.e[:g.ne]...)
+	g.ne = int32(-1 - n)
+	return d
+}
+
+// mergeEnts adds g's entity hashes to into's.
+func (w *window) mergeEnts(into, g *group, m int, scratch []uint64) []uint64 {
+	if g.ne >= 0 {
+		for _, x := range g.e[:g.ne] {
+			w.addEnt(into, x, m)
+		}
+		return scratch
+	}
+	oi := -1 - g.ne
+	if into.ne >= 0 {
+		if o := w.sets[oi].h; len(o) <= 4 {
+			for _, x := range o {
+				w.addEnt(into, x, m)
+			}
+			return scratch
+		}
+		w.spill(into)
+	}
+	return w.sets[-1-into.ne].merge(&w.sets[oi], m, scratch)
+}
+
 // addSpan adds sp (count > 0) to g's spans.
-func (g *group) addSpan(sp gspan) {
+func (w *window) addSpan(g *group, sp gspan) {
 	if g.span.part == sp.part || g.span.count == 0 {
 		if g.span.count == 0 {
 			g.span = sp
@@ -57,16 +164,58 @@ func (g *group) addSpan(sp gspan) {
 		g.span.count += sp.count
 		return
 	}
-	for i := range g.more {
-		if m := &g.more[i]; m.part == sp.part {
+	if g.more == 0 {
+		w.spans = append(w.spans, spanNode{gspan: sp})
+		g.more = int32(len(w.spans))
+		return
+	}
+	n := g.more
+	for {
+		m := &w.spans[n-1]
+		if m.part == sp.part {
 			m.first, m.last, m.count = min(m.first, sp.first), max(m.last, sp.last), m.count+sp.count
 			return
 		}
+		if m.next == 0 {
+			break
+		}
+		n = m.next
 	}
-	if g.more == nil {
-		g.more = make([]gspan, 0, 4) // room for a few partitions at once: the slot keeps it
+	// Append, then link: the append may move the nodes.
+	w.spans = append(w.spans, spanNode{gspan: sp})
+	w.spans[n-1].next = int32(len(w.spans))
+}
+
+// extOf returns g's side record, making one when it has none.
+func (w *window) extOf(g *group) *groupExt {
+	if g.ext == 0 {
+		n := len(w.ext)
+		if n < cap(w.ext) {
+			w.ext = w.ext[:n+1]
+		} else {
+			w.ext = append(w.ext, groupExt{})
+		}
+		e := &w.ext[n]
+		e.sens, e.offsets = e.sens[:0], e.offsets[:0]
+		g.ext = int32(n + 1)
 	}
-	g.more = append(g.more, sp)
+	return &w.ext[g.ext-1]
+}
+
+// sens returns g's distinct sensitive values.
+func (w *window) sens(g *group) []string {
+	if g.ext == 0 {
+		return nil
+	}
+	return w.ext[g.ext-1].sens
+}
+
+// offsets returns g's listed offsets.
+func (w *window) offsets(g *group) []Position {
+	if g.ext == 0 {
+		return nil
+	}
+	return w.ext[g.ext-1].offsets
 }
 
 // heldPart is the lowest offset a window holds of one partition.
@@ -90,6 +239,10 @@ type window struct {
 	lastHeld int     // index in held of the last partition held
 	byPart   []int32 // partition of held[0]'s topic -> index in held + 1 (0: none)
 	n        int
+	acc      []float64  // per group, per metric: sum, min, max
+	sets     []distinct // groups' spilled entity hashes
+	spans    []spanNode // groups' spans of other partitions than their first
+	ext      []groupExt
 }
 
 // gslot is a window table slot: a group (index + 1; 0 empty) and the hash
@@ -428,7 +581,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 			break
 		}
 	}
-	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= s.cfg.MaxBufferedRecords {
+	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= min(s.cfg.MaxBufferedRecords, math.MaxInt32) {
 		s.stats.Suppressed++
 		s.stats.SuppressedCap++
 		dst = append(dst, s.decidedOne(rec, Suppressed, Cap, ws))
@@ -442,17 +595,18 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 	}
 	g := &w.groups[gi]
-	if eh := entityHash(rec.Entity); eh != g.last || g.count == 0 {
-		g.ents.add(eh, s.m)
-		g.last = eh
-	}
-	if s.l > 0 && len(g.sens) < s.l && !slices.Contains(g.sens, rec.Sensitive) {
-		g.sens = append(g.sens, strings.Clone(rec.Sensitive))
+	w.addEnt(g, entityHash(rec.Entity), s.m)
+	if s.l > 0 {
+		if e := w.extOf(g); len(e.sens) < s.l && !slices.Contains(e.sens, rec.Sensitive) {
+			e.sens = append(e.sens, strings.Clone(rec.Sensitive))
+		}
 	}
 	g.count++
-	for i, x := range rec.Metrics[:min(len(rec.Metrics), len(g.acc)/3)] {
+	nm := len(s.metrics)
+	gacc := w.acc[int(gi)*3*nm : int(gi+1)*3*nm]
+	for i, x := range rec.Metrics[:min(len(rec.Metrics), nm)] {
 		if !math.IsNaN(x) {
-			acc := g.acc[3*i : 3*i+3]
+			acc := gacc[3*i : 3*i+3]
 			acc[0] += x
 			acc[1] = min(acc[1], x)
 			acc[2] = max(acc[2], x)
@@ -464,10 +618,11 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		g.span.first = min(g.span.first, sp.first)
 		g.span.count++
 	} else {
-		g.addSpan(sp)
+		w.addSpan(g, sp)
 	}
 	if s.list {
-		g.offsets = append(g.offsets, Position{rec.Topic, rec.Partition, rec.Offset})
+		e := w.extOf(g)
+		e.offsets = append(e.offsets, Position{rec.Topic, rec.Partition, rec.Offset})
 	}
 	w.n++
 	a.records++
@@ -668,6 +823,10 @@ func (s *Stage) recycle(w *window) {
 	}
 	w.held = w.held[:0]
 	clear(w.byPart)
+	w.acc = w.acc[:0]
+	w.sets = w.sets[:0]
+	w.spans = w.spans[:0]
+	w.ext = w.ext[:0] // each keeps its slices' memory: extOf empties them
 	w.n = 0
 	s.agg.free = append(s.agg.free, w)
 }
@@ -690,17 +849,9 @@ func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
 		w.reps = append(w.reps, w.vals[i].text[id])
 		w.ids = append(w.ids, id)
 	}
-	// Field by field: the slices keep their arrays (only lengths change).
-	g.count, g.last, g.span = 0, 0, gspan{}
-	g.ents.h, g.acc, g.more = g.ents.h[:0], g.acc[:0], g.more[:0]
-	g.sens, g.offsets = g.sens[:0], g.offsets[:0]
-	if g.ents.h == nil {
-		// A slot's first group: room for the usual entity counts at once,
-		// rather than growing step by step while the slot's capacity settles.
-		g.ents.h = make([]uint64, 0, min(s.m, 16))
-	}
+	*g = group{}
 	for range s.metrics {
-		g.acc = append(g.acc, 0, math.Inf(1), math.Inf(-1))
+		w.acc = append(w.acc, 0, math.Inf(1), math.Inf(-1))
 	}
 	a.groups++
 	return int32(n)
@@ -770,28 +921,36 @@ func (s *Stage) lateCounts(dst []Output) []Output {
 	return dst
 }
 
-func (s *Stage) merge(into, g *group) {
-	s.agg.scratch = into.ents.merge(&g.ents, s.m, s.agg.scratch)
-	for _, v := range g.sens {
-		if len(into.sens) < s.l && !slices.Contains(into.sens, v) {
-			into.sens = append(into.sens, v)
+// merge merges group gi of w into group mi.
+func (s *Stage) merge(w *window, mi, gi int32) {
+	into, g := &w.groups[mi], &w.groups[gi]
+	s.agg.scratch = w.mergeEnts(into, g, s.m, s.agg.scratch)
+	if g.ext != 0 {
+		ge := w.ext[g.ext-1]
+		ie := w.extOf(into)
+		for _, v := range ge.sens {
+			if len(ie.sens) < s.l && !slices.Contains(ie.sens, v) {
+				ie.sens = append(ie.sens, v)
+			}
 		}
+		ie.offsets = append(ie.offsets, ge.offsets...)
 	}
 	into.count += g.count
-	for i := 0; i < len(into.acc); i += 3 {
-		into.acc[i] += g.acc[i]
-		into.acc[i+1] = min(into.acc[i+1], g.acc[i+1])
-		into.acc[i+2] = max(into.acc[i+2], g.acc[i+2])
+	nm3 := 3 * len(s.metrics)
+	ia, ga := w.acc[int(mi)*nm3:int(mi+1)*nm3], w.acc[int(gi)*nm3:int(gi+1)*nm3]
+	for i := 0; i < len(ia); i += 3 {
+		ia[i] += ga[i]
+		ia[i+1] = min(ia[i+1], ga[i+1])
+		ia[i+2] = max(ia[i+2], ga[i+2])
 	}
-	into.addSpan(g.span)
-	for _, sp := range g.more {
-		into.addSpan(sp)
+	w.addSpan(into, g.span)
+	for n := g.more; n != 0; n = w.spans[n-1].next {
+		w.addSpan(into, w.spans[n-1].gspan)
 	}
-	into.offsets = append(into.offsets, g.offsets...)
 }
 
-func (s *Stage) okGroup(g *group) bool {
-	return len(g.ents.h) >= s.k && (s.l == 0 || len(g.sens) >= s.l)
+func (s *Stage) okGroup(w *window, g *group) bool {
+	return w.entLen(g) >= s.k && (s.l == 0 || len(w.sens(g)) >= s.l)
 }
 
 // closeWindow publishes, rolls up and suppresses one window's groups, in
@@ -807,7 +966,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	nq := int32(len(s.qis))
 	cur := a.cur[:0]
 	for i := range w.groups {
-		if g := &w.groups[i]; s.okGroup(g) {
+		if g := &w.groups[i]; s.okGroup(w, g) {
 			dst = append(dst, s.publish(w, int32(i), 0, start))
 			continue
 		}
@@ -843,7 +1002,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 				slot = (slot + 1) & mask
 			}
 			if m := a.roll[slot]; m >= 0 {
-				s.merge(&w.groups[m], &w.groups[gi])
+				s.merge(w, m, gi)
 				continue
 			}
 			a.roll[slot], a.rollH[slot] = gi, h
@@ -852,7 +1011,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		cur, a.next = next, cur
 		next = cur[:0]
 		for _, gi := range cur {
-			if g := &w.groups[gi]; s.okGroup(g) {
+			if g := &w.groups[gi]; s.okGroup(w, g) {
 				dst = append(dst, s.publish(w, gi, j, start))
 				continue
 			}
@@ -876,12 +1035,12 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		}
 		for _, gi := range cur {
 			g := &w.groups[gi]
-			o.Count += g.count
+			o.Count += int(g.count)
 			add(g.span)
-			for _, sp := range g.more {
-				add(sp)
+			for n := g.more; n != 0; n = w.spans[n-1].next {
+				add(w.spans[n-1].gspan)
 			}
-			o.Offsets = append(o.Offsets, g.offsets...)
+			o.Offsets = append(o.Offsets, w.offsets(g)...)
 		}
 		o.Spans = make([]Span, len(order))
 		for i, p := range order {
@@ -985,7 +1144,7 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 	*gr = Group{
 		Start: start, End: start.Add(s.cfg.Window),
 		Paths: s.qiPaths, Levels: lv,
-		Count: g.count, Entities: g.ents.count(s.m),
+		Count: int(g.count), Entities: (&distinct{w.ents(g)}).count(s.m),
 		SumFields: s.cfg.Sums, MinFields: s.cfg.Min, MaxFields: s.cfg.Max,
 		keys: a.keys,
 	}
@@ -1012,7 +1171,7 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 	pick := func(idx []int, which int) []float64 {
 		n := len(vals)
 		for _, x := range idx {
-			v := g.acc[3*x+which]
+			v := w.acc[int(gi)*3*len(s.metrics)+3*x+which]
 			if math.IsInf(v, 0) {
 				v = math.NaN()
 			}
@@ -1023,29 +1182,33 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 	gr.Sums, gr.Min, gr.Max = pick(s.sumIdx, 0), pick(s.minIdx, 1), pick(s.maxIdx, 2)
 	s.stats.Released += uint64(g.count)
 	s.stats.Groups++
-	s.loss(rep, lv, g.count)
+	s.loss(rep, lv, int(g.count))
 	if s.cfg.Noise != nil {
 		b := 2 / s.cfg.Noise.Epsilon
 		gr.Entities = s.noisy(gr.Entities, b, s.k)
 		gr.Count = s.noisy(gr.Count, b, gr.Entities)
 	}
 	// The group's memory is recycled with its window: the output gets copies.
-	spans := carve(&a.spanSlab, 1+len(g.more))
+	nsp := 1
+	for n := g.more; n != 0; n = w.spans[n-1].next {
+		nsp++
+	}
+	spans := carve(&a.spanSlab, nsp)
 	spans[0] = w.span(g.span)
-	for i, sp := range g.more {
-		spans[1+i] = w.span(sp)
+	for i, n := 1, g.more; n != 0; i, n = i+1, w.spans[n-1].next {
+		spans[i] = w.span(w.spans[n-1].gspan)
 	}
 	if len(a.head) == 0 { // the window's first: its head is formatted once
 		a.head = gr.appendHead(a.head)
 	}
 	return Output{Kind: Aggregate, Payload: a.payload(gr, a.head), Levels: lv, Entities: gr.Entities,
-		Count: g.count, Window: start, Spans: spans, Offsets: slices.Clone(g.offsets), Group: gr}
+		Count: int(g.count), Window: start, Spans: spans, Offsets: slices.Clone(w.offsets(g)), Group: gr}
 }
 
 // span names sp's partition.
 func (w *window) span(sp gspan) Span {
 	hp := &w.held[sp.part]
-	return Span{Topic: hp.topic, Partition: hp.partition, First: sp.first, Last: sp.last, Count: sp.count}
+	return Span{Topic: hp.topic, Partition: hp.partition, First: sp.first, Last: sp.last, Count: int(sp.count)}
 }
 
 func (a *aggState) heldPositions() []Position {
