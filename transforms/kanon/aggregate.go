@@ -23,7 +23,8 @@ import (
 // short below the top is suppressed.
 
 // A group's level-0 QI values (those of one member: every member shares
-// its generalization) are at len(qis)*index in its window's reps and ids.
+// its generalization) are at len(qis)*index in its window's ids, as IDs
+// in the window's dictionary.
 // A window holds tens of thousands of groups of a few records each
 // (skewed telemetry at level 0), and every record and every roll-up
 // touches one at random: a group is one cache line (56 bytes), what most
@@ -231,10 +232,9 @@ type heldPart struct {
 type window struct {
 	start    int64 // Unix nanoseconds
 	groups   []group
-	table    []gslot  // open addressing over groups by their level-0 values; len a power of two, at most half full
-	reps     []string // level-0 QI values, len(qis) per group (interned in vals: owned)
-	ids      []int32  // their IDs in vals, len(qis) per group
-	vals     []internTable
+	table    []gslot // open addressing over groups by their level-0 value IDs; len a power of two, at most half full
+	ids      []int32 // level-0 QI value IDs in dict, len(qis) per group
+	dict     *dict   // the stage's current dictionary when the window opened
 	held     []heldPart
 	lastHeld int     // index in held of the last partition held
 	byPart   []int32 // partition of held[0]'s topic -> index in held + 1 (0: none)
@@ -252,19 +252,89 @@ type gslot struct {
 	g int32
 }
 
-// internTable gives one quasi-identifier's level-0 values in a window
-// small integer IDs, assigned as groups open, so closing the window
-// compares classes as tuples of integers and generalizes each distinct
-// value once, without hashing a string again.
-type internTable struct {
-	slots []gslot  // an ID + 1 per slot (0 empty), with the value's hash; len a power of two, at most half full
-	text  []string // ID -> value (owned)
+// dict gives each quasi-identifier's level-0 values small integer IDs,
+// once per stage rather than per window: windows opened while it is
+// current share it, so a record's group is keyed by a tuple of integers,
+// a value seen in an earlier window (skewed telemetry repeats its hosts
+// and users) is neither copied nor generalized again, and closing a
+// window compares classes as tuples of integers. It is bounded: a window
+// opening when it holds more than maxInterned values of a QI starts a new
+// one, and the old one is emptied for reuse when its last window closes.
+type dict struct {
+	vals []valDict // per QI
+	refs int       // open windows using it
+}
+
+// valDict is one quasi-identifier's part of a dict.
+type valDict struct {
+	slots  []gslot  // an ID + 1 per slot (0 empty), with the value's hash; len a power of two, at most half full
+	text   []string // ID -> value (owned, never overwritten: published values alias it)
+	stride int      // the ladder's height + 1
+	ups    []int32  // ID*stride + level >= 1 -> its generalized value's ID at that level (-1: not yet)
+	gen    []map[string]int32
+	gtxt   [][]string // per level >= 1: generalized ID -> value
+	last   int32      // the ID last looked up (-1: none): consecutive records often share a value
+}
+
+func newDict(qis []*ladder) *dict {
+	d := &dict{vals: make([]valDict, len(qis))}
+	for i, l := range qis {
+		v := &d.vals[i]
+		v.stride, v.last = l.height+1, -1
+		v.gen = make([]map[string]int32, l.height+1)
+		v.gtxt = make([][]string, l.height+1)
+		for lv := 1; lv <= l.height; lv++ {
+			v.gen[lv] = map[string]int32{}
+		}
+	}
+	return d
+}
+
+// full reports whether a new window should start a new dictionary.
+func (d *dict) full() bool {
+	for i := range d.vals {
+		if len(d.vals[i].text) > maxInterned {
+			return true
+		}
+	}
+	return false
+}
+
+// reset empties d for reuse, keeping its memory.
+func (d *dict) reset() {
+	for i := range d.vals {
+		v := &d.vals[i]
+		clear(v.slots)
+		clear(v.text)
+		v.text, v.ups, v.last = v.text[:0], v.ups[:0], -1
+		for lv := 1; lv < len(v.gen); lv++ {
+			clear(v.gen[lv])
+			clear(v.gtxt[lv])
+			v.gtxt[lv] = v.gtxt[lv][:0]
+		}
+	}
+}
+
+// id returns v's ID, adding it, owned, when new.
+func (t *valDict) id(a *aggState, v string) int32 {
+	if l := t.last; l >= 0 && eqStr(t.text[l], v) {
+		return l
+	}
+	var h uint64
+	if n := len(v); n >= 8 && n <= 16 {
+		h = hashWords(unsafe.Pointer(unsafe.StringData(v)), n) // strHash's case, inline
+	} else {
+		h = strHash(v)
+	}
+	id := t.intern(a, h, v)
+	t.last = id
+	return id
 }
 
 // intern returns v's ID (h its hash), adding it, owned, when new.
-func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
+func (t *valDict) intern(a *aggState, h uint64, v string) int32 {
 	if 2*(len(t.text)+1) > len(t.slots) {
-		t.grow()
+		t.slots = rehash(t.slots, max(64, 2*len(t.slots)))
 	}
 	mask := uint64(len(t.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
@@ -272,6 +342,9 @@ func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
 		if sl.g == 0 {
 			id := int32(len(t.text))
 			t.text = append(t.text, a.own(v))
+			for range t.stride {
+				t.ups = append(t.ups, -1)
+			}
 			*sl = gslot{h, id + 1}
 			return id
 		}
@@ -280,8 +353,6 @@ func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
 		}
 	}
 }
-
-func (t *internTable) grow() { t.slots = rehash(t.slots, max(64, 2*len(t.slots))) }
 
 // rehash returns a table of n slots (a power of two) holding old's
 // occupied slots, placed by linear probing on their hashes.
@@ -300,12 +371,6 @@ func rehash(old []gslot, n int) []gslot {
 	return table
 }
 
-func (t *internTable) reset() {
-	clear(t.slots)
-	clear(t.text)
-	t.text = t.text[:0]
-}
-
 type aggState struct {
 	windows  map[int64]*window
 	last     *window // the window the last record went to
@@ -317,17 +382,19 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
-	hv []uint64 // Add's scratch: per QI, the hash of the record's value
+	ids   []int32 // Add's scratch: per QI, the ID of the record's value
+	dict  *dict   // the current dictionary (nil until a window opens)
+	dfree []*dict
+	rep   []string // publish's scratch: a group's level-0 values
 
 	// closing scratch, reused
 	cur, next []int32
-	roll      []int32    // open addressing: a group per slot (-1 empty), keyed by its value IDs
-	rollH     []uint64   // the slot's hash of the value IDs
-	scratch   []uint64   // distinct.merge's
-	cids      []int32    // per group, len(qis) value IDs at the current level vector
-	vals      []valTable // per QI
-	spans     []gspan    // per part of the closing window: the suppressed records' span
-	head      []byte     // the closing window's aggregates' JSON head (Group.appendHead)
+	roll      []int32  // open addressing: a group per slot (-1 empty), keyed by its value IDs
+	rollH     []uint64 // the slot's hash of the value IDs
+	scratch   []uint64 // distinct.merge's
+	cids      []int32  // per group, len(qis) value IDs at the current level vector
+	spans     []gspan  // per part of the closing window: the suppressed records' span
+	head      []byte   // the closing window's aggregates' JSON head (Group.appendHead)
 	keys      *groupKeys
 	order     []int32 // the parts in spans, in order of appearance
 
@@ -387,28 +454,13 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 	return out
 }
 
-// valTable interns one quasi-identifier's generalized values while a
-// window closes (the window interned its level-0 values), so a roll-up
-// compares classes as tuples of small integers. It remembers across
-// windows which generalized value each level-0 value has at each level,
-// so a value seen in an earlier window (skewed telemetry repeats its
-// hosts and users) is not generalized again.
-type valTable struct {
-	gen   []map[string]int32 // per level >= 1: generalized value -> ID
-	gtxt  [][]string         // per level >= 1: generalized ID -> value
-	known map[string]int32   // level-0 value -> its row in ups
-	ups   []int32            // per known value, stride IDs: at level lv >= 1 its generalized ID (-1: not yet)
-	row   []int32            // the closing window's level-0 ID -> its row in ups (-1: not looked up yet)
-	text  []string           // the closing window's level-0 ID -> value
-}
-
-// maxInterned bounds the values a valTable keeps across windows (level-0
-// values, and generalized ones per level); past it the table starts
-// afresh with the next window.
+// maxInterned bounds the level-0 values of a QI a dictionary keeps for
+// new windows (its generalized values are fewer); past it the next window
+// starts a new one.
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq)}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, ids: make([]int32, nq)}
 }
 
 // Group is a published aggregate.
@@ -556,27 +608,23 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 		a.last = w
 	}
-	// The group: hash the values where they lie, then compare them with
-	// the candidate's (a hash collision never merges two classes).
+	// The group: the values' IDs in the window's dictionary, then their
+	// tuple's hash, then the candidate's IDs compared (a hash collision
+	// never merges two classes).
 	nq := len(s.qis)
-	hv := a.hv[:nq]
+	ids := a.ids[:nq]
 	h := uint64(0)
-	for i := range hv {
-		v := qiValue(rec.QI, i)
-		var x uint64
-		if n := len(v); n >= 8 && n <= 16 {
-			x = hashWords(unsafe.Pointer(unsafe.StringData(v)), n) // strHash's case, inline
-		} else {
-			x = strHash(v)
-		}
-		hv[i] = x
-		h = (bits.RotateLeft64(h, 23) ^ x) * 0x9e3779b97f4a7c15
+	for i := range ids {
+		id := w.dict.vals[i].id(a, qiValue(rec.QI, i))
+		ids[i] = id
+		h = (bits.RotateLeft64(h, 23) ^ uint64(uint32(id))) * 0x9e3779b97f4a7c15
 	}
+	h ^= h >> 32
 	mask := uint64(len(w.table) - 1)
 	slot := h & mask
 	gi := int32(-1)
 	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
-		if sl := w.table[slot]; sl.h == h && w.sameValues(sl.g-1, nq, rec.QI) {
+		if sl := w.table[slot]; sl.h == h && slices.Equal(w.ids[int(sl.g-1)*nq:int(sl.g)*nq], ids) {
 			gi = sl.g - 1
 			break
 		}
@@ -588,7 +636,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		return s.closeWindows(dst, s.watermark())
 	}
 	if gi < 0 {
-		gi = s.newGroup(w, rec.QI, hv)
+		gi = s.newGroup(w, ids)
 		w.table[slot] = gslot{h, gi + 1}
 		if 2*len(w.groups) > len(w.table) {
 			w.growTable()
@@ -710,56 +758,6 @@ func qiValue(qi []string, i int) string {
 	return "null"
 }
 
-// sameValues reports whether group gi's level-0 values are qi's.
-func (w *window) sameValues(gi int32, nq int, qi []string) bool {
-	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
-	if len(qi) < nq {
-		for i, v := range rep {
-			if v != qiValue(qi, i) {
-				return false
-			}
-		}
-		return true
-	}
-	for i, v := range rep {
-		x := qi[i]
-		if x == "" {
-			x = "null" // as qiValue
-		}
-		n := len(v)
-		if n != len(x) {
-			return false
-		}
-		// Up to 32 bytes (timestamps, addresses, names): overlapping
-		// words, inline.
-		pv, px := unsafe.Pointer(unsafe.StringData(v)), unsafe.Pointer(unsafe.StringData(x))
-		switch {
-		case n > 32:
-			if v != x {
-				return false
-			}
-		case n > 16:
-			if ld64(pv, 0) != ld64(px, 0) || ld64(pv, 8) != ld64(px, 8) ||
-				ld64(pv, n-16) != ld64(px, n-16) || ld64(pv, n-8) != ld64(px, n-8) {
-				return false
-			}
-		case n >= 8:
-			if ld64(pv, 0) != ld64(px, 0) || ld64(pv, n-8) != ld64(px, n-8) {
-				return false
-			}
-		case n >= 4:
-			if ld32(pv, 0) != ld32(px, 0) || ld32(pv, n-4) != ld32(px, n-4) {
-				return false
-			}
-		default:
-			if v != x {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // growTable doubles the window's group table.
 func (w *window) growTable() { w.table = rehash(w.table, 2*len(w.table)) }
 
@@ -803,8 +801,20 @@ func (s *Stage) openWindow(ws int64) *window {
 	if n := len(a.free); n > 0 {
 		w, a.free = a.free[n-1], a.free[:n-1]
 	} else {
-		w = &window{table: make([]gslot, 64), vals: make([]internTable, len(s.qis))}
+		w = &window{table: make([]gslot, 64)}
 	}
+	if a.dict == nil || a.dict.full() {
+		switch {
+		case a.dict != nil && a.dict.refs == 0:
+			a.dict.reset()
+		case len(a.dfree) > 0:
+			a.dict, a.dfree = a.dfree[len(a.dfree)-1], a.dfree[:len(a.dfree)-1]
+		default:
+			a.dict = newDict(s.qis)
+		}
+	}
+	w.dict = a.dict
+	w.dict.refs++
 	w.start = ws
 	a.windows[ws] = w
 	a.nextEnd = min(a.nextEnd, ws+int64(s.cfg.Window))
@@ -815,12 +825,13 @@ func (s *Stage) openWindow(ws int64) *window {
 func (s *Stage) recycle(w *window) {
 	w.groups = w.groups[:0]
 	clear(w.table)
-	clear(w.reps)
-	w.reps = w.reps[:0]
 	w.ids = w.ids[:0]
-	for i := range w.vals {
-		w.vals[i].reset()
+	d := w.dict
+	if d.refs--; d.refs == 0 && d != s.agg.dict {
+		d.reset()
+		s.agg.dfree = append(s.agg.dfree, d)
 	}
+	w.dict = nil
 	w.held = w.held[:0]
 	clear(w.byPart)
 	w.acc = w.acc[:0]
@@ -831,9 +842,9 @@ func (s *Stage) recycle(w *window) {
 	s.agg.free = append(s.agg.free, w)
 }
 
-// newGroup appends a group for qi (hv: its values' hashes) to w, reusing
-// a recycled group's memory.
-func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
+// newGroup appends a group of level-0 value IDs ids to w, reusing a
+// recycled group's memory.
+func (s *Stage) newGroup(w *window, ids []int32) int32 {
 	a := s.agg
 	n := len(w.groups)
 	if n < cap(w.groups) {
@@ -842,13 +853,7 @@ func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
 		w.groups = append(w.groups, group{})
 	}
 	g := &w.groups[n]
-	for i := range s.qis {
-		// rec's strings may alias its payload: the window's intern table
-		// owns a copy of each distinct value.
-		id := w.vals[i].intern(a, hv[i], qiValue(qi, i))
-		w.reps = append(w.reps, w.vals[i].text[id])
-		w.ids = append(w.ids, id)
-	}
+	w.ids = append(w.ids, ids...)
 	*g = group{}
 	for range s.metrics {
 		w.acc = append(w.acc, 0, math.Inf(1), math.Inf(-1))
@@ -973,7 +978,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		cur = append(cur, int32(i))
 	}
 	if len(cur) > 0 && s.top > 1 {
-		s.internReps(w)
+		a.cids = append(a.cids[:0], w.ids...)
 	}
 	for j := 1; j < s.top && len(cur) > 0; j++ {
 		lv := s.seq[j]
@@ -991,7 +996,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		next := a.next[:0]
 		for _, gi := range cur {
 			ids := a.cids[int(gi)*int(nq) : int(gi+1)*int(nq)]
-			ids[q] = s.upID(q, int(lv[q]), w.ids[int(gi)*int(nq)+q])
+			ids[q] = w.dict.vals[q].up(s.qis[q], &s.key, int(lv[q]), w.ids[int(gi)*int(nq)+q])
 			h := uint64(14695981039346656037)
 			for i := range ids {
 				h = (h ^ uint64(uint32(ids[i]))) * 1099511628211
@@ -1055,80 +1060,25 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	return dst
 }
 
-// internReps readies the value tables for closing w: the window's
-// level-0 values and IDs, and the groups' IDs at the current level vector
-// (level 0 to start).
-func (s *Stage) internReps(w *window) {
-	a := s.agg
-	nq := len(s.qis)
-	if a.vals == nil {
-		a.vals = make([]valTable, nq)
-		for i, l := range s.qis {
-			v := &a.vals[i]
-			v.gen = make([]map[string]int32, l.height+1)
-			v.gtxt = make([][]string, l.height+1)
-			v.known = map[string]int32{}
-			for lv := 1; lv <= l.height; lv++ {
-				v.gen[lv] = map[string]int32{}
-			}
-		}
-	}
-	for i := range a.vals {
-		v := &a.vals[i]
-		v.text = w.vals[i].text
-		full := len(v.known) > maxInterned
-		for lv := 1; lv < len(v.gen); lv++ {
-			full = full || len(v.gen[lv]) > maxInterned
-		}
-		if full {
-			clear(v.known)
-			v.ups = v.ups[:0]
-			for lv := 1; lv < len(v.gen); lv++ {
-				clear(v.gen[lv])
-				clear(v.gtxt[lv])
-				v.gtxt[lv] = v.gtxt[lv][:0]
-			}
-		}
-		v.row = slices.Grow(v.row[:0], len(v.text))[:len(v.text)]
-		for x := range v.row {
-			v.row[x] = -1
-		}
-	}
-	a.cids = append(a.cids[:0], w.ids...)
-}
-
-// upID maps a level-0 value ID of the closing window's QI i to its ID at
-// level lv, generalizing each distinct value once while the table lasts.
-func (s *Stage) upID(i, lv int, id int32) int32 {
+// up maps a level-0 value ID to its ID at level lv, generalizing each
+// distinct value once while the dictionary lasts.
+// l is the QI's ladder, key scratch.
+func (t *valDict) up(l *ladder, key *[]byte, lv int, id int32) int32 {
 	if lv == 0 {
 		return id
 	}
-	v := &s.agg.vals[i]
-	stride := len(v.gen)
-	r := v.row[id]
-	if r < 0 {
-		var ok bool
-		if r, ok = v.known[v.text[id]]; !ok {
-			r = int32(len(v.ups) / stride)
-			v.known[v.text[id]] = r // the window's text is owned and never overwritten
-			for range stride {
-				v.ups = append(v.ups, -1)
-			}
-		}
-		v.row[id] = r
-	}
-	if u := v.ups[int(r)*stride+lv]; u >= 0 {
+	if u := t.ups[int(id)*t.stride+lv]; u >= 0 {
 		return u
 	}
-	s.key = s.qis[i].gen(s.key[:0], v.text[id], lv)
-	u, ok := v.gen[lv][string(s.key)]
+	*key = l.gen((*key)[:0], t.text[id], lv)
+	u, ok := t.gen[lv][string(*key)]
 	if !ok {
-		u = int32(len(v.gtxt[lv]))
-		txt := string(s.key)
-		v.gen[lv][txt] = u
-		v.gtxt[lv] = append(v.gtxt[lv], txt)
+		u = int32(len(t.gtxt[lv]))
+		txt := string(*key)
+		t.gen[lv][txt] = u
+		t.gtxt[lv] = append(t.gtxt[lv], txt)
 	}
-	v.ups[int(r)*stride+lv] = u
+	t.ups[int(id)*t.stride+lv] = u
 	return u
 }
 
@@ -1152,7 +1102,11 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		a.keys = newGroupKeys(s.qiPaths, s.cfg.Sums, s.cfg.Min, s.cfg.Max)
 		gr.keys = a.keys
 	}
-	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
+	rep := a.rep[:0]
+	for i, id := range w.ids[int(gi)*nq : int(gi+1)*nq] {
+		rep = append(rep, w.dict.vals[i].text[id])
+	}
+	a.rep = rep
 	gr.Values = carve(&a.strSlab, nq)
 	for i := range nq {
 		switch {
@@ -1164,7 +1118,7 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		case rep[i] == "null" || rep[i] == "":
 			gr.Values[i] = "null" // null stays null at every level (ladder.gen)
 		default:
-			gr.Values[i] = a.vals[i].gtxt[lv[i]][a.cids[int(gi)*nq+i]]
+			gr.Values[i] = w.dict.vals[i].gtxt[lv[i]][a.cids[int(gi)*nq+i]]
 		}
 	}
 	vals := carve(&a.numSlab, len(s.sumIdx)+len(s.minIdx)+len(s.maxIdx))[:0]

@@ -73,30 +73,35 @@ func TestEqStr(t *testing.T) {
 	}
 }
 
-// TestSameValues: a record joins a group only when every quasi-identifier
-// value is byte for byte the group's, for every length and position of a
-// difference (two classes must never merge).
-func TestSameValues(t *testing.T) {
-	w := &window{reps: []string{`"x"`, "null"}}
-	if !w.sameValues(0, 2, []string{`"x"`, ""}) || !w.sameValues(0, 2, []string{`"x"`}) {
+// TestDictIDs: a record joins a group only when every quasi-identifier
+// value is byte for byte the group's: groups are keyed by the values' IDs
+// in the window's dictionary, so equal values wherever they lie (and a
+// missing or empty value and null) share an ID, and values differing in
+// length or at any byte never do, whether looked up right after each
+// other (the last-value shortcut) or not.
+func TestDictIDs(t *testing.T) {
+	if qiValue([]string{`"x"`, ""}, 1) != "null" || qiValue([]string{`"x"`}, 1) != "null" {
 		t.Fatal("an empty or missing value is not null")
 	}
+	a := newAggState(1)
+	d := newDict([]*ladder{{height: 1}})
+	v := &d.vals[0]
 	for n := 1; n <= 40; n++ {
-		v := strings.Repeat("a", n)
-		w := &window{reps: []string{`"x"`, v, "null"}}
-		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v), "null"}) {
-			t.Fatalf("length %d: equal values differ", n)
+		s := strings.Repeat("a", n)
+		id := v.id(a, s)
+		if v.id(a, strings.Clone(s)) != id {
+			t.Fatalf("length %d: equal values get different IDs", n)
 		}
-		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v)}) {
-			t.Fatalf("length %d: a missing last value is not null", n)
+		if v.id(a, `"x"`) == id || v.id(a, strings.Clone(s)) != id {
+			t.Fatalf("length %d: an equal value looked up again gets another ID", n)
 		}
-		if w.sameValues(0, 3, []string{`"x"`, v + "a", "null"}) {
-			t.Fatalf("length %d: a longer value matches", n)
+		if v.id(a, s+"a") == id {
+			t.Fatalf("length %d: a longer value gets the same ID", n)
 		}
 		for i := range n {
-			b := []byte(v)
+			b := []byte(s)
 			b[i] = 'b'
-			if w.sameValues(0, 3, []string{`"x"`, string(b), "null"}) {
+			if v.id(a, strings.Clone(s)) != id || v.id(a, string(b)) == id {
 				t.Errorf("length %d: a difference at byte %d is missed", n, i)
 			}
 		}
