@@ -27,20 +27,22 @@ import (
 // in the window's dictionary.
 // A window holds tens of thousands of groups of a few records each
 // (skewed telemetry at level 0), and every record and every roll-up
-// touches one at random: a group is one cache line (56 bytes), what most
+// touches one at random: a group is one cache line (64 bytes), what most
 // groups hold is inline, and the rest (more entities, other partitions,
 // sensitive values, listed offsets) lies in the window's side tables.
 // Its metrics' sums, minima and maxima are at 3*len(metrics)*index in the
 // window's acc.
 type group struct {
 	count int32 // records (at most max_buffered_records, capped at MaxInt32)
-	ne    int32 // entity hashes inline in e (0 to 2), or -1-i: they spilled to the window's sets[i]
+	ne    int32 // entity hashes inline in e (0 to 2), or -n: n of them spilled to the window's hpool
 	// e holds up to two entity hashes, ascending; once spilled, e[0] is the
 	// last hash added, so a repeated entity skips the set.
 	e    [2]uint64
 	span gspan // the records of the group's first partition
 	more int32 // 1 + index in the window's spans of its next partition's (0: none)
 	ext  int32 // 1 + index in the window's ext (0: none)
+	// Spilled entity hashes: ascending at hpool[off:off-ne], room for hcap.
+	off, hcap int32
 }
 
 // gspan is a group's run of records of one partition: part indexes the
@@ -69,7 +71,7 @@ type groupExt struct {
 // ents returns g's entity hashes: ascending, the m smallest seen.
 func (w *window) ents(g *group) []uint64 {
 	if g.ne < 0 {
-		return w.sets[-1-g.ne].h
+		return w.hpool[g.off : g.off-g.ne : g.off+g.hcap]
 	}
 	return g.e[:g.ne]
 }
@@ -78,7 +80,7 @@ func (w *window) ents(g *group) []uint64 {
 // below m).
 func (w *window) entLen(g *group) int {
 	if g.ne < 0 {
-		return len(w.sets[-1-g.ne].h)
+		return int(-g.ne)
 	}
 	return int(g.ne)
 }
@@ -102,55 +104,51 @@ func (w *window) addEnt(g *group, x uint64, m int) {
 		if x == g.e[0] || x == g.e[1] {
 			return
 		}
-		d := w.spill(g)
-		d.add(x, m)
-		g.e[0] = x
-		return
+		w.room(g, 3, m)
+	default:
+		if x == g.e[0] {
+			return // the last one added: skewed telemetry repeats its users
+		}
+		w.room(g, int(1-g.ne), m)
 	}
-	if x == g.e[0] {
-		return // the last one added: skewed telemetry repeats its users
-	}
-	w.sets[-1-g.ne].add(x, m)
-	g.e[0] = x
+	d := distinct{w.ents(g)}
+	d.add(x, m)
+	g.ne, g.e[0] = -int32(len(d.h)), x
 }
 
-// spill moves g's inline entity hashes to a set of the window's (reusing
-// a recycled set's memory) and returns it.
-func (w *window) spill(g *group) *distinct {
-	n := len(w.sets)
-	if n < cap(w.sets) {
-		w.sets = w.sets[:n+1]
-	} else {
-		w.sets = append(w.sets, distinct{})
+// room makes g's entity hashes spilled, with room for n of them (at most
+// m): a run of the window's hpool, moved to its end (doubling) when
+// short. Runs are not reused until the window is recycled.
+func (w *window) room(g *group, n, m int) {
+	n = min(n, m)
+	if g.ne < 0 && int(g.hcap) >= n {
+		return
 	}
-	d := &w.sets[n]
-	if d.h == nil {
-		d.h = make([]uint64, 0, 8)
+	c := min(m, max(8, 2*n))
+	if g.ne < 0 {
+		c = min(m, max(c, 2*int(g.hcap)))
 	}
-	d.h = append(d.h[:0], g.e[:g.ne]...)
-	g.ne = int32(-1 - n)
-	return d
+	hs := w.ents(g)
+	off := len(w.hpool)
+	w.hpool = slices.Grow(w.hpool, c)[:off+c]
+	copy(w.hpool[off:], hs) // hs may lie in hpool's old array: still intact
+	g.off, g.hcap, g.ne = int32(off), int32(c), -int32(len(hs))
 }
 
 // mergeEnts adds g's entity hashes to into's.
 func (w *window) mergeEnts(into, g *group, m int, scratch []uint64) []uint64 {
-	if g.ne >= 0 {
-		for _, x := range g.e[:g.ne] {
+	if g.ne >= -4 {
+		// A few: inserting them one by one skips a pass over into's.
+		for _, x := range w.ents(g) {
 			w.addEnt(into, x, m)
 		}
 		return scratch
 	}
-	oi := -1 - g.ne
-	if into.ne >= 0 {
-		if o := w.sets[oi].h; len(o) <= 4 {
-			for _, x := range o {
-				w.addEnt(into, x, m)
-			}
-			return scratch
-		}
-		w.spill(into)
-	}
-	return w.sets[-1-into.ne].merge(&w.sets[oi], m, scratch)
+	w.room(into, m, m)
+	d := distinct{w.ents(into)}
+	scratch = d.merge(&distinct{w.ents(g)}, m, scratch)
+	into.ne = -int32(len(d.h))
+	return scratch
 }
 
 // addSpan adds sp (count > 0) to g's spans.
@@ -232,7 +230,7 @@ type heldPart struct {
 type window struct {
 	start    int64 // Unix nanoseconds
 	groups   []group
-	table    []gslot // open addressing over groups by their level-0 value IDs; len a power of two, at most half full
+	table    []tslot // open addressing over groups by their level-0 value IDs; len a power of two, at most half full
 	ids      []int32 // level-0 QI value IDs in dict, len(qis) per group
 	dict     *dict   // the stage's current dictionary when the window opened
 	held     []heldPart
@@ -240,13 +238,32 @@ type window struct {
 	byPart   []int32 // partition of held[0]'s topic -> index in held + 1 (0: none)
 	n        int
 	acc      []float64  // per group, per metric: sum, min, max
-	sets     []distinct // groups' spilled entity hashes
+	hpool    []uint64   // groups' spilled entity hashes
 	spans    []spanNode // groups' spans of other partitions than their first
 	ext      []groupExt
 }
 
-// gslot is a window table slot: a group (index + 1; 0 empty) and the hash
-// of its level-0 values.
+// tslot is a window table slot: a group (index + 1; 0 empty) and the
+// high half of the hash of its value IDs, which settles most mismatches
+// without reading the IDs. Eight bytes: the table of a window's tens of
+// thousands of groups is read at random by every record, so it is kept
+// small.
+type tslot struct {
+	tag uint32
+	g   int32
+}
+
+// idsHash hashes a tuple of value IDs: its low bits pick a window table
+// slot, its high half is the slot's tag.
+func idsHash(ids []int32) uint64 {
+	h := uint64(0)
+	for _, id := range ids {
+		h = (bits.RotateLeft64(h, 23) ^ uint64(uint32(id))) * 0x9e3779b97f4a7c15
+	}
+	return h ^ h>>29
+}
+
+// gslot is a dictionary slot: a value's ID + 1 (0 empty) and its hash.
 type gslot struct {
 	h uint64
 	g int32
@@ -613,18 +630,16 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	// never merges two classes).
 	nq := len(s.qis)
 	ids := a.ids[:nq]
-	h := uint64(0)
 	for i := range ids {
-		id := w.dict.vals[i].id(a, qiValue(rec.QI, i))
-		ids[i] = id
-		h = (bits.RotateLeft64(h, 23) ^ uint64(uint32(id))) * 0x9e3779b97f4a7c15
+		ids[i] = w.dict.vals[i].id(a, qiValue(rec.QI, i))
 	}
-	h ^= h >> 32
+	h := idsHash(ids)
+	tag := uint32(h >> 32)
 	mask := uint64(len(w.table) - 1)
 	slot := h & mask
 	gi := int32(-1)
 	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
-		if sl := w.table[slot]; sl.h == h && slices.Equal(w.ids[int(sl.g-1)*nq:int(sl.g)*nq], ids) {
+		if sl := w.table[slot]; sl.tag == tag && slices.Equal(w.ids[int(sl.g-1)*nq:int(sl.g)*nq], ids) {
 			gi = sl.g - 1
 			break
 		}
@@ -637,9 +652,9 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	}
 	if gi < 0 {
 		gi = s.newGroup(w, ids)
-		w.table[slot] = gslot{h, gi + 1}
+		w.table[slot] = tslot{tag, gi + 1}
 		if 2*len(w.groups) > len(w.table) {
-			w.growTable()
+			w.growTable(nq)
 		}
 	}
 	g := &w.groups[gi]
@@ -758,8 +773,20 @@ func qiValue(qi []string, i int) string {
 	return "null"
 }
 
-// growTable doubles the window's group table.
-func (w *window) growTable() { w.table = rehash(w.table, 2*len(w.table)) }
+// growTable doubles the window's group table (nq QIs).
+func (w *window) growTable(nq int) {
+	n := 2 * len(w.table)
+	w.table = make([]tslot, n)
+	mask := uint64(n - 1)
+	for gi := range w.groups {
+		h := idsHash(w.ids[gi*nq : (gi+1)*nq])
+		i := h & mask
+		for w.table[i].g != 0 {
+			i = (i + 1) & mask
+		}
+		w.table[i] = tslot{uint32(h >> 32), int32(gi + 1)}
+	}
+}
 
 // hold notes that w holds off of topic/partition and returns the
 // partition's index in w.held.
@@ -801,7 +828,7 @@ func (s *Stage) openWindow(ws int64) *window {
 	if n := len(a.free); n > 0 {
 		w, a.free = a.free[n-1], a.free[:n-1]
 	} else {
-		w = &window{table: make([]gslot, 64)}
+		w = &window{table: make([]tslot, 64)}
 	}
 	if a.dict == nil || a.dict.full() {
 		switch {
@@ -835,7 +862,7 @@ func (s *Stage) recycle(w *window) {
 	w.held = w.held[:0]
 	clear(w.byPart)
 	w.acc = w.acc[:0]
-	w.sets = w.sets[:0]
+	w.hpool = w.hpool[:0]
 	w.spans = w.spans[:0]
 	w.ext = w.ext[:0] // each keeps its slices' memory: extOf empties them
 	w.n = 0
