@@ -109,7 +109,13 @@ func (w *window) addEnt(g *group, x uint64, m int) {
 		if x == g.e[0] {
 			return // the last one added: skewed telemetry repeats its users
 		}
-		w.room(g, int(1-g.ne), m)
+		n := int(-g.ne)
+		if n >= m && x >= w.hpool[int(g.off)+n-1] {
+			return // full, and not among the m smallest
+		}
+		if n == int(g.hcap) {
+			w.room(g, n+1, m)
+		}
 	}
 	d := distinct{w.ents(g)}
 	d.add(x, m)
@@ -244,8 +250,8 @@ type window struct {
 }
 
 // tslot is a window table slot: a group (index + 1; 0 empty) and the
-// high half of the hash of its value IDs, which settles most mismatches
-// without reading the IDs. Eight bytes: the table of a window's tens of
+// high half of the hash of its values, which settles most mismatches
+// without reading them. Eight bytes: the table of a window's tens of
 // thousands of groups is read at random by every record, so it is kept
 // small.
 type tslot struct {
@@ -253,15 +259,10 @@ type tslot struct {
 	g   int32
 }
 
-// idsHash hashes a tuple of value IDs: its low bits pick a window table
-// slot, its high half is the slot's tag.
-func idsHash(ids []int32) uint64 {
-	h := uint64(0)
-	for _, id := range ids {
-		h = (bits.RotateLeft64(h, 23) ^ uint64(uint32(id))) * 0x9e3779b97f4a7c15
-	}
-	return h ^ h>>29
-}
+// tupleHash adds the hash x of a tuple's next value (strHash) to h, the
+// hash of the values before it: the group's hash picks a window table
+// slot with its low bits and is the slot's tag with its high half.
+func tupleHash(h, x uint64) uint64 { return (bits.RotateLeft64(h, 23) ^ x) * 0x9e3779b97f4a7c15 }
 
 // gslot is a dictionary slot: a value's ID + 1 (0 empty) and its hash.
 type gslot struct {
@@ -271,7 +272,7 @@ type gslot struct {
 
 // dict gives each quasi-identifier's level-0 values small integer IDs,
 // once per stage rather than per window: windows opened while it is
-// current share it, so a record's group is keyed by a tuple of integers,
+// current share it, so a group holds its values as a tuple of integers,
 // a value seen in an earlier window (skewed telemetry repeats its hosts
 // and users) is neither copied nor generalized again, and closing a
 // window compares classes as tuples of integers. It is bounded: a window
@@ -286,18 +287,18 @@ type dict struct {
 type valDict struct {
 	slots  []gslot  // an ID + 1 per slot (0 empty), with the value's hash; len a power of two, at most half full
 	text   []string // ID -> value (owned, never overwritten: published values alias it)
+	hs     []uint64 // ID -> its hash (strHash)
 	stride int      // the ladder's height + 1
 	ups    []int32  // ID*stride + level >= 1 -> its generalized value's ID at that level (-1: not yet)
 	gen    []map[string]int32
 	gtxt   [][]string // per level >= 1: generalized ID -> value
-	last   int32      // the ID last looked up (-1: none): consecutive records often share a value
 }
 
 func newDict(qis []*ladder) *dict {
 	d := &dict{vals: make([]valDict, len(qis))}
 	for i, l := range qis {
 		v := &d.vals[i]
-		v.stride, v.last = l.height+1, -1
+		v.stride = l.height + 1
 		v.gen = make([]map[string]int32, l.height+1)
 		v.gtxt = make([][]string, l.height+1)
 		for lv := 1; lv <= l.height; lv++ {
@@ -323,29 +324,13 @@ func (d *dict) reset() {
 		v := &d.vals[i]
 		clear(v.slots)
 		clear(v.text)
-		v.text, v.ups, v.last = v.text[:0], v.ups[:0], -1
+		v.text, v.hs, v.ups = v.text[:0], v.hs[:0], v.ups[:0]
 		for lv := 1; lv < len(v.gen); lv++ {
 			clear(v.gen[lv])
 			clear(v.gtxt[lv])
 			v.gtxt[lv] = v.gtxt[lv][:0]
 		}
 	}
-}
-
-// id returns v's ID, adding it, owned, when new.
-func (t *valDict) id(a *aggState, v string) int32 {
-	if l := t.last; l >= 0 && eqStr(t.text[l], v) {
-		return l
-	}
-	var h uint64
-	if n := len(v); n >= 8 && n <= 16 {
-		h = hashWords(unsafe.Pointer(unsafe.StringData(v)), n) // strHash's case, inline
-	} else {
-		h = strHash(v)
-	}
-	id := t.intern(a, h, v)
-	t.last = id
-	return id
 }
 
 // intern returns v's ID (h its hash), adding it, owned, when new.
@@ -359,6 +344,7 @@ func (t *valDict) intern(a *aggState, h uint64, v string) int32 {
 		if sl.g == 0 {
 			id := int32(len(t.text))
 			t.text = append(t.text, a.own(v))
+			t.hs = append(t.hs, h)
 			for range t.stride {
 				t.ups = append(t.ups, -1)
 			}
@@ -399,8 +385,9 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
-	ids   []int32 // Add's scratch: per QI, the ID of the record's value
-	dict  *dict   // the current dictionary (nil until a window opens)
+	hv    []uint64 // Add's scratch: per QI, the hash of the record's value
+	ids   []int32  // and its ID
+	dict  *dict    // the current dictionary (nil until a window opens)
 	dfree []*dict
 	rep   []string // publish's scratch: a group's level-0 values
 
@@ -477,7 +464,7 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, ids: make([]int32, nq)}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq)}
 }
 
 // Group is a published aggregate.
@@ -625,21 +612,28 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 		a.last = w
 	}
-	// The group: the values' IDs in the window's dictionary, then their
-	// tuple's hash, then the candidate's IDs compared (a hash collision
-	// never merges two classes).
+	// The group: hash the values where they lie, then compare them with
+	// the candidate's (a hash collision never merges two classes).
 	nq := len(s.qis)
-	ids := a.ids[:nq]
-	for i := range ids {
-		ids[i] = w.dict.vals[i].id(a, qiValue(rec.QI, i))
+	hv := a.hv[:nq]
+	h := uint64(0)
+	for i := range hv {
+		v := qiValue(rec.QI, i)
+		var x uint64
+		if n := len(v); n >= 8 && n <= 16 {
+			x = hashWords(unsafe.Pointer(unsafe.StringData(v)), n) // strHash's case, inline
+		} else {
+			x = strHash(v)
+		}
+		hv[i] = x
+		h = tupleHash(h, x)
 	}
-	h := idsHash(ids)
 	tag := uint32(h >> 32)
 	mask := uint64(len(w.table) - 1)
 	slot := h & mask
 	gi := int32(-1)
 	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
-		if sl := w.table[slot]; sl.tag == tag && slices.Equal(w.ids[int(sl.g-1)*nq:int(sl.g)*nq], ids) {
+		if sl := w.table[slot]; sl.tag == tag && w.sameValues(sl.g-1, nq, rec.QI) {
 			gi = sl.g - 1
 			break
 		}
@@ -651,6 +645,12 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		return s.closeWindows(dst, s.watermark())
 	}
 	if gi < 0 {
+		// A new group: its values' IDs in the window's dictionary (which
+		// owns a copy of each: rec's strings may alias its payload).
+		ids := a.ids[:nq]
+		for i := range ids {
+			ids[i] = w.dict.vals[i].intern(a, hv[i], qiValue(rec.QI, i))
+		}
 		gi = s.newGroup(w, ids)
 		w.table[slot] = tslot{tag, gi + 1}
 		if 2*len(w.groups) > len(w.table) {
@@ -773,13 +773,68 @@ func qiValue(qi []string, i int) string {
 	return "null"
 }
 
+// sameValues reports whether group gi's level-0 values are qi's (nq of
+// them): byte for byte, whatever their hashes.
+func (w *window) sameValues(gi int32, nq int, qi []string) bool {
+	ids := w.ids[int(gi)*nq : int(gi+1)*nq]
+	if len(qi) < nq {
+		for i, id := range ids {
+			if w.dict.vals[i].text[id] != qiValue(qi, i) {
+				return false
+			}
+		}
+		return true
+	}
+	for i, id := range ids {
+		v := w.dict.vals[i].text[id]
+		x := qi[i]
+		if x == "" {
+			x = "null" // as qiValue
+		}
+		n := len(v)
+		if n != len(x) {
+			return false
+		}
+		// Up to 32 bytes (timestamps, addresses, names): overlapping
+		// words, inline.
+		pv, px := unsafe.Pointer(unsafe.StringData(v)), unsafe.Pointer(unsafe.StringData(x))
+		switch {
+		case n > 32:
+			if v != x {
+				return false
+			}
+		case n > 16:
+			if ld64(pv, 0) != ld64(px, 0) || ld64(pv, 8) != ld64(px, 8) ||
+				ld64(pv, n-16) != ld64(px, n-16) || ld64(pv, n-8) != ld64(px, n-8) {
+				return false
+			}
+		case n >= 8:
+			if ld64(pv, 0) != ld64(px, 0) || ld64(pv, n-8) != ld64(px, n-8) {
+				return false
+			}
+		case n >= 4:
+			if ld32(pv, 0) != ld32(px, 0) || ld32(pv, n-4) != ld32(px, n-4) {
+				return false
+			}
+		default:
+			if v != x {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // growTable doubles the window's group table (nq QIs).
 func (w *window) growTable(nq int) {
 	n := 2 * len(w.table)
 	w.table = make([]tslot, n)
 	mask := uint64(n - 1)
 	for gi := range w.groups {
-		h := idsHash(w.ids[gi*nq : (gi+1)*nq])
+		h := uint64(0)
+		for q, id := range w.ids[gi*nq : (gi+1)*nq] {
+			h = tupleHash(h, w.dict.vals[q].hs[id])
+		}
 		i := h & mask
 		for w.table[i].g != 0 {
 			i = (i + 1) & mask
@@ -795,7 +850,7 @@ func (w *window) hold(topic string, partition int, off int64) int32 {
 		w.held[i].low = min(w.held[i].low, off) // the common case: one partition per stage
 		return int32(i)
 	}
-	if len(w.held) > 0 && topic == w.held[0].topic && partition >= 0 && partition < len(w.byPart) {
+	if len(w.held) > 0 && sameStr(topic, w.held[0].topic) && partition >= 0 && partition < len(w.byPart) {
 		if i := w.byPart[partition] - 1; i >= 0 { // a stage fed several partitions of one topic
 			w.held[i].low = min(w.held[i].low, off)
 			w.lastHeld = int(i)
@@ -819,6 +874,12 @@ func (w *window) hold(topic string, partition int, off int64) int32 {
 		w.byPart[partition] = int32(w.lastHeld) + 1
 	}
 	return int32(w.lastHeld)
+}
+
+// sameStr is a == b, without a call when both are the same string (a
+// consumer's records name their topic with one string).
+func sameStr(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
 // openWindow opens (or reuses a closed) window starting at ws.

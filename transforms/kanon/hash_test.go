@@ -73,35 +73,65 @@ func TestEqStr(t *testing.T) {
 	}
 }
 
-// TestDictIDs: a record joins a group only when every quasi-identifier
-// value is byte for byte the group's: groups are keyed by the values' IDs
-// in the window's dictionary, so equal values wherever they lie (and a
-// missing or empty value and null) share an ID, and values differing in
-// length or at any byte never do, whether looked up right after each
-// other (the last-value shortcut) or not.
-func TestDictIDs(t *testing.T) {
-	if qiValue([]string{`"x"`, ""}, 1) != "null" || qiValue([]string{`"x"`}, 1) != "null" {
+// TestSameValues: a record joins a group only when every quasi-identifier
+// value is byte for byte the group's, for every length and position of a
+// difference (two classes must never merge).
+func TestSameValues(t *testing.T) {
+	a := newAggState(3)
+	group := func(vals ...string) *window {
+		w := &window{dict: newDict([]*ladder{{height: 1}, {height: 1}, {height: 1}})}
+		for i, v := range vals {
+			w.ids = append(w.ids, w.dict.vals[i].intern(a, strHash(v), v))
+		}
+		return w
+	}
+	w := group(`"x"`, "null")
+	if !w.sameValues(0, 2, []string{`"x"`, ""}) || !w.sameValues(0, 2, []string{`"x"`}) {
 		t.Fatal("an empty or missing value is not null")
 	}
+	for n := 1; n <= 40; n++ {
+		v := strings.Repeat("a", n)
+		w := group(`"x"`, v, "null")
+		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v), "null"}) {
+			t.Fatalf("length %d: equal values differ", n)
+		}
+		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v)}) {
+			t.Fatalf("length %d: a missing last value is not null", n)
+		}
+		if w.sameValues(0, 3, []string{`"x"`, v + "a", "null"}) {
+			t.Fatalf("length %d: a longer value matches", n)
+		}
+		for i := range n {
+			b := []byte(v)
+			b[i] = 'b'
+			if w.sameValues(0, 3, []string{`"x"`, string(b), "null"}) {
+				t.Errorf("length %d: a difference at byte %d is missed", n, i)
+			}
+		}
+	}
+}
+
+// TestDictIDs: the dictionary a window's groups hold their values in
+// gives equal values, wherever they lie, one ID, and values differing in
+// length or at any byte different IDs (classes are compared by IDs when
+// a window closes).
+func TestDictIDs(t *testing.T) {
 	a := newAggState(1)
-	d := newDict([]*ladder{{height: 1}})
-	v := &d.vals[0]
+	v := &newDict([]*ladder{{height: 1}}).vals[0]
+	id := func(s string) int32 { return v.intern(a, strHash(s), s) }
 	for n := 1; n <= 40; n++ {
 		s := strings.Repeat("a", n)
-		id := v.id(a, s)
-		if v.id(a, strings.Clone(s)) != id {
+		x := id(s)
+		if id(strings.Clone(s)) != x || v.text[x] != s {
 			t.Fatalf("length %d: equal values get different IDs", n)
 		}
-		if v.id(a, `"x"`) == id || v.id(a, strings.Clone(s)) != id {
-			t.Fatalf("length %d: an equal value looked up again gets another ID", n)
-		}
-		if v.id(a, s+"a") == id {
+		if id(s+"a") == x {
 			t.Fatalf("length %d: a longer value gets the same ID", n)
 		}
 		for i := range n {
 			b := []byte(s)
 			b[i] = 'b'
-			if v.id(a, strings.Clone(s)) != id || v.id(a, string(b)) == id {
+			if id(string(b)) == x {
 				t.Errorf("length %d: a difference at byte %d is missed", n, i)
 			}
 		}
