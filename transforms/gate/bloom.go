@@ -237,17 +237,22 @@ func (b *bloom) has(h uint64) bool {
 }
 
 // add sets h's bits and reports whether any was newly set (h was absent).
+// The probes are gathered per word of the block first, so a new value
+// costs one atomic OR per word it touches rather than one per bit.
 func (b *bloom) add(h uint64) bool {
 	blk, x := b.locate(h)
-	changed := false
+	var m [blockWords]uint64
 	for range b.k {
 		p := x >> (64 - 9)
-		w, bit := &blk[p>>6], uint64(1)<<(p&63)
-		if w.Load()&bit == 0 {
-			w.Or(bit)
+		m[p>>6] |= 1 << (p & 63)
+		x = x*lcgMul + lcgInc
+	}
+	changed := false
+	for i, bits := range m {
+		if bits != 0 && blk[i].Load()&bits != bits {
+			blk[i].Or(bits)
 			changed = true
 		}
-		x = x*lcgMul + lcgInc
 	}
 	return changed
 }

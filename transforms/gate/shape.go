@@ -62,6 +62,7 @@ type shapeEvent struct {
 	tsLen   int          // opTime: the timestamp's length
 	tsForm  *[4]template // opTime: the learnt timestamp's layout, quotes included, when it fits 32 bytes
 	run     int16        // the run that starts here (shape.runs), -1: none
+	seg     int16        // the segment that starts with this literal (shape.segs), -1: none
 	pure    bool         // the remembered value's checks depended on its bytes alone
 	valLen  uint8        // bytes of the remembered value; 0: none
 	misses  uint8        // values in a row that were not the remembered one
@@ -85,9 +86,9 @@ type recentVals [recentSlots]struct {
 	pure    bool
 }
 
-const recentSlots = 8
+const recentSlots = 32
 
-func recentSlot(w0 uint64) uint64 { return (w0 * 0x9E3779B97F4A7C15) >> (64 - 3) }
+func recentSlot(w0 uint64) uint64 { return (w0 * 0x9E3779B97F4A7C15) >> (64 - 5) }
 
 // valueOp is what matches does inline with an event's value before
 // shapeValue: the common values need no call.
@@ -140,6 +141,7 @@ type shape struct {
 	events []shapeEvent
 	vals   []byte // maxVal bytes per event
 	runs   []run
+	segs   []segment
 	used   uint64 // when last matched, for eviction
 }
 
@@ -187,12 +189,17 @@ type runEntry struct {
 // run's end in the window only cost hits, never correctness: a hit
 // compares the whole stored string.
 func runHash(out []byte, pos, window int) uint64 {
+	d := out[pos : pos+window]
+	p := unsafe.Pointer(unsafe.SliceData(d))
+	// Two words per multiply; window is a multiple of 8, so the second
+	// word of an odd last pair is the first one again.
 	h := uint64(window)
-	for k := 0; k < window; k += 8 {
-		h = (h ^ load64(out, pos+k)) * 0x9E3779B97F4A7C15
-		h ^= h >> 29
+	for k := 0; k < len(d); k += 16 {
+		hi := at64(p, min(k+8, len(d)-8))
+		h = (h ^ at64(p, k)) * 0x9E3779B97F4A7C15
+		h = (h ^ hi ^ h>>29) * 0xBF58476D1CE4E5B9
 	}
-	return h
+	return h ^ h>>31
 }
 
 // storeRun remembers b, which passed as run r's values, hashed as h.
@@ -297,7 +304,7 @@ func (c *Checker) learn(out []byte) {
 		lit := out[prev:e.start]
 		sh.text = append(sh.text, lit...)
 		ev := shapeEvent{lit: uint32(len(sh.text)), litLen: uint32(len(lit)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path}
-		ev.lw, ev.run = words(lit), -1
+		ev.lw, ev.run, ev.seg = words(lit), -1, -1
 		switch e.kind {
 		case evFreeNumber, evTimeNumber:
 			ev.op = opNumber
@@ -327,6 +334,7 @@ func (c *Checker) learn(out []byte) {
 	}
 	sh.text = append(sh.text, out[prev:]...)
 	sh.findRuns(c.rec.events)
+	sh.findSegments(out, c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
 		sh.vals = make([]byte, n)
 	} else {
@@ -372,22 +380,45 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			pend = -1
 		}
 		e := &evs[i]
-		n := int(e.litLen)
-		if n <= 16 && pos <= len(out)-16 {
+		// A segment: its words, then its timestamps' echo tests. When a
+		// word does not fit, the stretch is taken value by value.
+		inSeg := false
+		if e.seg >= 0 && len(out)-pos >= sh.segs[e.seg].n && segmentFits(&sh.segs[e.seg], out, pos) {
+			s := &sh.segs[e.seg]
+			for _, t := range s.ts {
+				if c.g.echo != nil && c.echoTimestamp(out[pos+t.off:pos+t.off+t.n]) {
+					c.fail(ReasonEcho, t.path)
+					return false
+				}
+			}
+			pos += s.n
+			if i = s.last; i == len(evs) {
+				break
+			}
+			e, inSeg = &evs[i], true
+		}
+		switch n := int(e.litLen); {
+		case inSeg:
+			// The segment ended with event i's literal.
+		case n <= 16 && pos <= len(out)-16:
 			m := &masks[n]
 			if load64(out, pos)&m[0] != e.lw[0] || load64(out, pos+8)&m[1] != e.lw[1] {
 				return false
 			}
-		} else if n <= 32 && pos <= len(out)-32 {
+			pos += n
+		case n <= 32 && pos <= len(out)-32:
 			m := &masks[n]
 			if load64(out, pos) != e.lw[0] || load64(out, pos+8) != e.lw[1] ||
 				load64(out, pos+16)&m[2] != e.lw[2] || load64(out, pos+24)&m[3] != e.lw[3] {
 				return false
 			}
-		} else if lit := e.lit; int(lit) > len(text) || n > int(lit) || len(out)-pos < n || !equal(out[pos:pos+n], text[int(lit)-n:lit]) {
-			return false
+			pos += n
+		default:
+			if lit := e.lit; int(lit) > len(text) || n > int(lit) || len(out)-pos < n || !equal(out[pos:pos+n], text[int(lit)-n:lit]) {
+				return false
+			}
+			pos += n
 		}
-		pos += n
 		if e.run >= 0 && pos <= len(out)-sh.runs[e.run].window {
 			r := &sh.runs[e.run]
 			h := runHash(out, pos, r.window)
@@ -395,7 +426,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 				slot := h >> (64 - runBits)
 				re := &t.e[slot]
 				if re.h == h && re.n > 0 && (r.pure || re.version == c.version) && re.n <= len(out)-pos &&
-					string(out[pos:pos+re.n]) == string(t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) {
+					equal(out[pos:pos+re.n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) {
 					pos += re.n
 					i = r.last
 					continue
@@ -480,7 +511,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		prev = int(evs[len(evs)-1].lit)
 	}
 	tail := text[prev:]
-	if len(out)-pos != len(tail) || string(out[pos:]) != string(tail) {
+	if !equal(out[pos:], tail) {
 		return false
 	}
 	c.checkK(distinct)
