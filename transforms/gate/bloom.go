@@ -157,20 +157,21 @@ func (b *bloom) mayHave(p uint64) bool {
 }
 
 // addValue inserts a value by its prehash p and xxhash h and reports
-// whether has or mayHave may have been false for it before.
-func (b *bloom) addValue(v []byte, p, h uint64) bool {
-	changed := false
+// whether has or mayHave may have been false for it before, and whether
+// its signature bit was new.
+func (b *bloom) addValue(v []byte, p, h uint64) (changed, sigNew bool) {
 	if len(v) > 0 {
 		if i, bit := sigBit(v); b.sig[i].Load()&bit == 0 {
 			b.sig[i].Or(bit)
-			changed = true
+			sigNew = true
 		}
 	}
+	changed = sigNew
 	if w, sb := &b.summary[p&b.sumMask], summaryBits(p); w.Load()&sb != sb {
 		w.Or(sb)
 		changed = true
 	}
-	return b.add(h) || changed
+	return b.add(h) || changed, sigNew
 }
 
 // prehash is a cheap hash of a short string for the summaries and the
@@ -237,17 +238,22 @@ func (b *bloom) has(h uint64) bool {
 }
 
 // add sets h's bits and reports whether any was newly set (h was absent).
+// The probes are gathered per word of the block first, so a new value
+// costs one atomic OR per word it touches rather than one per bit.
 func (b *bloom) add(h uint64) bool {
 	blk, x := b.locate(h)
-	changed := false
+	var m [blockWords]uint64
 	for range b.k {
 		p := x >> (64 - 9)
-		w, bit := &blk[p>>6], uint64(1)<<(p&63)
-		if w.Load()&bit == 0 {
-			w.Or(bit)
+		m[p>>6] |= 1 << (p & 63)
+		x = x*lcgMul + lcgInc
+	}
+	changed := false
+	for i, bits := range m {
+		if bits != 0 && blk[i].Load()&bits != bits {
+			blk[i].Or(bits)
 			changed = true
 		}
-		x = x*lcgMul + lcgInc
 	}
 	return changed
 }
@@ -280,13 +286,21 @@ type rotatingBloom struct {
 	// drops bits, so it leaves negatives negative and the version alone.
 	// Versions start at 1.
 	version atomic.Uint64
-	_       [lineBytes - 8]byte
+	// sigVersion moves (after the bit is set) whenever an insert sets a
+	// signature bit that was clear in the current generation. A lookup
+	// that stopped at its signature at sigVersion v stops there while the
+	// sigVersion is still v, however the version moves: signatures are
+	// few and soon all set (about 600 of 65,536 bits for gen's 5,000 users
+	// and their hosts), while the version moves with every new value.
+	sigVersion atomic.Uint64
+	_          [lineBytes - 16]byte
 }
 
 func newRotatingBloom(capacity int, fpRate float64, every time.Duration, now func() time.Time) *rotatingBloom {
 	r := &rotatingBloom{capacity: capacity, fpRate: fpRate, every: every, now: now}
 	r.gens.Store(&generations{cur: newBloom(capacity, fpRate, now())})
 	r.version.Store(1)
+	r.sigVersion.Store(1)
 	return r
 }
 
@@ -301,28 +315,39 @@ func (r *rotatingBloom) has(h uint64) bool {
 // generation: the signatures and summaries first, then, for a generation
 // whose summary lets v through, its blocks by v's xxhash.
 func (r *rotatingBloom) contains(v []byte) bool {
+	found, _ := r.lookup(v)
+	return found
+}
+
+// lookup is contains, and also reports whether v's signature was set in
+// either generation (the lookup went past it).
+func (r *rotatingBloom) lookup(v []byte) (found, pastSig bool) {
 	g := r.gens.Load()
 	i, bit := sigBit(v)
 	cur := g.cur.sig[i].Load()&bit != 0
 	prev := g.prev != nil && g.prev.sig[i].Load()&bit != 0
 	if !cur && !prev {
-		return false
+		return false, false
 	}
 	p := prehash(v)
 	cur = cur && g.cur.mayHave(p)
 	prev = prev && g.prev.mayHave(p)
 	if !cur && !prev {
-		return false
+		return false, true
 	}
 	h := xxhash.Sum64(v)
-	return (cur && g.cur.has(h)) || (prev && g.prev.has(h))
+	return (cur && g.cur.has(h)) || (prev && g.prev.has(h)), true
 }
 
 // insert puts the value v into g's current generation, rotating early when
 // the generation reaches its capacity, and moves the version when that
 // changed what contains reports.
 func (r *rotatingBloom) insert(g *generations, v []byte, now time.Time) {
-	if g.cur.addValue(v, prehash(v), xxhash.Sum64(v)) {
+	changed, sigNew := g.cur.addValue(v, prehash(v), xxhash.Sum64(v))
+	if sigNew {
+		r.sigVersion.Add(1)
+	}
+	if changed {
 		r.version.Add(1)
 		if g.cur.added.Add(1) >= int64(r.capacity) {
 			r.rotate(g, now)

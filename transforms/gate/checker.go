@@ -31,8 +31,14 @@ type Checker struct {
 
 	// version is the Bloom filter's version read at the start of a check,
 	// before any lookup: a negative echo lookup made during the check is
-	// still negative while the filter's version is unchanged.
-	version uint64
+	// still negative while the filter's version is unchanged. sigStamp is
+	// its signature version (with sigStampBit, so the two never equal):
+	// a negative echo test none of whose lookups got past its signature
+	// is still negative while that is unchanged (stamp, valid). pastSig
+	// says whether a lookup got past its signature since it was cleared.
+	version  uint64
+	sigStamp uint64
+	pastSig  bool
 	// memo remembers, per distinct string (compared in full, the hash only
 	// picks the slot), the patterns it holds and the version at which its
 	// echo test was last negative, so a repeated value costs one hash and
@@ -43,7 +49,7 @@ type Checker struct {
 	memoLongText [memoLongSlots * memoLongMax]byte
 
 	// tsHead is the date and hour of a timestamp whose echo test of them
-	// was negative at filter version tsVersion (echoTimestamp).
+	// was negative at stamp tsVersion (echoTimestamp).
 	tsHead    [13]byte
 	tsLen     int
 	tsVersion uint64
@@ -97,7 +103,7 @@ var _ [4 - seenWays]struct{}
 
 type memoEntry struct {
 	h       uint64     // the string's prehash; any value with n == 0: empty slot
-	version uint64     // Bloom version of the last negative echo test; 0: none
+	version uint64     // stamp of the last negative echo test; 0: none
 	pats    patternSet // patterns found, of all the route tests
 	n       uint8      // the string's length
 }
@@ -149,6 +155,7 @@ func (c *Checker) check(out []byte, distinct int64) Verdict {
 	}
 	if g.echo != nil {
 		c.version = g.echo.version.Load()
+		c.sigStamp = g.echo.sigVersion.Load() | sigStampBit
 	}
 	if !c.reference && c.fast(out, distinct) {
 		return Verdict{}
@@ -481,14 +488,52 @@ func (c *Checker) text(s []byte, path string, ipPatterns bool) {
 		copy(kept, s)
 	}
 	c.report(e.pats&want, path)
-	if g.echo == nil || e.version == c.version {
+	if g.echo == nil || c.valid(e.version) {
 		return
 	}
+	outer := c.pastSig
+	c.pastSig = false
 	if c.echoes(s) {
 		c.fail(ReasonEcho, path)
 		return
 	}
-	e.version = c.version
+	e.version = c.stamp()
+	c.pastSig = c.pastSig || outer
+}
+
+// sigStampBit marks a signature stamp (Checker.sigStamp).
+const sigStampBit = 1 << 63
+
+// stamp is what a memo keeps with a negative echo test: the signature
+// stamp when none of its lookups got past its signature (pastSig, cleared
+// before the test), else the version; 0 outside a check.
+func (c *Checker) stamp() uint64 {
+	if c.pastSig || c.version == 0 {
+		return c.version
+	}
+	return c.sigStamp
+}
+
+// valid reports whether a memo's stamp s still vouches for its negative
+// echo test. One that holds by the version marks pastSig, so a memo made
+// of it (a run) is stamped by the version too.
+func (c *Checker) valid(s uint64) bool {
+	switch s {
+	case c.sigStamp:
+		return true
+	case c.version:
+		c.pastSig = true
+		return true
+	}
+	return false
+}
+
+// contains looks v up in the filter, noting in pastSig whether its
+// signature was set.
+func (c *Checker) contains(v []byte) bool {
+	found, past := c.g.echo.lookup(v)
+	c.pastSig = c.pastSig || past
+	return found
 }
 
 // report fails path with every pattern in found.
@@ -552,7 +597,6 @@ func (c *Checker) echoes(s []byte) bool {
 
 // echoesDecoded is echoes for strings that may hold %XX escapes.
 func (c *Checker) echoesDecoded(s []byte) bool {
-	b := c.g.echo
 	// One pass folds, decodes and cuts s into coarse tokens, each looked
 	// up as soon as it ends; the whole folded string last.
 	f := slices.Grow(c.fold[:0], len(s))[:len(s)]
@@ -587,7 +631,7 @@ func (c *Checker) echoesDecoded(s []byte) bool {
 	if tok := f[start:]; len(tok) > 0 && c.tokenEchoes(tok, start > 0, flags) {
 		return true
 	}
-	return tokenOK(f) && b.contains(f)
+	return tokenOK(f) && c.contains(f)
 }
 
 // innerFlags marks the bytes that split a coarse token further.
@@ -600,8 +644,7 @@ const (
 var innerFlags = [256]uint8{'.': innerAny | innerDot, '-': innerAny, '_': innerAny, '@': innerAny | innerAt}
 
 func (c *Checker) tokenEchoes(t []byte, test bool, flags uint8) bool {
-	b := c.g.echo
-	if test && tokenOK(t) && b.contains(t) {
+	if test && tokenOK(t) && c.contains(t) {
 		return true
 	}
 	if flags&innerAny == 0 {
@@ -614,7 +657,7 @@ func (c *Checker) tokenEchoes(t []byte, test bool, flags uint8) bool {
 				continue
 			}
 			if p := t[start:k]; len(p) > 0 {
-				if len(p) != len(t) && tokenOK(p) && b.contains(p) {
+				if len(p) != len(t) && tokenOK(p) && c.contains(p) {
 					return true
 				}
 				if flags&innerDot != 0 {
@@ -622,7 +665,7 @@ func (c *Checker) tokenEchoes(t []byte, test bool, flags uint8) bool {
 						if m < len(p) && p[m] != '.' {
 							continue
 						}
-						if q := p[qs:m]; len(q) > 0 && len(q) != len(p) && tokenOK(q) && b.contains(q) {
+						if q := p[qs:m]; len(q) > 0 && len(q) != len(p) && tokenOK(q) && c.contains(q) {
 							return true
 						}
 						qs = m + 1
@@ -633,7 +676,7 @@ func (c *Checker) tokenEchoes(t []byte, test bool, flags uint8) bool {
 		}
 	}
 	c.skel = skeleton(c.skel[:0], t)
-	return len(c.skel) != len(t) && len(c.skel) >= minSkel && tokenOK(c.skel) && b.contains(c.skel)
+	return len(c.skel) != len(t) && len(c.skel) >= minSkel && tokenOK(c.skel) && c.contains(c.skel)
 }
 
 // skeleton appends t without '.', '-' and '_', so "Alice_17" and "alice.17"

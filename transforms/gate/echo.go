@@ -134,6 +134,7 @@ func (c *Checker) skeletonEchoes(gens *generations, t []byte, n int) bool {
 	if !sigSet(gens, n, plainFold[t[i]], plainFold[t[j]]) {
 		return false
 	}
+	c.pastSig = true
 	f := c.skel[:0]
 	for _, ch := range t {
 		if ch != '.' && ch != '-' && ch != '_' {
@@ -156,6 +157,7 @@ func (c *Checker) lookupPlain(gens *generations, v []byte) bool {
 	if !sigSet(gens, len(v), plainFold[v[0]], plainFold[v[len(v)-1]]) {
 		return false
 	}
+	c.pastSig = true
 	f := c.fold[:0]
 	for _, ch := range v {
 		f = append(f, plainFold[ch])
@@ -180,16 +182,19 @@ func (c *Checker) echoTimestamp(s []byte) bool {
 		a = 10 // the date alone
 	}
 	// The date and hour are the same for an hour of records: a negative
-	// test of them is remembered with the filter's version (c.version, read
-	// at the start of a check; 0 outside one, and then nothing is kept).
-	if head := s[:a]; c.version == 0 || c.tsVersion != c.version || string(c.tsHead[:c.tsLen]) != string(head) {
+	// test of them is remembered with its stamp (0 outside a check, and
+	// then nothing is kept).
+	if head := s[:a]; c.version == 0 || string(c.tsHead[:c.tsLen]) != string(head) || !c.valid(c.tsVersion) {
+		outer := c.pastSig
+		c.pastSig = false
 		if c.lookupPlain(gens, head) || c.skeletonEchoes(gens, head, a-2) {
 			return true
 		}
 		if c.version != 0 {
 			c.tsLen = copy(c.tsHead[:], head)
-			c.tsVersion = c.version
+			c.tsVersion = c.stamp()
 		}
+		c.pastSig = c.pastSig || outer
 	}
 	cEnd, nSep, frac := len(s), 0, 19 // C is s[17:cEnd]; the fraction's digits are s[20:frac]
 	if len(s) > 19 && s[19] == '.' {

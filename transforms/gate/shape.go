@@ -43,8 +43,9 @@ const (
 // same bytes at the same place pass again without being scanned, for a
 // pure check (numbers, and pseudonym, e-mail and IP leaves, whose tests
 // depend on the bytes alone) at once, and for one that tests text (the
-// echo test depends on the filter too) while the filter's version is the
-// one at which it passed. A value ends where the remembered bytes do: a
+// echo test depends on the filter too) while its stamp holds (Checker.stamp
+// and valid: the filter's version, or its signature version when no lookup
+// got past a signature). A value ends where the remembered bytes do: a
 // string at its closing quote; a number because the literal after it
 // starts with a byte no number holds (the record it was learnt from was
 // scanned there). A member name tested as text (evName) is part of the
@@ -66,7 +67,7 @@ type shapeEvent struct {
 	pure    bool         // the remembered value's checks depended on its bytes alone
 	valLen  uint8        // bytes of the remembered value; 0: none
 	misses  uint8        // values in a row that were not the remembered one
-	version uint64       // the filter's version when the value (or name) passed; 0: not yet
+	version uint64       // the stamp of the value's (or name's) echo test; 0: not yet
 	node    *gnode       // evLeafString
 	path    string       // the path findings would report
 }
@@ -154,8 +155,8 @@ type shape struct {
 // (the stored string ends after the run's last value, and the loop then
 // compares the literal after it, which ends a number there as it did), so
 // they pass again: at once when every check in the run depends on the
-// bytes alone (numbers), and otherwise while the filter's version is the
-// one they passed at. Values that are new in most records (pseudonyms, IP
+// bytes alone (numbers), and otherwise while the stamp of their echo tests
+// holds. Values that are new in most records (pseudonyms, IP
 // addresses, timestamps) are not put into runs: they would only make the
 // strings miss.
 type run struct {
@@ -178,7 +179,7 @@ type runTable struct {
 
 type runEntry struct {
 	h       uint64 // the hash of the window at its start; n == 0: empty
-	version uint64 // the filter's version when it passed
+	version uint64 // the stamp of its values' echo tests
 	n       int    // its length
 }
 
@@ -212,7 +213,7 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	}
 	slot := h >> (64 - runBits)
 	e := &r.t.e[slot]
-	e.h, e.version, e.n = h, c.version, len(b)
+	e.h, e.version, e.n = h, c.stamp(), len(b)
 	copy(r.t.text[slot*maxRunBytes:], b)
 }
 
@@ -425,20 +426,22 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			if t := r.t; t != nil {
 				slot := h >> (64 - runBits)
 				re := &t.e[slot]
-				if re.h == h && re.n > 0 && (r.pure || re.version == c.version) && re.n <= len(out)-pos &&
-					equal(out[pos:pos+re.n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) {
+				if re.h == h && re.n > 0 && re.n <= len(out)-pos &&
+					equal(out[pos:pos+re.n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) && (r.pure || c.valid(re.version)) {
 					pos += re.n
 					i = r.last
 					continue
 				}
 			}
+			// The run's stamp is made of its values' lookups.
 			pend, pendStart, pendHash = int(e.run), pos, h
+			c.pastSig = false
 		}
 		// A value that passed here recently (strings only).
 		if rv := e.recent; rv != nil && pos <= len(out)-16 {
 			w0 := load64(out, pos)
 			v := &rv[recentSlot(w0)]
-			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && load64(out, pos+8)&masks[n][1] == v.w1 && (v.pure || v.version == c.version) {
+			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && load64(out, pos+8)&masks[n][1] == v.w1 && (v.pure || c.valid(v.version)) {
 				pos += n
 				continue
 			}
@@ -592,12 +595,15 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 	e := &sh.events[i]
 	switch e.kind {
 	case evName:
-		if e.version != c.version || e.version == 0 {
+		if e.version == 0 || !c.valid(e.version) {
+			outer := c.pastSig
+			c.pastSig = false
 			c.text(sh.text[e.lit-e.nameLen:e.lit], e.path, true)
 			if c.reasons != 0 {
 				return -1
 			}
-			e.version = c.version
+			e.version = c.stamp()
+			c.pastSig = c.pastSig || outer
 		}
 		return pos
 	case evFreeNumber, evTimeNumber, evKNumber:
@@ -620,8 +626,8 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 	// it (nor remembered), but for one record in 64. (Values of up to 16
 	// bytes are matches' recentVals.)
 	try := e.misses < 4 || c.tick&63 == 0
-	if n := int(e.valLen); try && n > 16 && (e.pure || e.version == c.version) && len(out)-pos >= n &&
-		equal(out[pos:pos+n], sh.vals[i*maxVal:i*maxVal+n]) {
+	if n := int(e.valLen); try && n > 16 && len(out)-pos >= n &&
+		equal(out[pos:pos+n], sh.vals[i*maxVal:i*maxVal+n]) && (e.pure || c.valid(e.version)) {
 		e.misses = 0
 		return pos + n // the value that passed here last time
 	}
@@ -634,7 +640,8 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 		c.unesc = jsonscan.AppendUnescaped(c.unesc[:0], val)
 		val = c.unesc
 	}
-	pure := false
+	pure, outer := false, c.pastSig
+	c.pastSig = false
 	if e.kind == evLeafString {
 		pure = c.leafString(e.node, val, escaped)
 	} else {
@@ -643,6 +650,8 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 	if c.reasons != 0 {
 		return -1
 	}
+	st := c.stamp()
+	c.pastSig = c.pastSig || outer
 	switch n := end - pos; {
 	case n <= 16 && pos <= len(out)-16:
 		if e.recent == nil {
@@ -650,10 +659,10 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 		}
 		w := words(out[pos:end])
 		v := &e.recent[recentSlot(load64(out, pos))]
-		v.w0, v.w1, v.n, v.version, v.pure = w[0], w[1], uint8(n), c.version, pure
+		v.w0, v.w1, v.n, v.version, v.pure = w[0], w[1], uint8(n), st, pure
 	case n > 16 && try && n <= maxVal:
 		copy(sh.vals[i*maxVal:], out[pos:end])
-		e.valLen, e.version, e.pure = uint8(n), c.version, pure
+		e.valLen, e.version, e.pure = uint8(n), st, pure
 		e.misses = min(e.misses+1, 255)
 	}
 	return end

@@ -554,12 +554,21 @@ func TestRunsAndTimestampsSeeNewIdentifiers(t *testing.T) {
       - {path: port, action: keep}
       - {path: disposition, action: keep}
 `)
-	for _, ident := range []string{"Sentinel", "allowed", "2026-11-01T05"} {
+	// With a decoy, the identifier's signature (length, first and last
+	// byte) is set before the records are checked, so arriving it moves
+	// the filter's version but not its signature version: memos whose
+	// lookups got past that signature must be stamped by the version.
+	for _, ident := range []string{"Sentinel", "allowed", "2026-11-01T05", "decoy:Sentinel", "decoy:allowed", "decoy:2026-11-01T05"} {
 		g, err := New("v", cfg.Vendors["v"])
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := g.NewChecker()
+		if d, ok := strings.CutPrefix(ident, "decoy:"); ok {
+			ident = d
+			decoy := d[:1] + strings.Repeat("q", len(d)-2) + d[len(d)-1:]
+			c.ObserveIdentifier(3, []byte(decoy))
+		}
 		rec := func(k int) []byte {
 			return []byte(fmt.Sprintf(`{"time":"2026-11-01T05:%02d:%02d.%03dZ","class":1007,"product":"Sentinel EDR","user":"%032x","port":%d,"disposition":"Allowed"}`,
 				k/60%60, k%60, k%1000, k, 443+k%2))

@@ -23,17 +23,26 @@ import (
 // short below the top is suppressed.
 
 // A group's level-0 QI values (those of one member: every member shares
-// its generalization) are at len(qis)*index in its window's reps and ids.
-// Fields Add touches come first.
+// its generalization) are at len(qis)*index in its window's ids, as IDs
+// in the window's dictionary.
+// A window holds tens of thousands of groups of a few records each
+// (skewed telemetry at level 0), and every record and every roll-up
+// touches one at random: a group is one cache line (64 bytes), what most
+// groups hold is inline, and the rest (more entities, other partitions,
+// sensitive values, listed offsets) lies in the window's side tables.
+// Its metrics' sums, minima and maxima are at 3*len(metrics)*index in the
+// window's acc.
 type group struct {
-	count   int
-	last    uint64 // the last entity hash added: repeats skip the set
-	ents    distinct
-	span    gspan     // the records of the group's first partition
-	acc     []float64 // per metric: sum, min, max
-	more    []gspan   // of its other partitions, in order of appearance (a worker's stage sees one)
-	sens    []string  // up to l distinct sensitive values
-	offsets []Position
+	count int32 // records (at most max_buffered_records, capped at MaxInt32)
+	ne    int32 // entity hashes inline in e (0 to 2), or -n: n of them spilled to the window's hpool
+	// e holds up to two entity hashes, ascending; once spilled, e[0] is the
+	// last hash added, so a repeated entity skips the set.
+	e    [2]uint64
+	span gspan // the records of the group's first partition
+	more int32 // 1 + index in the window's spans of its next partition's (0: none)
+	ext  int32 // 1 + index in the window's ext (0: none)
+	// Spilled entity hashes: ascending at hpool[off:off-ne], room for hcap.
+	off, hcap int32
 }
 
 // gspan is a group's run of records of one partition: part indexes the
@@ -41,12 +50,115 @@ type group struct {
 // compares one integer instead of a topic and a partition.
 type gspan struct {
 	first, last int64
-	count       int
+	count       int32
 	part        int32
 }
 
+// spanNode is a group's span of another partition than its first, linked
+// in order of appearance (a worker's stage sees one partition: none).
+type spanNode struct {
+	gspan
+	next int32 // 1 + index of the next in the window's spans (0: none)
+}
+
+// groupExt is what few groups hold: up to l distinct sensitive values and
+// the listed offsets (Options.ListOffsets).
+type groupExt struct {
+	sens    []string
+	offsets []Position
+}
+
+// ents returns g's entity hashes: ascending, the m smallest seen.
+func (w *window) ents(g *group) []uint64 {
+	if g.ne < 0 {
+		return w.hpool[g.off : g.off-g.ne : g.off+g.hcap]
+	}
+	return g.e[:g.ne]
+}
+
+// entLen returns how many entity hashes g holds (its exact distinct count
+// below m).
+func (w *window) entLen(g *group) int {
+	if g.ne < 0 {
+		return int(-g.ne)
+	}
+	return int(g.ne)
+}
+
+// addEnt adds entity hash x to g.
+func (w *window) addEnt(g *group, x uint64, m int) {
+	switch g.ne {
+	case 0:
+		g.e[0], g.ne = x, 1
+		return
+	case 1:
+		switch {
+		case x == g.e[0]:
+		case x > g.e[0]:
+			g.e[1], g.ne = x, 2
+		default:
+			g.e[1], g.e[0], g.ne = g.e[0], x, 2
+		}
+		return
+	case 2:
+		if x == g.e[0] || x == g.e[1] {
+			return
+		}
+		w.room(g, 3, m)
+	default:
+		if x == g.e[0] {
+			return // the last one added: skewed telemetry repeats its users
+		}
+		n := int(-g.ne)
+		if n >= m && x >= w.hpool[int(g.off)+n-1] {
+			return // full, and not among the m smallest
+		}
+		if n == int(g.hcap) {
+			w.room(g, n+1, m)
+		}
+	}
+	d := distinct{w.ents(g)}
+	d.add(x, m)
+	g.ne, g.e[0] = -int32(len(d.h)), x
+}
+
+// room makes g's entity hashes spilled, with room for n of them (at most
+// m): a run of the window's hpool, moved to its end (doubling) when
+// short. Runs are not reused until the window is recycled.
+func (w *window) room(g *group, n, m int) {
+	n = min(n, m)
+	if g.ne < 0 && int(g.hcap) >= n {
+		return
+	}
+	c := min(m, max(8, 2*n))
+	if g.ne < 0 {
+		c = min(m, max(c, 2*int(g.hcap)))
+	}
+	hs := w.ents(g)
+	off := len(w.hpool)
+	w.hpool = slices.Grow(w.hpool, c)[:off+c]
+	copy(w.hpool[off:], hs) // hs may lie in hpool's old array: still intact
+	g.off, g.hcap, g.ne = int32(off), int32(c), -int32(len(hs))
+}
+
+// mergeEnts adds g's entity hashes to into's.
+func (w *window) mergeEnts(into, g *group, m int, scratch []uint64) []uint64 {
+	if g.ne >= -4 {
+		// A few: inserting them one by one skips a pass over into's.
+		for _, x := range w.ents(g) {
+			w.addEnt(into, x, m)
+		}
+		return scratch
+	}
+	w.room(into, m, m)
+	d := distinct{w.ents(into)}
+	scratch = d.merge(&distinct{w.ents(g)}, m, scratch)
+	into.ne = -int32(len(d.h))
+	return scratch
+}
+
 // addSpan adds sp (count > 0) to g's spans.
-func (g *group) addSpan(sp gspan) {
+func (w *window) addSpan(g *group, sp gspan) {
 	if g.span.part == sp.part || g.span.count == 0 {
 		if g.span.count == 0 {
 			g.span = sp
@@ -57,16 +169,58 @@ func (g *group) addSpan(sp gspan) {
 		g.span.count += sp.count
 		return
 	}
-	for i := range g.more {
-		if m := &g.more[i]; m.part == sp.part {
+	if g.more == 0 {
+		w.spans = append(w.spans, spanNode{gspan: sp})
+		g.more = int32(len(w.spans))
+		return
+	}
+	n := g.more
+	for {
+		m := &w.spans[n-1]
+		if m.part == sp.part {
 			m.first, m.last, m.count = min(m.first, sp.first), max(m.last, sp.last), m.count+sp.count
 			return
 		}
+		if m.next == 0 {
+			break
+		}
+		n = m.next
 	}
-	if g.more == nil {
-		g.more = make([]gspan, 0, 4) // room for a few partitions at once: the slot keeps it
+	// Append, then link: the append may move the nodes.
+	w.spans = append(w.spans, spanNode{gspan: sp})
+	w.spans[n-1].next = int32(len(w.spans))
+}
+
+// extOf returns g's side record, making one when it has none.
+func (w *window) extOf(g *group) *groupExt {
+	if g.ext == 0 {
+		n := len(w.ext)
+		if n < cap(w.ext) {
+			w.ext = w.ext[:n+1]
+		} else {
+			w.ext = append(w.ext, groupExt{})
+		}
+		e := &w.ext[n]
+		e.sens, e.offsets = e.sens[:0], e.offsets[:0]
+		g.ext = int32(n + 1)
 	}
-	g.more = append(g.more, sp)
+	return &w.ext[g.ext-1]
+}
+
+// sens returns g's distinct sensitive values.
+func (w *window) sens(g *group) []string {
+	if g.ext == 0 {
+		return nil
+	}
+	return w.ext[g.ext-1].sens
+}
+
+// offsets returns g's listed offsets.
+func (w *window) offsets(g *group) []Position {
+	if g.ext == 0 {
+		return nil
+	}
+	return w.ext[g.ext-1].offsets
 }
 
 // heldPart is the lowest offset a window holds of one partition.
@@ -82,36 +236,107 @@ type heldPart struct {
 type window struct {
 	start    int64 // Unix nanoseconds
 	groups   []group
-	table    []gslot  // open addressing over groups by their level-0 values; len a power of two, at most half full
-	reps     []string // level-0 QI values, len(qis) per group (interned in vals: owned)
-	ids      []int32  // their IDs in vals, len(qis) per group
-	vals     []internTable
+	table    []tslot // open addressing over groups by their level-0 value IDs; len a power of two, at most half full
+	ids      []int32 // level-0 QI value IDs in dict, len(qis) per group
+	dict     *dict   // the stage's current dictionary when the window opened
 	held     []heldPart
 	lastHeld int     // index in held of the last partition held
 	byPart   []int32 // partition of held[0]'s topic -> index in held + 1 (0: none)
 	n        int
+	acc      []float64  // per group, per metric: sum, min, max
+	hpool    []uint64   // groups' spilled entity hashes
+	spans    []spanNode // groups' spans of other partitions than their first
+	ext      []groupExt
 }
 
-// gslot is a window table slot: a group (index + 1; 0 empty) and the hash
-// of its level-0 values.
+// tslot is a window table slot: a group (index + 1; 0 empty) and the
+// high half of the hash of its values, which settles most mismatches
+// without reading them. Eight bytes: the table of a window's tens of
+// thousands of groups is read at random by every record, so it is kept
+// small.
+type tslot struct {
+	tag uint32
+	g   int32
+}
+
+// tupleHash adds the hash x of a tuple's next value (strHash) to h, the
+// hash of the values before it: the group's hash picks a window table
+// slot with its low bits and is the slot's tag with its high half.
+func tupleHash(h, x uint64) uint64 { return (bits.RotateLeft64(h, 23) ^ x) * 0x9e3779b97f4a7c15 }
+
+// gslot is a dictionary slot: a value's ID + 1 (0 empty) and its hash.
 type gslot struct {
 	h uint64
 	g int32
 }
 
-// internTable gives one quasi-identifier's level-0 values in a window
-// small integer IDs, assigned as groups open, so closing the window
-// compares classes as tuples of integers and generalizes each distinct
-// value once, without hashing a string again.
-type internTable struct {
-	slots []gslot  // an ID + 1 per slot (0 empty), with the value's hash; len a power of two, at most half full
-	text  []string // ID -> value (owned)
+// dict gives each quasi-identifier's level-0 values small integer IDs,
+// once per stage rather than per window: windows opened while it is
+// current share it, so a group holds its values as a tuple of integers,
+// a value seen in an earlier window (skewed telemetry repeats its hosts
+// and users) is neither copied nor generalized again, and closing a
+// window compares classes as tuples of integers. It is bounded: a window
+// opening when it holds more than maxInterned values of a QI starts a new
+// one, and the old one is emptied for reuse when its last window closes.
+type dict struct {
+	vals []valDict // per QI
+	refs int       // open windows using it
+}
+
+// valDict is one quasi-identifier's part of a dict.
+type valDict struct {
+	slots  []gslot  // an ID + 1 per slot (0 empty), with the value's hash; len a power of two, at most half full
+	text   []string // ID -> value (owned, never overwritten: published values alias it)
+	hs     []uint64 // ID -> its hash (strHash)
+	stride int      // the ladder's height + 1
+	ups    []int32  // ID*stride + level >= 1 -> its generalized value's ID at that level (-1: not yet)
+	gen    []map[string]int32
+	gtxt   [][]string // per level >= 1: generalized ID -> value
+}
+
+func newDict(qis []*ladder) *dict {
+	d := &dict{vals: make([]valDict, len(qis))}
+	for i, l := range qis {
+		v := &d.vals[i]
+		v.stride = l.height + 1
+		v.gen = make([]map[string]int32, l.height+1)
+		v.gtxt = make([][]string, l.height+1)
+		for lv := 1; lv <= l.height; lv++ {
+			v.gen[lv] = map[string]int32{}
+		}
+	}
+	return d
+}
+
+// full reports whether a new window should start a new dictionary.
+func (d *dict) full() bool {
+	for i := range d.vals {
+		if len(d.vals[i].text) > maxInterned {
+			return true
+		}
+	}
+	return false
+}
+
+// reset empties d for reuse, keeping its memory.
+func (d *dict) reset() {
+	for i := range d.vals {
+		v := &d.vals[i]
+		clear(v.slots)
+		clear(v.text)
+		v.text, v.hs, v.ups = v.text[:0], v.hs[:0], v.ups[:0]
+		for lv := 1; lv < len(v.gen); lv++ {
+			clear(v.gen[lv])
+			clear(v.gtxt[lv])
+			v.gtxt[lv] = v.gtxt[lv][:0]
+		}
+	}
 }
 
 // intern returns v's ID (h its hash), adding it, owned, when new.
-func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
+func (t *valDict) intern(a *aggState, h uint64, v string) int32 {
 	if 2*(len(t.text)+1) > len(t.slots) {
-		t.grow()
+		t.slots = rehash(t.slots, max(64, 2*len(t.slots)))
 	}
 	mask := uint64(len(t.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
@@ -119,6 +344,10 @@ func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
 		if sl.g == 0 {
 			id := int32(len(t.text))
 			t.text = append(t.text, a.own(v))
+			t.hs = append(t.hs, h)
+			for range t.stride {
+				t.ups = append(t.ups, -1)
+			}
 			*sl = gslot{h, id + 1}
 			return id
 		}
@@ -127,8 +356,6 @@ func (t *internTable) intern(a *aggState, h uint64, v string) int32 {
 		}
 	}
 }
-
-func (t *internTable) grow() { t.slots = rehash(t.slots, max(64, 2*len(t.slots))) }
 
 // rehash returns a table of n slots (a power of two) holding old's
 // occupied slots, placed by linear probing on their hashes.
@@ -147,12 +374,6 @@ func rehash(old []gslot, n int) []gslot {
 	return table
 }
 
-func (t *internTable) reset() {
-	clear(t.slots)
-	clear(t.text)
-	t.text = t.text[:0]
-}
-
 type aggState struct {
 	windows  map[int64]*window
 	last     *window // the window the last record went to
@@ -164,17 +385,20 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
-	hv []uint64 // Add's scratch: per QI, the hash of the record's value
+	hv    []uint64 // Add's scratch: per QI, the hash of the record's value
+	ids   []int32  // and its ID
+	dict  *dict    // the current dictionary (nil until a window opens)
+	dfree []*dict
+	rep   []string // publish's scratch: a group's level-0 values
 
 	// closing scratch, reused
 	cur, next []int32
-	roll      []int32    // open addressing: a group per slot (-1 empty), keyed by its value IDs
-	rollH     []uint64   // the slot's hash of the value IDs
-	scratch   []uint64   // distinct.merge's
-	cids      []int32    // per group, len(qis) value IDs at the current level vector
-	vals      []valTable // per QI
-	spans     []gspan    // per part of the closing window: the suppressed records' span
-	head      []byte     // the closing window's aggregates' JSON head (Group.appendHead)
+	roll      []int32  // open addressing: a group per slot (-1 empty), keyed by its value IDs
+	rollH     []uint64 // the slot's hash of the value IDs
+	scratch   []uint64 // distinct.merge's
+	cids      []int32  // per group, len(qis) value IDs at the current level vector
+	spans     []gspan  // per part of the closing window: the suppressed records' span
+	head      []byte   // the closing window's aggregates' JSON head (Group.appendHead)
 	keys      *groupKeys
 	order     []int32 // the parts in spans, in order of appearance
 
@@ -234,28 +458,13 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 	return out
 }
 
-// valTable interns one quasi-identifier's generalized values while a
-// window closes (the window interned its level-0 values), so a roll-up
-// compares classes as tuples of small integers. It remembers across
-// windows which generalized value each level-0 value has at each level,
-// so a value seen in an earlier window (skewed telemetry repeats its
-// hosts and users) is not generalized again.
-type valTable struct {
-	gen   []map[string]int32 // per level >= 1: generalized value -> ID
-	gtxt  [][]string         // per level >= 1: generalized ID -> value
-	known map[string]int32   // level-0 value -> its row in ups
-	ups   []int32            // per known value, stride IDs: at level lv >= 1 its generalized ID (-1: not yet)
-	row   []int32            // the closing window's level-0 ID -> its row in ups (-1: not looked up yet)
-	text  []string           // the closing window's level-0 ID -> value
-}
-
-// maxInterned bounds the values a valTable keeps across windows (level-0
-// values, and generalized ones per level); past it the table starts
-// afresh with the next window.
+// maxInterned bounds the level-0 values of a QI a dictionary keeps for
+// new windows (its generalized values are fewer); past it the next window
+// starts a new one.
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq)}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq)}
 }
 
 // Group is a published aggregate.
@@ -417,42 +626,50 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 			x = strHash(v)
 		}
 		hv[i] = x
-		h = (bits.RotateLeft64(h, 23) ^ x) * 0x9e3779b97f4a7c15
+		h = tupleHash(h, x)
 	}
+	tag := uint32(h >> 32)
 	mask := uint64(len(w.table) - 1)
 	slot := h & mask
 	gi := int32(-1)
 	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
-		if sl := w.table[slot]; sl.h == h && w.sameValues(sl.g-1, nq, rec.QI) {
+		if sl := w.table[slot]; sl.tag == tag && w.sameValues(sl.g-1, nq, rec.QI) {
 			gi = sl.g - 1
 			break
 		}
 	}
-	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= s.cfg.MaxBufferedRecords {
+	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= min(s.cfg.MaxBufferedRecords, math.MaxInt32) {
 		s.stats.Suppressed++
 		s.stats.SuppressedCap++
 		dst = append(dst, s.decidedOne(rec, Suppressed, Cap, ws))
 		return s.closeWindows(dst, s.watermark())
 	}
 	if gi < 0 {
-		gi = s.newGroup(w, rec.QI, hv)
-		w.table[slot] = gslot{h, gi + 1}
+		// A new group: its values' IDs in the window's dictionary (which
+		// owns a copy of each: rec's strings may alias its payload).
+		ids := a.ids[:nq]
+		for i := range ids {
+			ids[i] = w.dict.vals[i].intern(a, hv[i], qiValue(rec.QI, i))
+		}
+		gi = s.newGroup(w, ids)
+		w.table[slot] = tslot{tag, gi + 1}
 		if 2*len(w.groups) > len(w.table) {
-			w.growTable()
+			w.growTable(nq)
 		}
 	}
 	g := &w.groups[gi]
-	if eh := entityHash(rec.Entity); eh != g.last || g.count == 0 {
-		g.ents.add(eh, s.m)
-		g.last = eh
-	}
-	if s.l > 0 && len(g.sens) < s.l && !slices.Contains(g.sens, rec.Sensitive) {
-		g.sens = append(g.sens, strings.Clone(rec.Sensitive))
+	w.addEnt(g, entityHash(rec.Entity), s.m)
+	if s.l > 0 {
+		if e := w.extOf(g); len(e.sens) < s.l && !slices.Contains(e.sens, rec.Sensitive) {
+			e.sens = append(e.sens, strings.Clone(rec.Sensitive))
+		}
 	}
 	g.count++
-	for i, x := range rec.Metrics[:min(len(rec.Metrics), len(g.acc)/3)] {
+	nm := len(s.metrics)
+	gacc := w.acc[int(gi)*3*nm : int(gi+1)*3*nm]
+	for i, x := range rec.Metrics[:min(len(rec.Metrics), nm)] {
 		if !math.IsNaN(x) {
-			acc := g.acc[3*i : 3*i+3]
+			acc := gacc[3*i : 3*i+3]
 			acc[0] += x
 			acc[1] = min(acc[1], x)
 			acc[2] = max(acc[2], x)
@@ -464,10 +681,11 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		g.span.first = min(g.span.first, sp.first)
 		g.span.count++
 	} else {
-		g.addSpan(sp)
+		w.addSpan(g, sp)
 	}
 	if s.list {
-		g.offsets = append(g.offsets, Position{rec.Topic, rec.Partition, rec.Offset})
+		e := w.extOf(g)
+		e.offsets = append(e.offsets, Position{rec.Topic, rec.Partition, rec.Offset})
 	}
 	w.n++
 	a.records++
@@ -555,18 +773,20 @@ func qiValue(qi []string, i int) string {
 	return "null"
 }
 
-// sameValues reports whether group gi's level-0 values are qi's.
+// sameValues reports whether group gi's level-0 values are qi's (nq of
+// them): byte for byte, whatever their hashes.
 func (w *window) sameValues(gi int32, nq int, qi []string) bool {
-	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
+	ids := w.ids[int(gi)*nq : int(gi+1)*nq]
 	if len(qi) < nq {
-		for i, v := range rep {
-			if v != qiValue(qi, i) {
+		for i, id := range ids {
+			if w.dict.vals[i].text[id] != qiValue(qi, i) {
 				return false
 			}
 		}
 		return true
 	}
-	for i, v := range rep {
+	for i, id := range ids {
+		v := w.dict.vals[i].text[id]
 		x := qi[i]
 		if x == "" {
 			x = "null" // as qiValue
@@ -605,8 +825,23 @@ func (w *window) sameValues(gi int32, nq int, qi []string) bool {
 	return true
 }
 
-// growTable doubles the window's group table.
-func (w *window) growTable() { w.table = rehash(w.table, 2*len(w.table)) }
+// growTable doubles the window's group table (nq QIs).
+func (w *window) growTable(nq int) {
+	n := 2 * len(w.table)
+	w.table = make([]tslot, n)
+	mask := uint64(n - 1)
+	for gi := range w.groups {
+		h := uint64(0)
+		for q, id := range w.ids[gi*nq : (gi+1)*nq] {
+			h = tupleHash(h, w.dict.vals[q].hs[id])
+		}
+		i := h & mask
+		for w.table[i].g != 0 {
+			i = (i + 1) & mask
+		}
+		w.table[i] = tslot{uint32(h >> 32), int32(gi + 1)}
+	}
+}
 
 // hold notes that w holds off of topic/partition and returns the
 // partition's index in w.held.
@@ -615,7 +850,7 @@ func (w *window) hold(topic string, partition int, off int64) int32 {
 		w.held[i].low = min(w.held[i].low, off) // the common case: one partition per stage
 		return int32(i)
 	}
-	if len(w.held) > 0 && topic == w.held[0].topic && partition >= 0 && partition < len(w.byPart) {
+	if len(w.held) > 0 && sameStr(topic, w.held[0].topic) && partition >= 0 && partition < len(w.byPart) {
 		if i := w.byPart[partition] - 1; i >= 0 { // a stage fed several partitions of one topic
 			w.held[i].low = min(w.held[i].low, off)
 			w.lastHeld = int(i)
@@ -641,6 +876,12 @@ func (w *window) hold(topic string, partition int, off int64) int32 {
 	return int32(w.lastHeld)
 }
 
+// sameStr is a == b, without a call when both are the same string (a
+// consumer's records name their topic with one string).
+func sameStr(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
+}
+
 // openWindow opens (or reuses a closed) window starting at ws.
 func (s *Stage) openWindow(ws int64) *window {
 	a := s.agg
@@ -648,8 +889,20 @@ func (s *Stage) openWindow(ws int64) *window {
 	if n := len(a.free); n > 0 {
 		w, a.free = a.free[n-1], a.free[:n-1]
 	} else {
-		w = &window{table: make([]gslot, 64), vals: make([]internTable, len(s.qis))}
+		w = &window{table: make([]tslot, 64)}
 	}
+	if a.dict == nil || a.dict.full() {
+		switch {
+		case a.dict != nil && a.dict.refs == 0:
+			a.dict.reset()
+		case len(a.dfree) > 0:
+			a.dict, a.dfree = a.dfree[len(a.dfree)-1], a.dfree[:len(a.dfree)-1]
+		default:
+			a.dict = newDict(s.qis)
+		}
+	}
+	w.dict = a.dict
+	w.dict.refs++
 	w.start = ws
 	a.windows[ws] = w
 	a.nextEnd = min(a.nextEnd, ws+int64(s.cfg.Window))
@@ -660,21 +913,26 @@ func (s *Stage) openWindow(ws int64) *window {
 func (s *Stage) recycle(w *window) {
 	w.groups = w.groups[:0]
 	clear(w.table)
-	clear(w.reps)
-	w.reps = w.reps[:0]
 	w.ids = w.ids[:0]
-	for i := range w.vals {
-		w.vals[i].reset()
+	d := w.dict
+	if d.refs--; d.refs == 0 && d != s.agg.dict {
+		d.reset()
+		s.agg.dfree = append(s.agg.dfree, d)
 	}
+	w.dict = nil
 	w.held = w.held[:0]
 	clear(w.byPart)
+	w.acc = w.acc[:0]
+	w.hpool = w.hpool[:0]
+	w.spans = w.spans[:0]
+	w.ext = w.ext[:0] // each keeps its slices' memory: extOf empties them
 	w.n = 0
 	s.agg.free = append(s.agg.free, w)
 }
 
-// newGroup appends a group for qi (hv: its values' hashes) to w, reusing
-// a recycled group's memory.
-func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
+// newGroup appends a group of level-0 value IDs ids to w, reusing a
+// recycled group's memory.
+func (s *Stage) newGroup(w *window, ids []int32) int32 {
 	a := s.agg
 	n := len(w.groups)
 	if n < cap(w.groups) {
@@ -683,24 +941,10 @@ func (s *Stage) newGroup(w *window, qi []string, hv []uint64) int32 {
 		w.groups = append(w.groups, group{})
 	}
 	g := &w.groups[n]
-	for i := range s.qis {
-		// rec's strings may alias its payload: the window's intern table
-		// owns a copy of each distinct value.
-		id := w.vals[i].intern(a, hv[i], qiValue(qi, i))
-		w.reps = append(w.reps, w.vals[i].text[id])
-		w.ids = append(w.ids, id)
-	}
-	// Field by field: the slices keep their arrays (only lengths change).
-	g.count, g.last, g.span = 0, 0, gspan{}
-	g.ents.h, g.acc, g.more = g.ents.h[:0], g.acc[:0], g.more[:0]
-	g.sens, g.offsets = g.sens[:0], g.offsets[:0]
-	if g.ents.h == nil {
-		// A slot's first group: room for the usual entity counts at once,
-		// rather than growing step by step while the slot's capacity settles.
-		g.ents.h = make([]uint64, 0, min(s.m, 16))
-	}
+	w.ids = append(w.ids, ids...)
+	*g = group{}
 	for range s.metrics {
-		g.acc = append(g.acc, 0, math.Inf(1), math.Inf(-1))
+		w.acc = append(w.acc, 0, math.Inf(1), math.Inf(-1))
 	}
 	a.groups++
 	return int32(n)
@@ -770,28 +1014,36 @@ func (s *Stage) lateCounts(dst []Output) []Output {
 	return dst
 }
 
-func (s *Stage) merge(into, g *group) {
-	s.agg.scratch = into.ents.merge(&g.ents, s.m, s.agg.scratch)
-	for _, v := range g.sens {
-		if len(into.sens) < s.l && !slices.Contains(into.sens, v) {
-			into.sens = append(into.sens, v)
+// merge merges group gi of w into group mi.
+func (s *Stage) merge(w *window, mi, gi int32) {
+	into, g := &w.groups[mi], &w.groups[gi]
+	s.agg.scratch = w.mergeEnts(into, g, s.m, s.agg.scratch)
+	if g.ext != 0 {
+		ge := w.ext[g.ext-1]
+		ie := w.extOf(into)
+		for _, v := range ge.sens {
+			if len(ie.sens) < s.l && !slices.Contains(ie.sens, v) {
+				ie.sens = append(ie.sens, v)
+			}
 		}
+		ie.offsets = append(ie.offsets, ge.offsets...)
 	}
 	into.count += g.count
-	for i := 0; i < len(into.acc); i += 3 {
-		into.acc[i] += g.acc[i]
-		into.acc[i+1] = min(into.acc[i+1], g.acc[i+1])
-		into.acc[i+2] = max(into.acc[i+2], g.acc[i+2])
+	nm3 := 3 * len(s.metrics)
+	ia, ga := w.acc[int(mi)*nm3:int(mi+1)*nm3], w.acc[int(gi)*nm3:int(gi+1)*nm3]
+	for i := 0; i < len(ia); i += 3 {
+		ia[i] += ga[i]
+		ia[i+1] = min(ia[i+1], ga[i+1])
+		ia[i+2] = max(ia[i+2], ga[i+2])
 	}
-	into.addSpan(g.span)
-	for _, sp := range g.more {
-		into.addSpan(sp)
+	w.addSpan(into, g.span)
+	for n := g.more; n != 0; n = w.spans[n-1].next {
+		w.addSpan(into, w.spans[n-1].gspan)
 	}
-	into.offsets = append(into.offsets, g.offsets...)
 }
 
-func (s *Stage) okGroup(g *group) bool {
-	return len(g.ents.h) >= s.k && (s.l == 0 || len(g.sens) >= s.l)
+func (s *Stage) okGroup(w *window, g *group) bool {
+	return w.entLen(g) >= s.k && (s.l == 0 || len(w.sens(g)) >= s.l)
 }
 
 // closeWindow publishes, rolls up and suppresses one window's groups, in
@@ -807,14 +1059,14 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	nq := int32(len(s.qis))
 	cur := a.cur[:0]
 	for i := range w.groups {
-		if g := &w.groups[i]; s.okGroup(g) {
+		if g := &w.groups[i]; s.okGroup(w, g) {
 			dst = append(dst, s.publish(w, int32(i), 0, start))
 			continue
 		}
 		cur = append(cur, int32(i))
 	}
 	if len(cur) > 0 && s.top > 1 {
-		s.internReps(w)
+		a.cids = append(a.cids[:0], w.ids...)
 	}
 	for j := 1; j < s.top && len(cur) > 0; j++ {
 		lv := s.seq[j]
@@ -832,7 +1084,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		next := a.next[:0]
 		for _, gi := range cur {
 			ids := a.cids[int(gi)*int(nq) : int(gi+1)*int(nq)]
-			ids[q] = s.upID(q, int(lv[q]), w.ids[int(gi)*int(nq)+q])
+			ids[q] = w.dict.vals[q].up(s.qis[q], &s.key, int(lv[q]), w.ids[int(gi)*int(nq)+q])
 			h := uint64(14695981039346656037)
 			for i := range ids {
 				h = (h ^ uint64(uint32(ids[i]))) * 1099511628211
@@ -843,7 +1095,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 				slot = (slot + 1) & mask
 			}
 			if m := a.roll[slot]; m >= 0 {
-				s.merge(&w.groups[m], &w.groups[gi])
+				s.merge(w, m, gi)
 				continue
 			}
 			a.roll[slot], a.rollH[slot] = gi, h
@@ -852,7 +1104,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		cur, a.next = next, cur
 		next = cur[:0]
 		for _, gi := range cur {
-			if g := &w.groups[gi]; s.okGroup(g) {
+			if g := &w.groups[gi]; s.okGroup(w, g) {
 				dst = append(dst, s.publish(w, gi, j, start))
 				continue
 			}
@@ -876,12 +1128,12 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		}
 		for _, gi := range cur {
 			g := &w.groups[gi]
-			o.Count += g.count
+			o.Count += int(g.count)
 			add(g.span)
-			for _, sp := range g.more {
-				add(sp)
+			for n := g.more; n != 0; n = w.spans[n-1].next {
+				add(w.spans[n-1].gspan)
 			}
-			o.Offsets = append(o.Offsets, g.offsets...)
+			o.Offsets = append(o.Offsets, w.offsets(g)...)
 		}
 		o.Spans = make([]Span, len(order))
 		for i, p := range order {
@@ -896,80 +1148,25 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	return dst
 }
 
-// internReps readies the value tables for closing w: the window's
-// level-0 values and IDs, and the groups' IDs at the current level vector
-// (level 0 to start).
-func (s *Stage) internReps(w *window) {
-	a := s.agg
-	nq := len(s.qis)
-	if a.vals == nil {
-		a.vals = make([]valTable, nq)
-		for i, l := range s.qis {
-			v := &a.vals[i]
-			v.gen = make([]map[string]int32, l.height+1)
-			v.gtxt = make([][]string, l.height+1)
-			v.known = map[string]int32{}
-			for lv := 1; lv <= l.height; lv++ {
-				v.gen[lv] = map[string]int32{}
-			}
-		}
-	}
-	for i := range a.vals {
-		v := &a.vals[i]
-		v.text = w.vals[i].text
-		full := len(v.known) > maxInterned
-		for lv := 1; lv < len(v.gen); lv++ {
-			full = full || len(v.gen[lv]) > maxInterned
-		}
-		if full {
-			clear(v.known)
-			v.ups = v.ups[:0]
-			for lv := 1; lv < len(v.gen); lv++ {
-				clear(v.gen[lv])
-				clear(v.gtxt[lv])
-				v.gtxt[lv] = v.gtxt[lv][:0]
-			}
-		}
-		v.row = slices.Grow(v.row[:0], len(v.text))[:len(v.text)]
-		for x := range v.row {
-			v.row[x] = -1
-		}
-	}
-	a.cids = append(a.cids[:0], w.ids...)
-}
-
-// upID maps a level-0 value ID of the closing window's QI i to its ID at
-// level lv, generalizing each distinct value once while the table lasts.
-func (s *Stage) upID(i, lv int, id int32) int32 {
+// up maps a level-0 value ID to its ID at level lv, generalizing each
+// distinct value once while the dictionary lasts.
+// l is the QI's ladder, key scratch.
+func (t *valDict) up(l *ladder, key *[]byte, lv int, id int32) int32 {
 	if lv == 0 {
 		return id
 	}
-	v := &s.agg.vals[i]
-	stride := len(v.gen)
-	r := v.row[id]
-	if r < 0 {
-		var ok bool
-		if r, ok = v.known[v.text[id]]; !ok {
-			r = int32(len(v.ups) / stride)
-			v.known[v.text[id]] = r // the window's text is owned and never overwritten
-			for range stride {
-				v.ups = append(v.ups, -1)
-			}
-		}
-		v.row[id] = r
-	}
-	if u := v.ups[int(r)*stride+lv]; u >= 0 {
+	if u := t.ups[int(id)*t.stride+lv]; u >= 0 {
 		return u
 	}
-	s.key = s.qis[i].gen(s.key[:0], v.text[id], lv)
-	u, ok := v.gen[lv][string(s.key)]
+	*key = l.gen((*key)[:0], t.text[id], lv)
+	u, ok := t.gen[lv][string(*key)]
 	if !ok {
-		u = int32(len(v.gtxt[lv]))
-		txt := string(s.key)
-		v.gen[lv][txt] = u
-		v.gtxt[lv] = append(v.gtxt[lv], txt)
+		u = int32(len(t.gtxt[lv]))
+		txt := string(*key)
+		t.gen[lv][txt] = u
+		t.gtxt[lv] = append(t.gtxt[lv], txt)
 	}
-	v.ups[int(r)*stride+lv] = u
+	t.ups[int(id)*t.stride+lv] = u
 	return u
 }
 
@@ -985,7 +1182,7 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 	*gr = Group{
 		Start: start, End: start.Add(s.cfg.Window),
 		Paths: s.qiPaths, Levels: lv,
-		Count: g.count, Entities: g.ents.count(s.m),
+		Count: int(g.count), Entities: (&distinct{w.ents(g)}).count(s.m),
 		SumFields: s.cfg.Sums, MinFields: s.cfg.Min, MaxFields: s.cfg.Max,
 		keys: a.keys,
 	}
@@ -993,7 +1190,11 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		a.keys = newGroupKeys(s.qiPaths, s.cfg.Sums, s.cfg.Min, s.cfg.Max)
 		gr.keys = a.keys
 	}
-	rep := w.reps[int(gi)*nq : int(gi+1)*nq]
+	rep := a.rep[:0]
+	for i, id := range w.ids[int(gi)*nq : int(gi+1)*nq] {
+		rep = append(rep, w.dict.vals[i].text[id])
+	}
+	a.rep = rep
 	gr.Values = carve(&a.strSlab, nq)
 	for i := range nq {
 		switch {
@@ -1005,14 +1206,14 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		case rep[i] == "null" || rep[i] == "":
 			gr.Values[i] = "null" // null stays null at every level (ladder.gen)
 		default:
-			gr.Values[i] = a.vals[i].gtxt[lv[i]][a.cids[int(gi)*nq+i]]
+			gr.Values[i] = w.dict.vals[i].gtxt[lv[i]][a.cids[int(gi)*nq+i]]
 		}
 	}
 	vals := carve(&a.numSlab, len(s.sumIdx)+len(s.minIdx)+len(s.maxIdx))[:0]
 	pick := func(idx []int, which int) []float64 {
 		n := len(vals)
 		for _, x := range idx {
-			v := g.acc[3*x+which]
+			v := w.acc[int(gi)*3*len(s.metrics)+3*x+which]
 			if math.IsInf(v, 0) {
 				v = math.NaN()
 			}
@@ -1023,29 +1224,33 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 	gr.Sums, gr.Min, gr.Max = pick(s.sumIdx, 0), pick(s.minIdx, 1), pick(s.maxIdx, 2)
 	s.stats.Released += uint64(g.count)
 	s.stats.Groups++
-	s.loss(rep, lv, g.count)
+	s.loss(rep, lv, int(g.count))
 	if s.cfg.Noise != nil {
 		b := 2 / s.cfg.Noise.Epsilon
 		gr.Entities = s.noisy(gr.Entities, b, s.k)
 		gr.Count = s.noisy(gr.Count, b, gr.Entities)
 	}
 	// The group's memory is recycled with its window: the output gets copies.
-	spans := carve(&a.spanSlab, 1+len(g.more))
+	nsp := 1
+	for n := g.more; n != 0; n = w.spans[n-1].next {
+		nsp++
+	}
+	spans := carve(&a.spanSlab, nsp)
 	spans[0] = w.span(g.span)
-	for i, sp := range g.more {
-		spans[1+i] = w.span(sp)
+	for i, n := 1, g.more; n != 0; i, n = i+1, w.spans[n-1].next {
+		spans[i] = w.span(w.spans[n-1].gspan)
 	}
 	if len(a.head) == 0 { // the window's first: its head is formatted once
 		a.head = gr.appendHead(a.head)
 	}
 	return Output{Kind: Aggregate, Payload: a.payload(gr, a.head), Levels: lv, Entities: gr.Entities,
-		Count: g.count, Window: start, Spans: spans, Offsets: slices.Clone(g.offsets), Group: gr}
+		Count: int(g.count), Window: start, Spans: spans, Offsets: slices.Clone(w.offsets(g)), Group: gr}
 }
 
 // span names sp's partition.
 func (w *window) span(sp gspan) Span {
 	hp := &w.held[sp.part]
-	return Span{Topic: hp.topic, Partition: hp.partition, First: sp.first, Last: sp.last, Count: sp.count}
+	return Span{Topic: hp.topic, Partition: hp.partition, First: sp.first, Last: sp.last, Count: int(sp.count)}
 }
 
 func (a *aggState) heldPositions() []Position {

@@ -77,13 +77,21 @@ func TestEqStr(t *testing.T) {
 // value is byte for byte the group's, for every length and position of a
 // difference (two classes must never merge).
 func TestSameValues(t *testing.T) {
-	w := &window{reps: []string{`"x"`, "null"}}
+	a := newAggState(3)
+	group := func(vals ...string) *window {
+		w := &window{dict: newDict([]*ladder{{height: 1}, {height: 1}, {height: 1}})}
+		for i, v := range vals {
+			w.ids = append(w.ids, w.dict.vals[i].intern(a, strHash(v), v))
+		}
+		return w
+	}
+	w := group(`"x"`, "null")
 	if !w.sameValues(0, 2, []string{`"x"`, ""}) || !w.sameValues(0, 2, []string{`"x"`}) {
 		t.Fatal("an empty or missing value is not null")
 	}
 	for n := 1; n <= 40; n++ {
 		v := strings.Repeat("a", n)
-		w := &window{reps: []string{`"x"`, v, "null"}}
+		w := group(`"x"`, v, "null")
 		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v), "null"}) {
 			t.Fatalf("length %d: equal values differ", n)
 		}
@@ -97,6 +105,33 @@ func TestSameValues(t *testing.T) {
 			b := []byte(v)
 			b[i] = 'b'
 			if w.sameValues(0, 3, []string{`"x"`, string(b), "null"}) {
+				t.Errorf("length %d: a difference at byte %d is missed", n, i)
+			}
+		}
+	}
+}
+
+// TestDictIDs: the dictionary a window's groups hold their values in
+// gives equal values, wherever they lie, one ID, and values differing in
+// length or at any byte different IDs (classes are compared by IDs when
+// a window closes).
+func TestDictIDs(t *testing.T) {
+	a := newAggState(1)
+	v := &newDict([]*ladder{{height: 1}}).vals[0]
+	id := func(s string) int32 { return v.intern(a, strHash(s), s) }
+	for n := 1; n <= 40; n++ {
+		s := strings.Repeat("a", n)
+		x := id(s)
+		if id(strings.Clone(s)) != x || v.text[x] != s {
+			t.Fatalf("length %d: equal values get different IDs", n)
+		}
+		if id(s+"a") == x {
+			t.Fatalf("length %d: a longer value gets the same ID", n)
+		}
+		for i := range n {
+			b := []byte(s)
+			b[i] = 'b'
+			if id(string(b)) == x {
 				t.Errorf("length %d: a difference at byte %d is missed", n, i)
 			}
 		}

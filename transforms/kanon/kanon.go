@@ -452,9 +452,15 @@ func (d *distinct) add(x uint64, m int) {
 	if n < m {
 		h = append(h, 0)
 	}
-	// Shift the tail up by one (dropping the largest when full).
-	for j := len(h) - 1; j > i; j-- {
-		h[j] = h[j-1]
+	// Shift the tail up by one (dropping the largest when full): a short
+	// one element by element, a long one (the roll-up's big classes) by
+	// memmove.
+	if len(h)-i > 8 {
+		copy(h[i+1:], h[i:len(h)-1])
+	} else {
+		for j := len(h) - 1; j > i; j-- {
+			h[j] = h[j-1]
+		}
 	}
 	h[i] = x
 	d.h = h
