@@ -359,13 +359,16 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 // the raw identifiers the object held, to tell them again in a new
 // generation. Bounded: memoEntries*(memoMaxIn+memoMaxOut) bytes per node
 // with rules for members at most (plus the identifiers, fewer bytes than
-// the object's), allocated for nodes whose objects are met: 256 KiB of
-// entries, and what they hold (a few hundred bytes each here).
+// the object's), allocated for nodes whose objects are met: 128 KiB of
+// entries, and what they hold (a few hundred bytes each here). 4,096
+// entries per node were 2.5% faster on the benchmark but took the worker
+// of TestFaultSlowVendorMemoryCap (12 Appliers) from 107 to 130 MiB.
 const (
-	memoEntries = 4096 // per node, two places per object (1,024 direct-mapped missed ~1 in 6 of the benchmark's 1,335 users)
-	memoMaxIn   = 256  // longest object remembered
-	memoMaxOut  = 1024 // longest output remembered
-	memoTrial   = 256  // lookups after which a node whose objects rarely repeat is given up
+	memoBits    = 11            // two places per object, from the hash's top memoBits bits and the memoBits below them
+	memoEntries = 1 << memoBits // per node (1,024 direct-mapped missed ~1 in 6 of the benchmark's 1,335 users)
+	memoMaxIn   = 256           // longest object remembered
+	memoMaxOut  = 1024          // longest output remembered
+	memoTrial   = 256           // lookups after which a node whose objects rarely repeat is given up
 )
 
 type memoTable struct {
@@ -423,11 +426,11 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 	// taken and the second is not, so that the objects of a working set
 	// smaller than the table rarely evict each other. Entries never move
 	// (a record's generation stamps point into them).
-	e := &m.e[h>>(64-12)]
+	e := &m.e[h>>(64-memoBits)]
 	m.tries++
 	hit := e.holds(h, a.epoch, d, p)
 	if !hit {
-		if e2 := &m.e[h>>(64-24)&(memoEntries-1)]; e2.holds(h, a.epoch, d, p) {
+		if e2 := &m.e[h>>(64-2*memoBits)&(memoEntries-1)]; e2.holds(h, a.epoch, d, p) {
 			e, hit = e2, true
 		}
 	}
@@ -460,7 +463,7 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 		return dst, p, false
 	}
 	if p-start <= memoMaxIn && len(dst)-member <= memoMaxOut && a.epoch == int(uint32(a.epoch)) {
-		if e2 := &m.e[h>>(64-24)&(memoEntries-1)]; e.n != 0 && e2.n == 0 {
+		if e2 := &m.e[h>>(64-2*memoBits)&(memoEntries-1)]; e.n != 0 && e2.n == 0 {
 			e = e2
 		}
 		e.h, e.n, e.epoch = h, uint32(p-start), uint32(a.epoch)
@@ -575,8 +578,9 @@ func flatStringEnd(d []byte, i int) int {
 // GenerationObserver, told the value once per generation (the entry's
 // words are the value).
 const (
-	leafEntries = 4096 // per node, two places per value (256 KiB)
-	leafMaxOut  = 36   // longest output remembered (a 128-bit hex pseudonym, quoted): an entry is 64 bytes
+	leafBits    = 11            // two places per value, as the subtree memo's
+	leafEntries = 1 << leafBits // per node (128 KiB)
+	leafMaxOut  = 36            // longest output remembered (a 128-bit hex pseudonym, quoted): an entry is 64 bytes
 )
 
 type leafTable [leafEntries]leafEntry
@@ -624,10 +628,10 @@ func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byt
 	w1 := load64(d, i+8) & mk[1]
 	// Two places, as in the subtree memo (memoMember).
 	h := (w0*0x9E3779B97F4A7C15 ^ w1*0xC2B2AE3D27D4EB4F) + uint64(n)
-	e := &t[h>>(64-12)]
+	e := &t[h>>(64-leafBits)]
 	hit := e.holds(w0, w1, n, a.epoch)
 	if !hit {
-		if e2 := &t[h>>(64-24)&(leafEntries-1)]; e2.holds(w0, w1, n, a.epoch) {
+		if e2 := &t[h>>(64-2*leafBits)&(leafEntries-1)]; e2.holds(w0, w1, n, a.epoch) {
 			e, hit = e2, true
 		}
 	}
@@ -645,7 +649,7 @@ func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byt
 	start := len(dst)
 	dst, ok := a.cachedAct(dst, l, val)
 	if ok && len(dst)-start <= leafMaxOut && a.epoch == int(uint16(a.epoch)) {
-		if e2 := &t[h>>(64-24)&(leafEntries-1)]; e.n != 0 && e2.n == 0 {
+		if e2 := &t[h>>(64-2*leafBits)&(leafEntries-1)]; e.n != 0 && e2.n == 0 {
 			e = e2
 		}
 		e.w0, e.w1, e.n, e.epoch, e.gen = w0, w1, uint8(n), uint16(a.epoch), 0
