@@ -930,19 +930,13 @@ func (s *Stage) recycle(w *window) {
 	s.agg.free = append(s.agg.free, w)
 }
 
-// newGroup appends a group of level-0 value IDs ids to w, reusing a
-// recycled group's memory.
+// newGroup appends a group of level-0 value IDs ids to w (a recycled
+// window's slices keep their capacity).
 func (s *Stage) newGroup(w *window, ids []int32) int32 {
 	a := s.agg
 	n := len(w.groups)
-	if n < cap(w.groups) {
-		w.groups = w.groups[:n+1]
-	} else {
-		w.groups = append(w.groups, group{})
-	}
-	g := &w.groups[n]
+	w.groups = append(w.groups, group{})
 	w.ids = append(w.ids, ids...)
-	*g = group{}
 	for range s.metrics {
 		w.acc = append(w.acc, 0, math.Inf(1), math.Inf(-1))
 	}
