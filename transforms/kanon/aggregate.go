@@ -385,11 +385,16 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
-	hv    []uint64 // Add's scratch: per QI, the hash of the record's value
-	ids   []int32  // and its ID
-	dict  *dict    // the current dictionary (nil until a window opens)
-	dfree []*dict
-	rep   []string // publish's scratch: a group's level-0 values
+	hv  []uint64 // Add's scratch: per QI, the hash of the record's value
+	ids []int32  // and its ID
+	// The last new group's value IDs in lastDict, and their hashes (hv):
+	// lastDict is nil after any dictionary is emptied.
+	lastID   []int32
+	lastH    []uint64
+	lastDict *dict
+	dict     *dict // the current dictionary (nil until a window opens)
+	dfree    []*dict
+	rep      []string // publish's scratch: a group's level-0 values
 
 	// closing scratch, reused
 	cur, next []int32
@@ -464,7 +469,8 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq)}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq),
+		lastID: make([]int32, nq), lastH: make([]uint64, nq)}
 }
 
 // Group is a published aggregate.
@@ -647,10 +653,20 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	if gi < 0 {
 		// A new group: its values' IDs in the window's dictionary (which
 		// owns a copy of each: rec's strings may alias its payload).
+		// A value equal to the last new group's (the time bucket nearly
+		// always is, a disposition often) takes its ID without a lookup.
 		ids := a.ids[:nq]
+		same := a.lastDict == w.dict
 		for i := range ids {
-			ids[i] = w.dict.vals[i].intern(a, hv[i], qiValue(rec.QI, i))
+			v, t := qiValue(rec.QI, i), &w.dict.vals[i]
+			if id := a.lastID[i]; same && a.lastH[i] == hv[i] && eqStr(t.text[id], v) {
+				ids[i] = id
+				continue
+			}
+			ids[i] = t.intern(a, hv[i], v)
+			a.lastID[i], a.lastH[i] = ids[i], hv[i]
 		}
+		a.lastDict = w.dict
 		gi = s.newGroup(w, ids)
 		w.table[slot] = tslot{tag, gi + 1}
 		if 2*len(w.groups) > len(w.table) {
@@ -895,6 +911,7 @@ func (s *Stage) openWindow(ws int64) *window {
 		switch {
 		case a.dict != nil && a.dict.refs == 0:
 			a.dict.reset()
+			a.lastDict = nil
 		case len(a.dfree) > 0:
 			a.dict, a.dfree = a.dfree[len(a.dfree)-1], a.dfree[:len(a.dfree)-1]
 		default:
@@ -917,6 +934,7 @@ func (s *Stage) recycle(w *window) {
 	d := w.dict
 	if d.refs--; d.refs == 0 && d != s.agg.dict {
 		d.reset()
+		s.agg.lastDict = nil
 		s.agg.dfree = append(s.agg.dfree, d)
 	}
 	w.dict = nil
