@@ -398,7 +398,7 @@ type aggState struct {
 
 	// closing scratch, reused
 	cur, next []int32
-	roll      []int32  // open addressing: a group per slot (-1 empty), keyed by its value IDs
+	roll      []int32  // open addressing: a group + 1 per slot (0 empty), keyed by its value IDs
 	rollH     []uint64 // the slot's hash of the value IDs
 	scratch   []uint64 // distinct.merge's
 	cids      []int32  // per group, len(qis) value IDs at the current level vector
@@ -1041,12 +1041,14 @@ func (s *Stage) merge(w *window, mi, gi int32) {
 		ie.offsets = append(ie.offsets, ge.offsets...)
 	}
 	into.count += g.count
-	nm3 := 3 * len(s.metrics)
-	ia, ga := w.acc[int(mi)*nm3:int(mi+1)*nm3], w.acc[int(gi)*nm3:int(gi+1)*nm3]
-	for i := 0; i < len(ia); i += 3 {
-		ia[i] += ga[i]
-		ia[i+1] = min(ia[i+1], ga[i+1])
-		ia[i+2] = max(ia[i+2], ga[i+2])
+	if nm3 := 3 * len(s.metrics); nm3 > 0 {
+		ib, gb := int(mi)*nm3, int(gi)*nm3
+		ia, ga := w.acc[ib:ib+nm3:ib+nm3], w.acc[gb:gb+nm3:gb+nm3]
+		for i := 0; i+2 < len(ia) && i+2 < len(ga); i += 3 {
+			ia[i] += ga[i]
+			ia[i+1] = min(ia[i+1], ga[i+1])
+			ia[i+2] = max(ia[i+2], ga[i+2])
+		}
 	}
 	w.addSpan(into, g.span)
 	for n := g.more; n != 0; n = w.spans[n-1].next {
@@ -1089,29 +1091,43 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		}
 		a.roll = slices.Grow(a.roll[:0], size)[:size]
 		a.rollH = slices.Grow(a.rollH[:0], size)[:size]
-		for i := range a.roll {
-			a.roll[i] = -1
-		}
+		clear(a.roll)
 		mask := uint64(size - 1)
 		next := a.next[:0]
+		// What every group of this step shares, hoisted: the dictionary
+		// of QI q, its ladder and level (at least 1: q steps up).
+		t, l, lq, n := &w.dict.vals[q], s.qis[q], int(lv[q]), int(nq)
+		roll, rollH, cids, ids0 := a.roll, a.rollH, a.cids, w.ids
 		for _, gi := range cur {
-			ids := a.cids[int(gi)*int(nq) : int(gi+1)*int(nq)]
-			ids[q] = w.dict.vals[q].up(s.qis[q], &s.key, int(lv[q]), w.ids[int(gi)*int(nq)+q])
+			base := int(gi) * n
+			ids := cids[base : base+n : base+n]
+			id0 := ids0[base+q]
+			u := t.ups[int(id0)*t.stride+lq] // generalized before: no call
+			if u < 0 {
+				u = t.up(l, &s.key, lq, id0)
+			}
+			ids[q] = u
 			h := uint64(14695981039346656037)
-			for i := range ids {
-				h = (h ^ uint64(uint32(ids[i]))) * 1099511628211
+			for _, id := range ids {
+				h = (h ^ uint64(uint32(id))) * 1099511628211
 			}
 			slot := (h ^ h>>29) & mask
-			for a.roll[slot] >= 0 && (a.rollH[slot] != h ||
-				!slices.Equal(a.cids[int(a.roll[slot])*int(nq):int(a.roll[slot]+1)*int(nq)], ids)) {
+			for {
+				m := roll[slot] // a class's first group + 1 (0: empty)
+				if m == 0 {
+					roll[slot], rollH[slot] = gi+1, h
+					next = append(next, gi)
+					break
+				}
+				if rollH[slot] == h {
+					mb := int(m-1) * n
+					if slices.Equal(cids[mb:mb+n:mb+n], ids) {
+						s.merge(w, m-1, gi)
+						break
+					}
+				}
 				slot = (slot + 1) & mask
 			}
-			if m := a.roll[slot]; m >= 0 {
-				s.merge(w, m, gi)
-				continue
-			}
-			a.roll[slot], a.rollH[slot] = gi, h
-			next = append(next, gi)
 		}
 		cur, a.next = next, cur
 		next = cur[:0]
