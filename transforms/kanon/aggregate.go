@@ -625,10 +625,19 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	h := uint64(0)
 	for i := range hv {
 		v := qiValue(rec.QI, i)
+		// strHash's cases up to 32 bytes, inline (a time bucket, an
+		// address, a name, a short code).
 		var x uint64
-		if n := len(v); n >= 8 && n <= 16 {
-			x = hashWords(unsafe.Pointer(unsafe.StringData(v)), n) // strHash's case, inline
-		} else {
+		p := unsafe.Pointer(unsafe.StringData(v))
+		switch n := len(v); {
+		case n >= 8 && n <= 16:
+			x = hashWords(p, n)
+		case n > 16 && n <= 32: // hashWords32, too large to inline
+			y := mix(ld64(p, 0)^k0, ld64(p, 8)^k1) ^ ld64(p, n-16)
+			x = mix(y^k1, ld64(p, n-8)^k2^uint64(n))
+		case n >= 4 && n < 8:
+			x = mix(uint64(ld32(p, 0))^k1, uint64(ld32(p, n-4))^k2^uint64(n))
+		default:
 			x = strHash(v)
 		}
 		hv[i] = x
@@ -728,8 +737,7 @@ func strHash(v string) uint64 {
 	case n > 32:
 		return xxhash.Sum64String(v)
 	case n > 16:
-		a = mix(ld64(p, 0)^k0, ld64(p, 8)^k1) ^ ld64(p, n-16)
-		b = ld64(p, n-8)
+		return hashWords32(p, n)
 	case n >= 8:
 		return hashWords(p, n)
 	case n >= 4:
@@ -766,6 +774,12 @@ func eqStr(a, b string) bool {
 // to inline where every record hashes its values.
 func hashWords(p unsafe.Pointer, n int) uint64 {
 	return mix(ld64(p, 0)^k1, ld64(p, n-8)^k2^uint64(n))
+}
+
+// hashWords32 is strHash of the n bytes at p, 16 < n <= 32.
+func hashWords32(p unsafe.Pointer, n int) uint64 {
+	a := mix(ld64(p, 0)^k0, ld64(p, 8)^k1) ^ ld64(p, n-16)
+	return mix(a^k1, ld64(p, n-8)^k2^uint64(n))
 }
 
 func mix(a, b uint64) uint64 {

@@ -1,10 +1,15 @@
 package kanon
 
 import (
+	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/deident/deident/internal/config"
 )
 
 // TestStrHashReadsEveryByte: the window's tables spread values by
@@ -135,5 +140,45 @@ func TestDictIDs(t *testing.T) {
 				t.Errorf("length %d: a difference at byte %d is missed", n, i)
 			}
 		}
+	}
+}
+
+// TestGroupsFoundAfterGrowth: a window's table regrows from the hashes
+// its dictionary kept, and Add then probes it with the hash it computes
+// (inline up to 32 bytes, by strHash beyond): at every value length a
+// value seen again after the table grew must find its group, not open a
+// second one whose records would be published (or suppressed) apart.
+func TestGroupsFoundAfterGrowth(t *testing.T) {
+	c := config.KAnon{
+		K: 2, Entity: "user", Mode: config.KAnonAggregate, EventTime: "ts", Window: time.Minute,
+		QuasiIdentifiers: []config.QuasiIdentifier{{Path: "v"}},
+	}
+	s := newStage(t, c, nil)
+	t0 := time.Date(2026, 11, 27, 13, 0, 0, 0, time.UTC)
+	var vals []string
+	for n := range 41 { // every length to past strHash's 32-byte cases
+		for j := range 5 {
+			vals = append(vals, strings.Repeat(string(rune('a'+j)), n))
+		}
+	}
+	vals = slices.Compact(vals) // length 0 is one value
+	var outs []Output
+	off := int64(0)
+	for pass := range 2 { // the second pass after the table has grown
+		for i, v := range vals {
+			outs = s.Add(outs, Record{Topic: "t", Offset: off, EventTime: t0, Entity: fmt.Sprint(pass, i), QI: []string{v}})
+			off++
+		}
+	}
+	outs = s.Flush(outs)
+	n := 0
+	for _, o := range outs {
+		if o.Kind != Aggregate || o.Count != 2 || o.Entities != 2 || o.Levels[0] != 0 {
+			t.Fatalf("got %v %d records %d entities at %v, want one level-0 aggregate of 2 per value", o.Kind, o.Count, o.Entities, o.Levels)
+		}
+		n++
+	}
+	if n != len(vals) {
+		t.Fatalf("%d aggregates, want %d (one per value)", n, len(vals))
 	}
 }
