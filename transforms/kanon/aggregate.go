@@ -656,11 +656,9 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	last := a.lastID[:nq]
 	for i := range ids {
 		v, t := qiValue(rec.QI, i), &d.vals[i]
-		if same {
-			if id := last[i]; len(t.text[id]) == len(v) && eqStr(t.text[id], v) {
-				ids[i] = id
-				continue
-			}
+		if id := last[i]; same && eqStr(t.text[id], v) {
+			ids[i] = id
+			continue
 		}
 		// strHash's cases up to 32 bytes, inline (a time bucket, an
 		// address, a name, a short code).
@@ -736,14 +734,10 @@ func (s *Stage) index(w *window) {
 	nq := len(s.qis)
 	for j := w.indexed; j < len(w.log); j++ {
 		ids := w.lids[j*nq : (j+1)*nq : (j+1)*nq]
-		gi, slot, tag := w.lookup(ids)
+		gi := w.findGroup(ids)
 		if gi < 0 {
 			gi = s.newGroup(w, ids)
-			if 2*len(w.groups) > len(w.table) {
-				w.growTable(nq) // places every group, gi included
-			} else {
-				w.table[slot] = tslot{tag, gi + 1}
-			}
+			w.insert(gi, nq)
 		}
 		w.log[j].g = gi
 	}
@@ -763,27 +757,29 @@ func idsHash(ids []int32) uint64 {
 // findGroup returns the group of w whose level-0 value IDs are ids, or
 // -1 when there is none.
 func (w *window) findGroup(ids []int32) int32 {
-	gi, _, _ := w.lookup(ids)
-	return gi
-}
-
-// lookup returns the group of w whose level-0 value IDs are ids, or -1
-// and the free slot (with its tag) where the group would go.
-func (w *window) lookup(ids []int32) (int32, uint64, uint32) {
 	nq := len(ids)
 	h := idsHash(ids)
 	tag := uint32(h >> 32)
 	mask := uint64(len(w.table) - 1)
-	slot := h & mask
-	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
+	for slot := h & mask; w.table[slot].g != 0; slot = (slot + 1) & mask {
 		if sl := w.table[slot]; sl.tag == tag {
 			gb := int(sl.g-1) * nq
 			if slices.Equal(w.ids[gb:gb+nq:gb+nq], ids) {
-				return sl.g - 1, slot, tag
+				return sl.g - 1
 			}
 		}
 	}
-	return -1, slot, tag
+	return -1
+}
+
+// insert adds group gi (not in the table) to w's table, growing it when
+// half full.
+func (w *window) insert(gi int32, nq int) {
+	if 2*(len(w.groups)) > len(w.table) {
+		w.growTable(nq)
+		return // growTable placed every group, gi included
+	}
+	w.place(gi, nq)
 }
 
 // place puts group gi in w's table at the first free slot of its probe.
@@ -797,12 +793,11 @@ func (w *window) place(gi int32, nq int) {
 	w.table[i] = tslot{uint32(h >> 32), gi + 1}
 }
 
-// sortLog finds the group of each of w's records and sorts the log by
-// group (a counting sort, which keeps arrival order within a group) into
-// a.sorted (metrics a.smet, sensitive values a.ssens): a.bstart[g] is
-// where group g's run ends. Scattering is writes, which do not wait;
-// fill then reads in order.
-func (s *Stage) sortLog(w *window) {
+// build adds each of w's records to its group, group by group (a
+// counting sort of the log by group, which keeps arrival order within a
+// group): what Add did per record before, now on a group's line while it
+// is in cache.
+func (s *Stage) build(w *window) {
 	a := s.agg
 	s.index(w)
 	ng := len(w.groups)
@@ -814,6 +809,8 @@ func (s *Stage) sortLog(w *window) {
 	for i := 1; i <= ng; i++ {
 		start[i] += start[i-1]
 	}
+	// Scattered in group order (writes, which do not wait), then read in
+	// order.
 	nm := len(s.metrics)
 	sorted := slices.Grow(a.sorted[:0], len(w.log))[:len(w.log)]
 	smet := slices.Grow(a.smet[:0], len(w.lmet))[:len(w.lmet)]
@@ -834,19 +831,13 @@ func (s *Stage) sortLog(w *window) {
 		}
 	}
 	a.bstart, a.sorted, a.smet, a.ssens = start, sorted, smet, ssens
-}
-
-// fill adds group gi's records, a.sorted[from:to], to it: what Add did
-// per record before, now on the group's line while it is in cache.
-func (s *Stage) fill(w *window, gi int32, from, to int32) {
-	a := s.agg
-	nm := len(s.metrics)
-	g := &w.groups[gi]
-	for j := from; j < to; j++ {
-		e := &a.sorted[j]
+	for j := range sorted {
+		e := &sorted[j]
+		gi := e.g
+		g := &w.groups[gi]
 		w.addEnt(g, e.ent, s.m)
 		if s.l > 0 {
-			sv := w.dict.sens.text[a.ssens[j]]
+			sv := w.dict.sens.text[ssens[j]]
 			if x := w.extOf(g); len(x.sens) < s.l && !slices.Contains(x.sens, sv) {
 				x.sens = append(x.sens, sv)
 			}
@@ -854,7 +845,7 @@ func (s *Stage) fill(w *window, gi int32, from, to int32) {
 		g.count++
 		if nm > 0 {
 			gacc := w.acc[int(gi)*3*nm : int(gi+1)*3*nm]
-			for i, x := range a.smet[int(j)*nm : int(j+1)*nm] {
+			for i, x := range smet[j*nm : (j+1)*nm] {
 				if !math.IsNaN(x) {
 					acc := gacc[3*i : 3*i+3]
 					acc[0] += x
@@ -1177,57 +1168,70 @@ func (s *Stage) okGroup(w *window, g *group) bool {
 // class's first group).
 func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	a := s.agg
-	s.sortLog(w)
+	s.build(w)
 	a.groups -= len(w.groups)
 	a.records -= w.n
 	s.stats.Held -= uint64(w.n)
 	start := time.Unix(0, w.start).UTC()
 	a.head = a.head[:0]
-	// Groups are filled in order, and one that falls short at level 0
-	// goes to its class of the first roll-up step at once, while its line
-	// is in cache: the order of classes and merges is the same as a
-	// separate pass over the short groups would give.
-	fused := s.top > 1
-	var st rollStep
-	cur, next := a.cur[:0], a.next[:0]
-	if fused {
-		a.cids = append(a.cids[:0], w.ids...)
-		st = s.rollStep(w, 1, len(w.groups))
-	}
-	from := int32(0)
+	nq := int32(len(s.qis))
+	cur := a.cur[:0]
 	for i := range w.groups {
-		to := a.bstart[i]
-		s.fill(w, int32(i), from, to)
-		from = to
 		if g := &w.groups[i]; s.okGroup(w, g) {
 			dst = append(dst, s.publish(w, int32(i), 0, start))
 			continue
 		}
-		if fused {
-			next = s.roll(w, &st, int32(i), next)
-			continue
-		}
 		cur = append(cur, int32(i))
 	}
-	j := 1
-	if fused {
-		cur, a.next = next, cur
-		next = cur[:0]
-		for _, gi := range cur {
-			if g := &w.groups[gi]; s.okGroup(w, g) {
-				dst = append(dst, s.publish(w, gi, j, start))
-				continue
-			}
-			next = append(next, gi)
-		}
-		cur = next
-		j++
+	if len(cur) > 0 && s.top > 1 {
+		a.cids = append(a.cids[:0], w.ids...)
 	}
-	for ; j < s.top && len(cur) > 0; j++ {
-		st = s.rollStep(w, j, len(cur))
+	for j := 1; j < s.top && len(cur) > 0; j++ {
+		lv := s.seq[j]
+		q := s.steps[j] // the one QI that steps up from s.seq[j-1]
+		size := 1
+		for size < 2*len(cur) {
+			size <<= 1
+		}
+		a.roll = slices.Grow(a.roll[:0], size)[:size]
+		a.rollH = slices.Grow(a.rollH[:0], size)[:size]
+		clear(a.roll)
+		mask := uint64(size - 1)
 		next := a.next[:0]
+		// What every group of this step shares, hoisted: the dictionary
+		// of QI q, its ladder and level (at least 1: q steps up).
+		t, l, lq, n := &w.dict.vals[q], s.qis[q], int(lv[q]), int(nq)
+		roll, rollH, cids, ids0 := a.roll, a.rollH, a.cids, w.ids
 		for _, gi := range cur {
-			next = s.roll(w, &st, gi, next)
+			base := int(gi) * n
+			ids := cids[base : base+n : base+n]
+			id0 := ids0[base+q]
+			u := t.ups[int(id0)*t.stride+lq] // generalized before: no call
+			if u < 0 {
+				u = t.up(l, &s.key, lq, id0)
+			}
+			ids[q] = u
+			h := uint64(14695981039346656037)
+			for _, id := range ids {
+				h = (h ^ uint64(uint32(id))) * 1099511628211
+			}
+			slot := (h ^ h>>29) & mask
+			for {
+				m := roll[slot] // a class's first group + 1 (0: empty)
+				if m == 0 {
+					roll[slot], rollH[slot] = gi+1, h
+					next = append(next, gi)
+					break
+				}
+				if rollH[slot] == h {
+					mb := int(m-1) * n
+					if slices.Equal(cids[mb:mb+n:mb+n], ids) {
+						s.merge(w, m-1, gi)
+						break
+					}
+				}
+				slot = (slot + 1) & mask
+			}
 		}
 		cur, a.next = next, cur
 		next = cur[:0]
@@ -1274,64 +1278,6 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	}
 	a.cur = cur[:0]
 	return dst
-}
-
-// rollStep is what every group of roll-up step j shares, hoisted: the
-// dictionary of the one QI that steps up (q), its ladder and level (at
-// least 1), and the step's class table, sized for n groups.
-type rollStep struct {
-	t     *valDict
-	l     *ladder
-	q, lq int
-	mask  uint64
-}
-
-func (s *Stage) rollStep(w *window, j, n int) rollStep {
-	a := s.agg
-	size := 1
-	for size < 2*n {
-		size <<= 1
-	}
-	a.roll = slices.Grow(a.roll[:0], size)[:size]
-	a.rollH = slices.Grow(a.rollH[:0], size)[:size]
-	clear(a.roll)
-	q := s.steps[j]
-	return rollStep{t: &w.dict.vals[q], l: s.qis[q], q: q, lq: int(s.seq[j][q]), mask: uint64(size - 1)}
-}
-
-// roll puts group gi in its class of the step: merged into the class's
-// first group, or, the first, appended to next.
-func (s *Stage) roll(w *window, st *rollStep, gi int32, next []int32) []int32 {
-	a := s.agg
-	n := len(s.qis)
-	base := int(gi) * n
-	ids := a.cids[base : base+n : base+n]
-	id0 := w.ids[base+st.q]
-	t := st.t
-	u := t.ups[int(id0)*t.stride+st.lq] // generalized before: no call
-	if u < 0 {
-		u = t.up(st.l, &s.key, st.lq, id0)
-	}
-	ids[st.q] = u
-	h := uint64(14695981039346656037)
-	for _, id := range ids {
-		h = (h ^ uint64(uint32(id))) * 1099511628211
-	}
-	roll, rollH := a.roll, a.rollH
-	for slot := (h ^ h>>29) & st.mask; ; slot = (slot + 1) & st.mask {
-		m := roll[slot] // a class's first group + 1 (0: empty)
-		if m == 0 {
-			roll[slot], rollH[slot] = gi+1, h
-			return append(next, gi)
-		}
-		if rollH[slot] == h {
-			mb := int(m-1) * n
-			if slices.Equal(a.cids[mb:mb+n:mb+n], ids) {
-				s.merge(w, m-1, gi)
-				return next
-			}
-		}
-	}
 }
 
 // up maps a level-0 value ID to its ID at level lv, generalizing each
