@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -246,24 +247,6 @@ type window struct {
 	hpool    []uint64   // groups' spilled entity hashes
 	spans    []spanNode // groups' spans of other partitions than their first
 	ext      []groupExt
-
-	// The window's records, in arrival order: Add appends, and their
-	// groups are found (index) and updated (build) when the window
-	// closes, group by group, rather than one random group line per
-	// record. Bounded by max_buffered_records.
-	log     []logEntry
-	lids    []int32   // per entry, its level-0 value IDs in dict (len(qis) each)
-	lmet    []float64 // per entry, its metrics (NaN: absent)
-	lsens   []int32   // per entry, its sensitive value's ID in dict.sens (l > 0)
-	indexed int       // entries [0, indexed) have their group
-}
-
-// logEntry is one record held in a window: what its group keeps of it.
-type logEntry struct {
-	ent  uint64 // entityHash of its entity
-	off  int64
-	part int32 // index in the window's held
-	g    int32 // its group, once indexed (-1 before)
 }
 
 // tslot is a window table slot: a group (index + 1; 0 empty) and the
@@ -297,7 +280,6 @@ type gslot struct {
 // one, and the old one is emptied for reuse when its last window closes.
 type dict struct {
 	vals []valDict // per QI
-	sens valDict   // sensitive values (l-diversity), owned
 	refs int       // open windows using it
 }
 
@@ -333,14 +315,11 @@ func (d *dict) full() bool {
 			return true
 		}
 	}
-	return len(d.sens.text) > maxInterned
+	return false
 }
 
 // reset empties d for reuse, keeping its memory.
 func (d *dict) reset() {
-	clear(d.sens.slots)
-	clear(d.sens.text)
-	d.sens.text, d.sens.hs, d.sens.ups = d.sens.text[:0], d.sens.hs[:0], d.sens.ups[:0]
 	for i := range d.vals {
 		v := &d.vals[i]
 		clear(v.slots)
@@ -406,19 +385,18 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
-	// The last record's value IDs in lastDict: lastDict is nil after any
-	// dictionary is emptied.
+	hv  []uint64 // Add's scratch: per QI, the hash of the record's value
+	ids []int32  // and its ID
+	// The last new group's value IDs in lastDict, and their hashes (hv):
+	// lastDict is nil after any dictionary is emptied.
 	lastID   []int32
+	lastH    []uint64
 	lastDict *dict
 	dict     *dict // the current dictionary (nil until a window opens)
 	dfree    []*dict
 	rep      []string // publish's scratch: a group's level-0 values
 
 	// closing scratch, reused
-	bstart    []int32    // build's: per group, where its records start in perm
-	sorted    []logEntry // build's: the log's entries, sorted by group
-	smet      []float64  // and their metrics
-	ssens     []int32    // and their sensitive values
 	cur, next []int32
 	roll      []int32  // open addressing: a group + 1 per slot (0 empty), keyed by its value IDs
 	rollH     []uint64 // the slot's hash of the value IDs
@@ -491,7 +469,8 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, lastID: make([]int32, nq)}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq),
+		lastID: make([]int32, nq), lastH: make([]uint64, nq)}
 }
 
 // Group is a published aggregate.
@@ -639,27 +618,13 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 		a.last = w
 	}
-	if a.records >= min(s.cfg.MaxBufferedRecords, math.MaxInt32) {
-		return s.capped(dst, rec, ws)
-	}
-	// The record's values as IDs in the window's dictionary (which owns
-	// a copy of each: rec's strings may alias its payload). The
-	// dictionary is small and hot; a value equal to the last record's
-	// (the time bucket nearly always is, a process or disposition often)
-	// takes its ID without a lookup.
+	// The group: hash the values where they lie, then compare them with
+	// the candidate's (a hash collision never merges two classes).
 	nq := len(s.qis)
-	d := w.dict
-	base := len(w.lids)
-	w.lids = slices.Grow(w.lids, nq)[:base+nq]
-	ids := w.lids[base : base+nq : base+nq]
-	same := a.lastDict == d
-	last := a.lastID[:nq]
-	for i := range ids {
-		v, t := qiValue(rec.QI, i), &d.vals[i]
-		if id := last[i]; same && eqStr(t.text[id], v) {
-			ids[i] = id
-			continue
-		}
+	hv := a.hv[:nq]
+	h := uint64(0)
+	for i := range hv {
+		v := qiValue(rec.QI, i)
 		// strHash's cases up to 32 bytes, inline (a time bucket, an
 		// address, a name, a short code).
 		var x uint64
@@ -675,32 +640,77 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		default:
 			x = strHash(v)
 		}
-		ids[i] = t.intern(a, x, v)
-		last[i] = ids[i]
+		hv[i] = x
+		h = tupleHash(h, x)
 	}
-	a.lastDict = d
-	// Open groups are counted only when the cap could bind: there are
-	// never more than records, so below max_open_classes records no
-	// group needs finding now.
-	if a.records >= s.cfg.MaxOpenClasses {
-		s.indexAll()
-		if a.groups >= s.cfg.MaxOpenClasses && w.findGroup(ids) < 0 {
-			w.lids = w.lids[:base]
-			return s.capped(dst, rec, ws)
+	tag := uint32(h >> 32)
+	mask := uint64(len(w.table) - 1)
+	slot := h & mask
+	gi := int32(-1)
+	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
+		if sl := w.table[slot]; sl.tag == tag && w.sameValues(sl.g-1, nq, rec.QI) {
+			gi = sl.g - 1
+			break
 		}
 	}
-	w.log = append(w.log, logEntry{ent: entityHash(rec.Entity), off: rec.Offset, part: w.hold(rec.Topic, rec.Partition, rec.Offset), g: -1})
-	if nm := len(s.metrics); nm > 0 {
-		mb := len(w.lmet)
-		w.lmet = slices.Grow(w.lmet, nm)[:mb+nm]
-		m := w.lmet[mb : mb+nm : mb+nm]
-		n := copy(m, rec.Metrics)
-		for i := n; i < nm; i++ {
-			m[i] = math.NaN()
+	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= min(s.cfg.MaxBufferedRecords, math.MaxInt32) {
+		s.stats.Suppressed++
+		s.stats.SuppressedCap++
+		dst = append(dst, s.decidedOne(rec, Suppressed, Cap, ws))
+		return s.closeWindows(dst, s.watermark())
+	}
+	if gi < 0 {
+		// A new group: its values' IDs in the window's dictionary (which
+		// owns a copy of each: rec's strings may alias its payload).
+		// A value equal to the last new group's (the time bucket nearly
+		// always is, a disposition often) takes its ID without a lookup.
+		ids := a.ids[:nq]
+		same := a.lastDict == w.dict
+		for i := range ids {
+			v, t := qiValue(rec.QI, i), &w.dict.vals[i]
+			if id := a.lastID[i]; same && a.lastH[i] == hv[i] && eqStr(t.text[id], v) {
+				ids[i] = id
+				continue
+			}
+			ids[i] = t.intern(a, hv[i], v)
+			a.lastID[i], a.lastH[i] = ids[i], hv[i]
+		}
+		a.lastDict = w.dict
+		gi = s.newGroup(w, ids)
+		w.table[slot] = tslot{tag, gi + 1}
+		if 2*len(w.groups) > len(w.table) {
+			w.growTable(nq)
 		}
 	}
+	g := &w.groups[gi]
+	w.addEnt(g, entityHash(rec.Entity), s.m)
 	if s.l > 0 {
-		w.lsens = append(w.lsens, d.sens.intern(a, strHash(rec.Sensitive), rec.Sensitive))
+		if e := w.extOf(g); len(e.sens) < s.l && !slices.Contains(e.sens, rec.Sensitive) {
+			e.sens = append(e.sens, strings.Clone(rec.Sensitive))
+		}
+	}
+	g.count++
+	nm := len(s.metrics)
+	gacc := w.acc[int(gi)*3*nm : int(gi+1)*3*nm]
+	for i, x := range rec.Metrics[:min(len(rec.Metrics), nm)] {
+		if !math.IsNaN(x) {
+			acc := gacc[3*i : 3*i+3]
+			acc[0] += x
+			acc[1] = min(acc[1], x)
+			acc[2] = max(acc[2], x)
+		}
+	}
+	sp := gspan{first: rec.Offset, last: rec.Offset, count: 1, part: w.hold(rec.Topic, rec.Partition, rec.Offset)}
+	if g.span.part == sp.part && g.span.count > 0 {
+		g.span.last = max(g.span.last, sp.last) // the common case: one partition, offsets rising
+		g.span.first = min(g.span.first, sp.first)
+		g.span.count++
+	} else {
+		w.addSpan(g, sp)
+	}
+	if s.list {
+		e := w.extOf(g)
+		e.offsets = append(e.offsets, Position{rec.Topic, rec.Partition, rec.Offset})
 	}
 	w.n++
 	a.records++
@@ -709,165 +719,6 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		return s.closeWindows(dst, wm)
 	}
 	return dst
-}
-
-// capped suppresses rec: the stage holds as many records or groups as it
-// may.
-func (s *Stage) capped(dst []Output, rec *Record, ws int64) []Output {
-	s.stats.Suppressed++
-	s.stats.SuppressedCap++
-	dst = append(dst, s.decidedOne(rec, Suppressed, Cap, ws))
-	return s.closeWindows(dst, s.watermark())
-}
-
-// indexAll finds the groups of every open window's records, so that
-// a.groups counts them all.
-func (s *Stage) indexAll() {
-	for _, w := range s.agg.windows {
-		s.index(w)
-	}
-}
-
-// index finds (or opens) the group of each of w's records not yet
-// indexed, in arrival order: groups are numbered as they first appear.
-func (s *Stage) index(w *window) {
-	nq := len(s.qis)
-	for j := w.indexed; j < len(w.log); j++ {
-		ids := w.lids[j*nq : (j+1)*nq : (j+1)*nq]
-		gi := w.findGroup(ids)
-		if gi < 0 {
-			gi = s.newGroup(w, ids)
-			w.insert(gi, nq)
-		}
-		w.log[j].g = gi
-	}
-	w.indexed = len(w.log)
-}
-
-// idsHash hashes a tuple of value IDs for the window's group table: its
-// low bits pick a slot, its high half is the slot's tag.
-func idsHash(ids []int32) uint64 {
-	h := uint64(0)
-	for _, id := range ids {
-		h = tupleHash(h, uint64(uint32(id)))
-	}
-	return h ^ h>>31
-}
-
-// findGroup returns the group of w whose level-0 value IDs are ids, or
-// -1 when there is none.
-func (w *window) findGroup(ids []int32) int32 {
-	nq := len(ids)
-	h := idsHash(ids)
-	tag := uint32(h >> 32)
-	mask := uint64(len(w.table) - 1)
-	for slot := h & mask; w.table[slot].g != 0; slot = (slot + 1) & mask {
-		if sl := w.table[slot]; sl.tag == tag {
-			gb := int(sl.g-1) * nq
-			if slices.Equal(w.ids[gb:gb+nq:gb+nq], ids) {
-				return sl.g - 1
-			}
-		}
-	}
-	return -1
-}
-
-// insert adds group gi (not in the table) to w's table, growing it when
-// half full.
-func (w *window) insert(gi int32, nq int) {
-	if 2*(len(w.groups)) > len(w.table) {
-		w.growTable(nq)
-		return // growTable placed every group, gi included
-	}
-	w.place(gi, nq)
-}
-
-// place puts group gi in w's table at the first free slot of its probe.
-func (w *window) place(gi int32, nq int) {
-	h := idsHash(w.ids[int(gi)*nq : int(gi+1)*nq])
-	mask := uint64(len(w.table) - 1)
-	i := h & mask
-	for w.table[i].g != 0 {
-		i = (i + 1) & mask
-	}
-	w.table[i] = tslot{uint32(h >> 32), gi + 1}
-}
-
-// build adds each of w's records to its group, group by group (a
-// counting sort of the log by group, which keeps arrival order within a
-// group): what Add did per record before, now on a group's line while it
-// is in cache.
-func (s *Stage) build(w *window) {
-	a := s.agg
-	s.index(w)
-	ng := len(w.groups)
-	start := slices.Grow(a.bstart[:0], ng+1)[:ng+1]
-	clear(start)
-	for i := range w.log {
-		start[w.log[i].g+1]++
-	}
-	for i := 1; i <= ng; i++ {
-		start[i] += start[i-1]
-	}
-	// Scattered in group order (writes, which do not wait), then read in
-	// order.
-	nm := len(s.metrics)
-	sorted := slices.Grow(a.sorted[:0], len(w.log))[:len(w.log)]
-	smet := slices.Grow(a.smet[:0], len(w.lmet))[:len(w.lmet)]
-	ssens := a.ssens[:0]
-	if s.l > 0 {
-		ssens = slices.Grow(ssens, len(w.lsens))[:len(w.lsens)]
-	}
-	for j := range w.log {
-		e := &w.log[j]
-		p := start[e.g]
-		start[e.g]++
-		sorted[p] = *e
-		for i := range nm {
-			smet[int(p)*nm+i] = w.lmet[j*nm+i]
-		}
-		if s.l > 0 {
-			ssens[p] = w.lsens[j]
-		}
-	}
-	a.bstart, a.sorted, a.smet, a.ssens = start, sorted, smet, ssens
-	for j := range sorted {
-		e := &sorted[j]
-		gi := e.g
-		g := &w.groups[gi]
-		w.addEnt(g, e.ent, s.m)
-		if s.l > 0 {
-			sv := w.dict.sens.text[ssens[j]]
-			if x := w.extOf(g); len(x.sens) < s.l && !slices.Contains(x.sens, sv) {
-				x.sens = append(x.sens, sv)
-			}
-		}
-		g.count++
-		if nm > 0 {
-			gacc := w.acc[int(gi)*3*nm : int(gi+1)*3*nm]
-			for i, x := range smet[j*nm : (j+1)*nm] {
-				if !math.IsNaN(x) {
-					acc := gacc[3*i : 3*i+3]
-					acc[0] += x
-					acc[1] = min(acc[1], x)
-					acc[2] = max(acc[2], x)
-				}
-			}
-		}
-		sp := gspan{first: e.off, last: e.off, count: 1, part: e.part}
-		if g.span.part == sp.part && g.span.count > 0 {
-			g.span.last = max(g.span.last, sp.last)
-			g.span.first = min(g.span.first, sp.first)
-			g.span.count++
-		} else {
-			w.addSpan(g, sp)
-		}
-		if s.list {
-			hp := &w.held[e.part]
-			x := w.extOf(g)
-			x.offsets = append(x.offsets, Position{hp.topic, hp.partition, e.off})
-		}
-	}
 }
 
 // strHash hashes a value for the window's tables: what slot it probes
@@ -952,12 +803,73 @@ func qiValue(qi []string, i int) string {
 	return "null"
 }
 
-// growTable doubles the window's group table (nq QIs) and places every
-// group in it.
+// sameValues reports whether group gi's level-0 values are qi's (nq of
+// them): byte for byte, whatever their hashes.
+func (w *window) sameValues(gi int32, nq int, qi []string) bool {
+	ids := w.ids[int(gi)*nq : int(gi+1)*nq]
+	if len(qi) < nq {
+		for i, id := range ids {
+			if w.dict.vals[i].text[id] != qiValue(qi, i) {
+				return false
+			}
+		}
+		return true
+	}
+	for i, id := range ids {
+		v := w.dict.vals[i].text[id]
+		x := qi[i]
+		if x == "" {
+			x = "null" // as qiValue
+		}
+		n := len(v)
+		if n != len(x) {
+			return false
+		}
+		// Up to 32 bytes (timestamps, addresses, names): overlapping
+		// words, inline.
+		pv, px := unsafe.Pointer(unsafe.StringData(v)), unsafe.Pointer(unsafe.StringData(x))
+		switch {
+		case n > 32:
+			if v != x {
+				return false
+			}
+		case n > 16:
+			if ld64(pv, 0) != ld64(px, 0) || ld64(pv, 8) != ld64(px, 8) ||
+				ld64(pv, n-16) != ld64(px, n-16) || ld64(pv, n-8) != ld64(px, n-8) {
+				return false
+			}
+		case n >= 8:
+			if ld64(pv, 0) != ld64(px, 0) || ld64(pv, n-8) != ld64(px, n-8) {
+				return false
+			}
+		case n >= 4:
+			if ld32(pv, 0) != ld32(px, 0) || ld32(pv, n-4) != ld32(px, n-4) {
+				return false
+			}
+		default:
+			if v != x {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// growTable doubles the window's group table (nq QIs).
 func (w *window) growTable(nq int) {
-	w.table = make([]tslot, 2*len(w.table))
+	n := 2 * len(w.table)
+	w.table = make([]tslot, n)
+	mask := uint64(n - 1)
 	for gi := range w.groups {
-		w.place(int32(gi), nq)
+		h := uint64(0)
+		for q, id := range w.ids[gi*nq : (gi+1)*nq] {
+			h = tupleHash(h, w.dict.vals[q].hs[id])
+		}
+		i := h & mask
+		for w.table[i].g != 0 {
+			i = (i + 1) & mask
+		}
+		w.table[i] = tslot{uint32(h >> 32), int32(gi + 1)}
 	}
 }
 
@@ -1046,7 +958,6 @@ func (s *Stage) recycle(w *window) {
 	w.hpool = w.hpool[:0]
 	w.spans = w.spans[:0]
 	w.ext = w.ext[:0] // each keeps its slices' memory: extOf empties them
-	w.log, w.lids, w.lmet, w.lsens, w.indexed = w.log[:0], w.lids[:0], w.lmet[:0], w.lsens[:0], 0
 	w.n = 0
 	s.agg.free = append(s.agg.free, w)
 }
@@ -1168,7 +1079,6 @@ func (s *Stage) okGroup(w *window, g *group) bool {
 // class's first group).
 func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	a := s.agg
-	s.build(w)
 	a.groups -= len(w.groups)
 	a.records -= w.n
 	s.stats.Held -= uint64(w.n)

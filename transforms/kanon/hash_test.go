@@ -78,6 +78,44 @@ func TestEqStr(t *testing.T) {
 	}
 }
 
+// TestSameValues: a record joins a group only when every quasi-identifier
+// value is byte for byte the group's, for every length and position of a
+// difference (two classes must never merge).
+func TestSameValues(t *testing.T) {
+	a := newAggState(3)
+	group := func(vals ...string) *window {
+		w := &window{dict: newDict([]*ladder{{height: 1}, {height: 1}, {height: 1}})}
+		for i, v := range vals {
+			w.ids = append(w.ids, w.dict.vals[i].intern(a, strHash(v), v))
+		}
+		return w
+	}
+	w := group(`"x"`, "null")
+	if !w.sameValues(0, 2, []string{`"x"`, ""}) || !w.sameValues(0, 2, []string{`"x"`}) {
+		t.Fatal("an empty or missing value is not null")
+	}
+	for n := 1; n <= 40; n++ {
+		v := strings.Repeat("a", n)
+		w := group(`"x"`, v, "null")
+		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v), "null"}) {
+			t.Fatalf("length %d: equal values differ", n)
+		}
+		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v)}) {
+			t.Fatalf("length %d: a missing last value is not null", n)
+		}
+		if w.sameValues(0, 3, []string{`"x"`, v + "a", "null"}) {
+			t.Fatalf("length %d: a longer value matches", n)
+		}
+		for i := range n {
+			b := []byte(v)
+			b[i] = 'b'
+			if w.sameValues(0, 3, []string{`"x"`, string(b), "null"}) {
+				t.Errorf("length %d: a difference at byte %d is missed", n, i)
+			}
+		}
+	}
+}
+
 // TestDictIDs: the dictionary a window's groups hold their values in
 // gives equal values, wherever they lie, one ID, and values differing in
 // length or at any byte different IDs (classes are compared by IDs when
