@@ -385,6 +385,8 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
+	touch int32 // loads issued early land here (see addAggregate)
+
 	hv  []uint64 // Add's scratch: per QI, the hash of the record's value
 	ids []int32  // and its ID
 	// The last new group's value IDs in lastDict, and their hashes (hv):
@@ -647,10 +649,20 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	mask := uint64(len(w.table) - 1)
 	slot := h & mask
 	gi := int32(-1)
-	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
-		if sl := w.table[slot]; sl.tag == tag && w.sameValues(sl.g-1, nq, rec.QI) {
-			gi = sl.g - 1
-			break
+	// The slot is most likely a cache miss (a window's table is read at
+	// random): its load is issued first, and the entity's hash, which
+	// does not depend on it, is computed while it is outstanding.
+	sl := w.table[slot]
+	eh := entityHash(rec.Entity)
+	for ; sl.g != 0; slot, sl = (slot+1)&mask, w.table[(slot+1)&mask] {
+		if sl.tag == tag {
+			// Likely the group: its line and sums are loaded now, in
+			// parallel with its values' IDs that sameValues reads.
+			a.touch += w.groups[sl.g-1].count
+			if w.sameValues(sl.g-1, nq, rec.QI) {
+				gi = sl.g - 1
+				break
+			}
 		}
 	}
 	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= min(s.cfg.MaxBufferedRecords, math.MaxInt32) {
@@ -683,7 +695,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 	}
 	g := &w.groups[gi]
-	w.addEnt(g, entityHash(rec.Entity), s.m)
+	w.addEnt(g, eh, s.m)
 	if s.l > 0 {
 		if e := w.extOf(g); len(e.sens) < s.l && !slices.Contains(e.sens, rec.Sensitive) {
 			e.sens = append(e.sens, strings.Clone(rec.Sensitive))
