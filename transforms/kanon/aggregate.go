@@ -385,22 +385,15 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
-	touch int32 // loads issued early land here (see addAggregate)
-
-	hv  []uint64 // Add's scratch: per QI, the hash of the record's value
-	ids []int32  // and its ID
-	// The last new group's value IDs in lastDict, and their hashes (hv):
-	// lastDict is nil after any dictionary is emptied.
-	lastID   []int32
-	lastH    []uint64
-	lastDict *dict
-	dict     *dict // the current dictionary (nil until a window opens)
-	dfree    []*dict
-	rep      []string // publish's scratch: a group's level-0 values
+	hv    []uint64 // Add's scratch: per QI, the hash of the record's value
+	ids   []int32  // and its ID
+	dict  *dict    // the current dictionary (nil until a window opens)
+	dfree []*dict
+	rep   []string // publish's scratch: a group's level-0 values
 
 	// closing scratch, reused
 	cur, next []int32
-	roll      []int32  // open addressing: a group + 1 per slot (0 empty), keyed by its value IDs
+	roll      []int32  // open addressing: a group per slot (-1 empty), keyed by its value IDs
 	rollH     []uint64 // the slot's hash of the value IDs
 	scratch   []uint64 // distinct.merge's
 	cids      []int32  // per group, len(qis) value IDs at the current level vector
@@ -471,8 +464,7 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq),
-		lastID: make([]int32, nq), lastH: make([]uint64, nq)}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq)}
 }
 
 // Group is a published aggregate.
@@ -627,19 +619,10 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	h := uint64(0)
 	for i := range hv {
 		v := qiValue(rec.QI, i)
-		// strHash's cases up to 32 bytes, inline (a time bucket, an
-		// address, a name, a short code).
 		var x uint64
-		p := unsafe.Pointer(unsafe.StringData(v))
-		switch n := len(v); {
-		case n >= 8 && n <= 16:
-			x = hashWords(p, n)
-		case n > 16 && n <= 32: // hashWords32, too large to inline
-			y := mix(ld64(p, 0)^k0, ld64(p, 8)^k1) ^ ld64(p, n-16)
-			x = mix(y^k1, ld64(p, n-8)^k2^uint64(n))
-		case n >= 4 && n < 8:
-			x = mix(uint64(ld32(p, 0))^k1, uint64(ld32(p, n-4))^k2^uint64(n))
-		default:
+		if n := len(v); n >= 8 && n <= 16 {
+			x = hashWords(unsafe.Pointer(unsafe.StringData(v)), n) // strHash's case, inline
+		} else {
 			x = strHash(v)
 		}
 		hv[i] = x
@@ -649,20 +632,10 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	mask := uint64(len(w.table) - 1)
 	slot := h & mask
 	gi := int32(-1)
-	// The slot is most likely a cache miss (a window's table is read at
-	// random): its load is issued first, and the entity's hash, which
-	// does not depend on it, is computed while it is outstanding.
-	sl := w.table[slot]
-	eh := entityHash(rec.Entity)
-	for ; sl.g != 0; slot, sl = (slot+1)&mask, w.table[(slot+1)&mask] {
-		if sl.tag == tag {
-			// Likely the group: its line and sums are loaded now, in
-			// parallel with its values' IDs that sameValues reads.
-			a.touch += w.groups[sl.g-1].count
-			if w.sameValues(sl.g-1, nq, rec.QI) {
-				gi = sl.g - 1
-				break
-			}
+	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
+		if sl := w.table[slot]; sl.tag == tag && w.sameValues(sl.g-1, nq, rec.QI) {
+			gi = sl.g - 1
+			break
 		}
 	}
 	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= min(s.cfg.MaxBufferedRecords, math.MaxInt32) {
@@ -674,20 +647,10 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	if gi < 0 {
 		// A new group: its values' IDs in the window's dictionary (which
 		// owns a copy of each: rec's strings may alias its payload).
-		// A value equal to the last new group's (the time bucket nearly
-		// always is, a disposition often) takes its ID without a lookup.
 		ids := a.ids[:nq]
-		same := a.lastDict == w.dict
 		for i := range ids {
-			v, t := qiValue(rec.QI, i), &w.dict.vals[i]
-			if id := a.lastID[i]; same && a.lastH[i] == hv[i] && eqStr(t.text[id], v) {
-				ids[i] = id
-				continue
-			}
-			ids[i] = t.intern(a, hv[i], v)
-			a.lastID[i], a.lastH[i] = ids[i], hv[i]
+			ids[i] = w.dict.vals[i].intern(a, hv[i], qiValue(rec.QI, i))
 		}
-		a.lastDict = w.dict
 		gi = s.newGroup(w, ids)
 		w.table[slot] = tslot{tag, gi + 1}
 		if 2*len(w.groups) > len(w.table) {
@@ -695,7 +658,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 	}
 	g := &w.groups[gi]
-	w.addEnt(g, eh, s.m)
+	w.addEnt(g, entityHash(rec.Entity), s.m)
 	if s.l > 0 {
 		if e := w.extOf(g); len(e.sens) < s.l && !slices.Contains(e.sens, rec.Sensitive) {
 			e.sens = append(e.sens, strings.Clone(rec.Sensitive))
@@ -749,7 +712,8 @@ func strHash(v string) uint64 {
 	case n > 32:
 		return xxhash.Sum64String(v)
 	case n > 16:
-		return hashWords32(p, n)
+		a = mix(ld64(p, 0)^k0, ld64(p, 8)^k1) ^ ld64(p, n-16)
+		b = ld64(p, n-8)
 	case n >= 8:
 		return hashWords(p, n)
 	case n >= 4:
@@ -786,12 +750,6 @@ func eqStr(a, b string) bool {
 // to inline where every record hashes its values.
 func hashWords(p unsafe.Pointer, n int) uint64 {
 	return mix(ld64(p, 0)^k1, ld64(p, n-8)^k2^uint64(n))
-}
-
-// hashWords32 is strHash of the n bytes at p, 16 < n <= 32.
-func hashWords32(p unsafe.Pointer, n int) uint64 {
-	a := mix(ld64(p, 0)^k0, ld64(p, 8)^k1) ^ ld64(p, n-16)
-	return mix(a^k1, ld64(p, n-8)^k2^uint64(n))
 }
 
 func mix(a, b uint64) uint64 {
@@ -937,7 +895,6 @@ func (s *Stage) openWindow(ws int64) *window {
 		switch {
 		case a.dict != nil && a.dict.refs == 0:
 			a.dict.reset()
-			a.lastDict = nil
 		case len(a.dfree) > 0:
 			a.dict, a.dfree = a.dfree[len(a.dfree)-1], a.dfree[:len(a.dfree)-1]
 		default:
@@ -960,7 +917,6 @@ func (s *Stage) recycle(w *window) {
 	d := w.dict
 	if d.refs--; d.refs == 0 && d != s.agg.dict {
 		d.reset()
-		s.agg.lastDict = nil
 		s.agg.dfree = append(s.agg.dfree, d)
 	}
 	w.dict = nil
@@ -1067,14 +1023,12 @@ func (s *Stage) merge(w *window, mi, gi int32) {
 		ie.offsets = append(ie.offsets, ge.offsets...)
 	}
 	into.count += g.count
-	if nm3 := 3 * len(s.metrics); nm3 > 0 {
-		ib, gb := int(mi)*nm3, int(gi)*nm3
-		ia, ga := w.acc[ib:ib+nm3:ib+nm3], w.acc[gb:gb+nm3:gb+nm3]
-		for i := 0; i+2 < len(ia) && i+2 < len(ga); i += 3 {
-			ia[i] += ga[i]
-			ia[i+1] = min(ia[i+1], ga[i+1])
-			ia[i+2] = max(ia[i+2], ga[i+2])
-		}
+	nm3 := 3 * len(s.metrics)
+	ia, ga := w.acc[int(mi)*nm3:int(mi+1)*nm3], w.acc[int(gi)*nm3:int(gi+1)*nm3]
+	for i := 0; i < len(ia); i += 3 {
+		ia[i] += ga[i]
+		ia[i+1] = min(ia[i+1], ga[i+1])
+		ia[i+2] = max(ia[i+2], ga[i+2])
 	}
 	w.addSpan(into, g.span)
 	for n := g.more; n != 0; n = w.spans[n-1].next {
@@ -1117,43 +1071,29 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		}
 		a.roll = slices.Grow(a.roll[:0], size)[:size]
 		a.rollH = slices.Grow(a.rollH[:0], size)[:size]
-		clear(a.roll)
+		for i := range a.roll {
+			a.roll[i] = -1
+		}
 		mask := uint64(size - 1)
 		next := a.next[:0]
-		// What every group of this step shares, hoisted: the dictionary
-		// of QI q, its ladder and level (at least 1: q steps up).
-		t, l, lq, n := &w.dict.vals[q], s.qis[q], int(lv[q]), int(nq)
-		roll, rollH, cids, ids0 := a.roll, a.rollH, a.cids, w.ids
 		for _, gi := range cur {
-			base := int(gi) * n
-			ids := cids[base : base+n : base+n]
-			id0 := ids0[base+q]
-			u := t.ups[int(id0)*t.stride+lq] // generalized before: no call
-			if u < 0 {
-				u = t.up(l, &s.key, lq, id0)
-			}
-			ids[q] = u
+			ids := a.cids[int(gi)*int(nq) : int(gi+1)*int(nq)]
+			ids[q] = w.dict.vals[q].up(s.qis[q], &s.key, int(lv[q]), w.ids[int(gi)*int(nq)+q])
 			h := uint64(14695981039346656037)
-			for _, id := range ids {
-				h = (h ^ uint64(uint32(id))) * 1099511628211
+			for i := range ids {
+				h = (h ^ uint64(uint32(ids[i]))) * 1099511628211
 			}
 			slot := (h ^ h>>29) & mask
-			for {
-				m := roll[slot] // a class's first group + 1 (0: empty)
-				if m == 0 {
-					roll[slot], rollH[slot] = gi+1, h
-					next = append(next, gi)
-					break
-				}
-				if rollH[slot] == h {
-					mb := int(m-1) * n
-					if slices.Equal(cids[mb:mb+n:mb+n], ids) {
-						s.merge(w, m-1, gi)
-						break
-					}
-				}
+			for a.roll[slot] >= 0 && (a.rollH[slot] != h ||
+				!slices.Equal(a.cids[int(a.roll[slot])*int(nq):int(a.roll[slot]+1)*int(nq)], ids)) {
 				slot = (slot + 1) & mask
 			}
+			if m := a.roll[slot]; m >= 0 {
+				s.merge(w, m, gi)
+				continue
+			}
+			a.roll[slot], a.rollH[slot] = gi, h
+			next = append(next, gi)
 		}
 		cur, a.next = next, cur
 		next = cur[:0]
