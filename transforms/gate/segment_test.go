@@ -6,11 +6,13 @@ import (
 	"github.com/deident/deident/internal/gen"
 )
 
-// TestSegmentsCoverEveryByte: on the benchmark route, the timestamp and the
-// four pseudonyms are taken as segments, and a segment tests every byte it
-// spans: any literal byte changed, a hex digit made 'g', or a timestamp
-// digit made 'x' makes it not fit (and the record is then taken value by
-// value), while the learnt record itself fits.
+// TestSegmentsCoverEveryByte: on the benchmark route, the timestamp with
+// the event's class numbers after it and the four pseudonyms are taken as
+// segments, and a segment tests every byte it spans: any literal byte
+// changed, a hex digit made 'g', a timestamp or integer digit made 'x', or
+// the first digit of a longer integer made '0' makes it not fit (and the
+// record is then taken value by value), while the learnt record itself
+// fits. Both tests agree: 32 bytes at a time (AVX2) and a word at a time.
 func TestSegmentsCoverEveryByte(t *testing.T) {
 	r := benchRoute(t, 0)
 	g, err := New(r.Name, r.Config)
@@ -29,7 +31,7 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 			t.Fatal(verdictString(v))
 		}
 		sh, rec := &c.shapes[c.lastShape], c.rec.events
-		var hexVals, times int
+		var hexVals, times, numbers int
 		for i := range sh.events {
 			if sh.events[i].seg < 0 {
 				continue
@@ -39,11 +41,15 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 			if i > 0 {
 				start = rec[i-1].end
 			}
-			if !segmentFits(s, out, start) {
-				t.Fatalf("event %d: the learnt record does not fit its own segment", i)
+			if haveAVX2 && len(s.chunks) == 0 {
+				t.Fatalf("event %d: a segment of %d bytes without AVX2 chunks", i, s.n)
+			}
+			fits := func(m []byte) (bool, bool) { return segmentFits(s, m, start), segmentFitsWords(s, m, start) }
+			if a, b := fits(out); !a || !b {
+				t.Fatalf("event %d: the learnt record does not fit its own segment (%v, words %v)", i, a, b)
 			}
 			// Each byte's class, from the recorded values.
-			bad := make(map[int]byte)
+			bad, lead := make(map[int]byte), make(map[int]bool)
 			for k := i; k < s.last; k++ {
 				e := &sh.events[k]
 				switch e.op {
@@ -59,6 +65,14 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 							bad[b] = 'x'
 						}
 					}
+				case opNumber:
+					numbers++
+					for b := rec[k].start; b < rec[k].end; b++ {
+						bad[b] = 'x'
+					}
+					if rec[k].end-rec[k].start > 1 {
+						lead[rec[k].start] = true
+					}
 				default:
 					t.Fatalf("event %d (%s) of op %d in a segment", k, e.path, e.op)
 				}
@@ -70,13 +84,26 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 				} else {
 					m[b] ^= 0x01
 				}
-				if segmentFits(s, m, start) {
-					t.Fatalf("event %d: byte %d of the segment changed (%q to %q) and it still fits", i, b-start, out[b], m[b])
+				if a, w := fits(m); a || w {
+					t.Fatalf("event %d: byte %d of the segment changed (%q to %q) and it still fits (%v, words %v)", i, b-start, out[b], m[b], a, w)
+				}
+				if lead[b] {
+					m[b] = '0'
+					if a, w := fits(m); a || w {
+						t.Fatalf("event %d: an integer's first digit made 0 at byte %d and it still fits (%v, words %v)", i, b-start, a, w)
+					}
+				}
+				// Another digit of the same class fits.
+				if _, ok := bad[b]; ok && !lead[b] && isDigit(out[b]) {
+					m[b] = '0' + (out[b]-'0'+1)%10
+					if a, w := fits(m); !a || !w {
+						t.Fatalf("event %d: digit %q at byte %d does not fit (%v, words %v)", i, m[b], b-start, a, w)
+					}
 				}
 			}
 		}
-		if hexVals != 4 || times != 1 {
-			t.Fatalf("segments took %d pseudonyms and %d timestamps, want the route's 4 and 1", hexVals, times)
+		if hexVals != 4 || times != 1 || numbers != 5 {
+			t.Fatalf("segments took %d pseudonyms, %d timestamps and %d integers, want the route's 4, 1 and 5", hexVals, times, numbers)
 		}
 	}
 }

@@ -217,13 +217,23 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	copy(r.t.text[slot*maxRunBytes:], b)
 }
 
-// findRuns marks the runs of sh's events; rec says where each value was in
-// the record the shape was learnt from.
+// findRuns marks the runs of sh's events, outside its segments; rec says
+// where each value was in the record the shape was learnt from.
 func (sh *shape) findRuns(rec []recEvent) {
 	sh.runs = sh.runs[:0]
+	inSeg := make([]bool, len(sh.events))
+	for i := range sh.events {
+		if s := sh.events[i].seg; s >= 0 {
+			for k := i; k < sh.segs[s].last; k++ {
+				inSeg[k] = true
+			}
+		}
+	}
 	volatile := func(i int) bool {
 		e := &sh.events[i]
 		switch {
+		case inSeg[i]:
+			return true
 		case e.kind == evName || e.kind == evKNumber:
 			return true
 		case e.kind == evLeafString && e.node.leaf.identifier():
@@ -334,8 +344,8 @@ func (c *Checker) learn(out []byte) {
 		prev = e.end
 	}
 	sh.text = append(sh.text, out[prev:]...)
-	sh.findRuns(c.rec.events)
 	sh.findSegments(out, c.rec.events)
+	sh.findRuns(c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
 		sh.vals = make([]byte, n)
 	} else {
@@ -384,10 +394,10 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		// A segment: its words, then its timestamps' echo tests. When a
 		// word does not fit, the stretch is taken value by value.
 		inSeg := false
-		if e.seg >= 0 && len(out)-pos >= sh.segs[e.seg].n && segmentFits(&sh.segs[e.seg], out, pos) {
+		if e.seg >= 0 && c.trySegment(&sh.segs[e.seg], out, pos) {
 			s := &sh.segs[e.seg]
-			for _, t := range s.ts {
-				if c.g.echo != nil && c.echoTimestamp(out[pos+t.off:pos+t.off+t.n]) {
+			for k := range s.ts {
+				if t := &s.ts[k]; c.g.echo != nil && c.echoSegTime(t, out[pos+t.off:pos+t.off+t.n]) {
 					c.fail(ReasonEcho, t.path)
 					return false
 				}
