@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/deident/deident/internal/gen"
@@ -105,5 +106,61 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 		if hexVals != 4 || times != 1 || numbers != 5 {
 			t.Fatalf("segments took %d pseudonyms, %d timestamps and %d integers, want the route's 4, 1 and 5", hexVals, times, numbers)
 		}
+	}
+}
+
+// TestBenchShapesMatchFullPassMutated: on the benchmark route, whose
+// segments hold a timestamp, integers and pseudonyms, a Checker with its
+// shapes gives the full pass's verdict for outputs with bytes changed,
+// inserted or deleted anywhere (digits for digits most often, so that
+// integers change width or gain a leading zero), while the filter learns
+// identifiers that may match pieces of the records.
+func TestBenchShapesMatchFullPassMutated(t *testing.T) {
+	r := benchRoute(t, 1<<14)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, full := g.NewChecker(), g.NewChecker()
+	full.reference = true
+	gn := gen.New(gen.Options{Seed: 7, Users: 50})
+	a := r.NewApplier()
+	rng := rand.New(rand.NewPCG(3, 4))
+	idents := []string{"Sentinel", "detected", "2026-11-01T00", "443", "chrome", "01.054z", "1007"}
+	fails := 0
+	for i := range 20000 {
+		in := gn.Append(nil)
+		out, err := a.Apply(nil, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast.Observe(in)
+		if i%2000 == 1999 {
+			fast.ObserveIdentifier(13, []byte(idents[rng.IntN(len(idents))])) // device.hostname's rule
+		}
+		m := append([]byte(nil), out...)
+		for range rng.IntN(3) {
+			k := rng.IntN(len(m))
+			switch c := m[k]; {
+			case isDigit(c) && rng.IntN(2) == 0:
+				m[k] = byte('0' + rng.IntN(10))
+			case rng.IntN(3) == 0:
+				m = append(m[:k], m[k+1:]...)
+			case rng.IntN(2) == 0:
+				m = append(m[:k], append([]byte{"0123456789\"-.aZ"[rng.IntN(15)]}, m[k:]...)...)
+			default:
+				m[k] = byte(rng.IntN(128))
+			}
+		}
+		want := verdictString(full.Check(m))
+		if got := verdictString(fast.Check(m)); got != want {
+			t.Fatalf("record %d %q: with shapes %s, in full %s", i, m, got, want)
+		}
+		if want != "" {
+			fails++
+		}
+	}
+	if fails < 1000 || fails > 15000 {
+		t.Fatalf("%d of 20000 mutated records failed: the mutations do not exercise both verdicts", fails)
 	}
 }
