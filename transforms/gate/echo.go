@@ -1,5 +1,7 @@
 package gate
 
+import "encoding/binary"
+
 // The echo test of a string without '%' (echoes): its folded form has the
 // same length as the string and every byte in the same place, so each
 // string the test looks up (the whole, a coarse token, a part around '@'
@@ -189,7 +191,9 @@ func (c *Checker) echoTimestampHead(gens *generations, s []byte) bool {
 	// The date and hour are the same for an hour of records: a negative
 	// test of them is remembered with its stamp (0 outside a check, and
 	// then nothing is kept).
-	if head := s[:a]; c.version == 0 || string(c.tsHead[:c.tsLen]) != string(head) || !c.valid(c.tsVersion) {
+	// (a is 10 or 13: two words, overlapping, compare the head.)
+	if head := s[:a]; c.version == 0 || c.tsLen != a || binary.LittleEndian.Uint64(head) != binary.LittleEndian.Uint64(c.tsHead[:]) ||
+		binary.LittleEndian.Uint64(head[a-8:]) != binary.LittleEndian.Uint64(c.tsHead[a-8:]) || !c.valid(c.tsVersion) {
 		outer := c.pastSig
 		c.pastSig = false
 		if c.lookupPlain(gens, head) || c.skeletonEchoes(gens, head, a-2) {

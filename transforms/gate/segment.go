@@ -212,12 +212,14 @@ func newRangeChunk(rs []byteRange, off int) rangeChunk {
 // own.
 func segmentFits(s *segment, out []byte, pos int) bool {
 	if len(s.chunks) > 0 {
-		return fitsAVX2(unsafe.Pointer(unsafe.SliceData(out[pos:pos+s.n])), &s.chunks[0], len(s.chunks))
+		return fitsAVX2(unsafe.Pointer(unsafe.SliceData(out[pos:])), &s.chunks[0], len(s.chunks))
 	}
 	return segmentFitsWords(s, out, pos)
 }
 
 // segmentFitsWords is segmentFits eight bytes at a time.
+//
+//go:noinline
 func segmentFitsWords(s *segment, out []byte, pos int) bool {
 	p := unsafe.Pointer(unsafe.SliceData(out[pos : pos+s.n]))
 	ok := uint64(msb)
@@ -235,17 +237,25 @@ func at64(p unsafe.Pointer, off int) uint64 {
 	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(p, off))[:])
 }
 
-// trySegment reports whether out[pos:] fits s. A segment that has not fit
-// several records in a row (an integer whose width changes) is tried once
-// in 16 records only: the loop tests those values anyway.
-func (c *Checker) trySegment(s *segment, out []byte, pos int) bool {
-	if s.misses >= 8 && c.tick&15 != 0 {
+// fitsSegment reports whether out[pos:] fits s, for the record numbered
+// tick. A segment that has not fit several records in a row (an integer
+// whose width changes) is tried once in 16 records only: the loop tests
+// those values anyway. (matches calls it for every segment of every
+// record: the AVX2 test is called from here, not through segmentFits.)
+func fitsSegment(s *segment, out []byte, pos int, tick uint64) bool {
+	if len(out)-pos < s.n || (s.misses >= 8 && tick&15 != 0) {
 		return false
 	}
-	if len(out)-pos >= s.n && segmentFits(s, out, pos) {
-		s.misses = 0
-		return true
+	var ok bool
+	if len(s.chunks) > 0 {
+		ok = fitsAVX2(unsafe.Pointer(unsafe.SliceData(out[pos:])), &s.chunks[0], len(s.chunks))
+	} else {
+		ok = segmentFitsWords(s, out, pos)
 	}
-	s.misses = min(s.misses+1, 255)
-	return false
+	if !ok {
+		s.misses = min(s.misses+1, 255)
+		return false
+	}
+	s.misses = 0
+	return true
 }

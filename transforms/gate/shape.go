@@ -394,7 +394,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		// A segment: its words, then its timestamps' echo tests. When a
 		// word does not fit, the stretch is taken value by value.
 		inSeg := false
-		if e.seg >= 0 && c.trySegment(&sh.segs[e.seg], out, pos) {
+		if e.seg >= 0 && fitsSegment(&sh.segs[e.seg], out, pos, c.tick) {
 			s := &sh.segs[e.seg]
 			for k := range s.ts {
 				if t := &s.ts[k]; c.g.echo != nil && c.echoSegTime(t, out[pos+t.off:pos+t.off+t.n]) {
