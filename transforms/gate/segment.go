@@ -28,6 +28,24 @@ type segment struct {
 	chunks []rangeChunk // the AVX2 test; nil: the words'
 	ts     []segTime    // timestamps, echo-tested once every byte fits
 	misses uint8        // records in a row that did not fit
+	bridge *bridge      // a joined segment's value between its two halves
+}
+
+// Joined segments. Two segments with one string value between them (a
+// product name between an event's timestamp and class numbers and its
+// host and user pseudonyms) are tried first as one segment with that
+// value's learnt bytes as literals: one test instead of two and a value.
+// The value still needs its checks (the echo test, the patterns): they are
+// run on the learnt bytes and stamped, as a remembered value's are. Where
+// the value is often another one, the joined segment mostly misses; its
+// score then drops and it is tried once in 64 records only, the two
+// segments and the value taken as before.
+type bridge struct {
+	off, n  int // the value's bytes in the segment, quotes excluded
+	ev      int // its event
+	pure    bool
+	version uint64 // the stamp of its checks; 0: not yet
+	score   int8   // +1 per fit, -4 per miss
 }
 
 // rangeWord tests the eight bytes at off of a segment: byte b fits when
@@ -96,9 +114,10 @@ func (sh *shape) fixedWidth(out []byte, rec []recEvent, i int) (fixed, strong bo
 }
 
 // findSegments marks the segments of sh, learnt from out; rec says where
-// each value was in it.
+// each value was in it; then the joined ones.
 func (sh *shape) findSegments(out []byte, rec []recEvent) {
 	sh.segs = sh.segs[:0]
+	defer sh.joinSegments(out, rec)
 	for i := 0; i < len(sh.events); {
 		j, strong := i, false
 		for ; j < len(sh.events); j++ {
@@ -257,5 +276,90 @@ func fitsSegment(s *segment, out []byte, pos int, tick uint64) bool {
 		return false
 	}
 	s.misses = 0
+	return true
+}
+
+// joinSegments adds a joined segment (bridge) for each two segments with
+// one plain string value of up to 32 bytes between them, and marks it on
+// the first's event.
+func (sh *shape) joinSegments(out []byte, rec []recEvent) {
+	for i := range sh.events {
+		e := &sh.events[i]
+		e.join = -1
+		if e.seg < 0 {
+			continue
+		}
+		a := &sh.segs[e.seg]
+		k := a.last // the value between
+		if k+1 >= len(sh.events) || sh.events[k+1].seg < 0 {
+			continue
+		}
+		v := &sh.events[k]
+		text := v.kind == evFreeString || (v.kind == evLeafString && !v.node.leaf.identifier())
+		r := rec[k]
+		if !text || v.op != opValue || r.end-r.start < 2 || r.end-r.start > 34 || out[r.start] != '"' || !plainASCII(out[r.start+1:r.end-1]) {
+			continue
+		}
+		b := &sh.segs[sh.events[k+1].seg]
+		j, ok := sh.segment(out, rec, i, b.last)
+		if !ok || len(sh.segs) >= 1<<15 {
+			continue
+		}
+		start := 0
+		if i > 0 {
+			start = rec[i-1].end
+		}
+		j.bridge = &bridge{off: r.start + 1 - start, n: r.end - r.start - 2, ev: k}
+		e.join = int16(len(sh.segs))
+		sh.segs = append(sh.segs, j)
+	}
+}
+
+// plainASCII reports whether b is printable ASCII without a quote or a
+// backslash: the string's bytes are its value.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// tryJoined reports whether the joined segment s fits at out[pos:], its
+// timestamps and its bridged value pass; it reports false, with the
+// finding, when a check fails (c.reasons says which).
+func (c *Checker) tryJoined(sh *shape, s *segment, out []byte, pos int) bool {
+	b := s.bridge
+	if b.score < -16 && c.tick&63 != 0 {
+		return false
+	}
+	if !fitsSegment(s, out, pos, c.tick) {
+		b.score = max(b.score-4, -64)
+		return false
+	}
+	b.score = min(b.score+1, 32)
+	if !c.segmentEchoes(s, out, pos) {
+		return false
+	}
+	if b.pure || (b.version != 0 && c.valid(b.version)) {
+		return true
+	}
+	// The value's checks, on its learnt bytes (the segment fits, so they
+	// are in the record), as shapeValue runs them.
+	e := &sh.events[b.ev]
+	val := out[pos+b.off : pos+b.off+b.n]
+	pure, outer := false, c.pastSig
+	c.pastSig = false
+	if e.kind == evLeafString {
+		pure = c.leafString(e.node, val, false)
+	} else {
+		c.text(val, e.path, true)
+	}
+	if c.reasons != 0 {
+		return false
+	}
+	b.version, b.pure = c.stamp(), pure
+	c.pastSig = c.pastSig || outer
 	return true
 }

@@ -32,12 +32,25 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 			t.Fatal(verdictString(v))
 		}
 		sh, rec := &c.shapes[c.lastShape], c.rec.events
-		var hexVals, times, numbers int
+		var hexVals, times, numbers, joined int
+		// Each segment of each event, the joined one too.
+		type segAt struct{ i, seg int }
+		var segs []segAt
 		for i := range sh.events {
-			if sh.events[i].seg < 0 {
-				continue
+			for _, k := range []int16{sh.events[i].seg, sh.events[i].join} {
+				if k >= 0 {
+					segs = append(segs, segAt{i, int(k)})
+				}
 			}
-			s := &sh.segs[sh.events[i].seg]
+		}
+		for _, sa := range segs {
+			i, s := sa.i, &sh.segs[sa.seg]
+			if s.bridge != nil {
+				joined++
+				if b := s.bridge; sh.events[b.ev].path != "metadata.product.name" {
+					t.Fatalf("event %d: a segment joined over %s, want the product's name", i, sh.events[b.ev].path)
+				}
+			}
 			start := 0
 			if i > 0 {
 				start = rec[i-1].end
@@ -75,7 +88,10 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 						lead[rec[k].start] = true
 					}
 				default:
-					t.Fatalf("event %d (%s) of op %d in a segment", k, e.path, e.op)
+					if s.bridge == nil || k != s.bridge.ev {
+						t.Fatalf("event %d (%s) of op %d in a segment", k, e.path, e.op)
+					}
+					// The bridged value: its learnt bytes, literal.
 				}
 			}
 			for b := start; b < start+s.n; b++ {
@@ -103,8 +119,9 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 				}
 			}
 		}
-		if hexVals != 4 || times != 1 || numbers != 5 {
-			t.Fatalf("segments took %d pseudonyms, %d timestamps and %d integers, want the route's 4, 1 and 5", hexVals, times, numbers)
+		// Twice over: the two segments, and the joined one.
+		if hexVals != 8 || times != 2 || numbers != 10 || joined != 1 {
+			t.Fatalf("segments took %d pseudonyms, %d timestamps and %d integers, %d joined, want the route's 4, 1 and 5 twice, 1 joined", hexVals, times, numbers, joined)
 		}
 	}
 }

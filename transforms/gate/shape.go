@@ -64,6 +64,7 @@ type shapeEvent struct {
 	tsForm  *[4]template // opTime: the learnt timestamp's layout, quotes included, when it fits 32 bytes
 	run     int16        // the run that starts here (shape.runs), -1: none
 	seg     int16        // the segment that starts with this literal (shape.segs), -1: none
+	join    int16        // the joined segment that starts here (tried before seg), -1: none
 	pure    bool         // the remembered value's checks depended on its bytes alone
 	valLen  uint8        // bytes of the remembered value; 0: none
 	misses  uint8        // values in a row that were not the remembered one
@@ -315,7 +316,7 @@ func (c *Checker) learn(out []byte) {
 		lit := out[prev:e.start]
 		sh.text = append(sh.text, lit...)
 		ev := shapeEvent{lit: uint32(len(sh.text)), litLen: uint32(len(lit)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path}
-		ev.lw, ev.run, ev.seg = words(lit), -1, -1
+		ev.lw, ev.run, ev.seg, ev.join = words(lit), -1, -1, -1
 		switch e.kind {
 		case evFreeNumber, evTimeNumber:
 			ev.op = opNumber
@@ -394,13 +395,19 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		// A segment: its words, then its timestamps' echo tests. When a
 		// word does not fit, the stretch is taken value by value.
 		inSeg := false
-		if e.seg >= 0 && fitsSegment(&sh.segs[e.seg], out, pos, c.tick) {
+		if e.join >= 0 && c.tryJoined(sh, &sh.segs[e.join], out, pos) {
+			s := &sh.segs[e.join]
+			pos += s.n
+			if i = s.last; i == len(evs) {
+				break
+			}
+			e, inSeg = &evs[i], true
+		} else if c.reasons != 0 {
+			return false
+		} else if e.seg >= 0 && fitsSegment(&sh.segs[e.seg], out, pos, c.tick) {
 			s := &sh.segs[e.seg]
-			for k := range s.ts {
-				if t := &s.ts[k]; c.g.echo != nil && c.echoSegTime(t, out[pos+t.off:pos+t.off+t.n]) {
-					c.fail(ReasonEcho, t.path)
-					return false
-				}
+			if !c.segmentEchoes(s, out, pos) {
+				return false
 			}
 			pos += s.n
 			if i = s.last; i == len(evs) {
@@ -529,6 +536,18 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	}
 	c.checkK(distinct)
 	return c.reasons == 0
+}
+
+// segmentEchoes runs the echo test of segment s's timestamps, which lies
+// at out[pos:] and fits; it reports false, with the finding, on an echo.
+func (c *Checker) segmentEchoes(s *segment, out []byte, pos int) bool {
+	for k := range s.ts {
+		if t := &s.ts[k]; c.g.echo != nil && c.echoSegTime(t, out[pos+t.off:pos+t.off+t.n]) {
+			c.fail(ReasonEcho, t.path)
+			return false
+		}
+	}
+	return true
 }
 
 // quadRoom is what quadAt reads: a quoted dotted quad of up to 15 bytes.

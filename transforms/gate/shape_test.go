@@ -730,3 +730,56 @@ func TestTimestampForm(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinedSegmentSeesNewIdentifiers: a product name between two
+// segments is taken with them as one segment, its checks stamped; once
+// the filter learns a raw identifier that matches it, the next record is
+// caught, with or without a decoy setting the identifier's signature
+// first; a record with another product still passes by the two segments.
+func TestJoinedSegmentSeesNewIdentifiers(t *testing.T) {
+	cfg := configWithFields(t, `      - {path: time, action: keep}
+      - {path: class, action: keep}
+      - {path: product, action: keep}
+      - {path: user, action: pseudonymize}
+      - {path: disposition, action: keep}
+`)
+	rec := func(k int, product string) []byte {
+		return []byte(fmt.Sprintf(`{"time":"2026-11-01T05:%02d:%02d.%03dZ","class":1007,"product":"%s","user":"%032x","disposition":"Allowed"}`,
+			k/60%60, k%60, k%1000, product, k))
+	}
+	for _, ident := range []string{"Sentinel", "sentinel edr", "decoy:Sentinel"} {
+		g, err := New("v", cfg.Vendors["v"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := g.NewChecker()
+		if d, ok := strings.CutPrefix(ident, "decoy:"); ok {
+			ident = d
+			c.ObserveIdentifier(3, []byte(d[:1]+strings.Repeat("q", len(d)-2)+d[len(d)-1:]))
+		}
+		for k := range 200 {
+			if v := c.Check(rec(k, "Sentinel EDR")); !v.Pass() {
+				t.Fatalf("before %s: %s", ident, verdictString(v))
+			}
+		}
+		var b *bridge
+		for _, sh := range c.shapes {
+			for _, s := range sh.segs {
+				if s.bridge != nil {
+					b = s.bridge
+				}
+			}
+		}
+		if b == nil || b.version == 0 || b.score <= 0 {
+			t.Fatalf("no joined segment in use (%+v): the test checks nothing", b)
+		}
+		if v := c.Check(rec(200, "Falcon")); !v.Pass() {
+			t.Fatalf("another product: %s", verdictString(v))
+		}
+		c.ObserveIdentifier(3, []byte(ident)) // the user rule's index
+		v := c.Check(rec(201, "Sentinel EDR"))
+		if !v.Reasons.Has(ReasonEcho) || len(v.Findings) != 1 || v.Findings[0].Path != "product" {
+			t.Fatalf("after %s arrived: %s", ident, verdictString(v))
+		}
+	}
+}
