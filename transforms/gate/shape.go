@@ -140,6 +140,7 @@ func load64(d []byte, i int) uint64 {
 
 type shape struct {
 	text   []byte
+	tailAt int // where the literal after the last value starts in text
 	events []shapeEvent
 	vals   []byte // maxVal bytes per event
 	runs   []run
@@ -344,6 +345,7 @@ func (c *Checker) learn(out []byte) {
 		sh.events = append(sh.events, ev)
 		prev = e.end
 	}
+	sh.tailAt = len(sh.text)
 	sh.text = append(sh.text, out[prev:]...)
 	sh.findSegments(out, c.rec.events)
 	sh.findRuns(c.rec.events)
@@ -386,6 +388,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	// need 16 bytes left in the record; nearer its end the loop compares
 	// slices.
 	pend, pendStart, pendHash := -1, 0, uint64(0) // the run being checked value by value
+	p := unsafe.Pointer(unsafe.SliceData(out))    // for word loads the loop has guarded
 	for i := 0; i < len(evs); i++ {
 		if pend >= 0 && sh.runs[pend].last == i-1 {
 			c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
@@ -420,14 +423,14 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// The segment ended with event i's literal.
 		case n <= 16 && pos <= len(out)-16:
 			m := &masks[n]
-			if load64(out, pos)&m[0] != e.lw[0] || load64(out, pos+8)&m[1] != e.lw[1] {
+			if at64(p, pos)&m[0] != e.lw[0] || at64(p, pos+8)&m[1] != e.lw[1] {
 				return false
 			}
 			pos += n
 		case n <= 32 && pos <= len(out)-32:
 			m := &masks[n]
-			if load64(out, pos) != e.lw[0] || load64(out, pos+8) != e.lw[1] ||
-				load64(out, pos+16)&m[2] != e.lw[2] || load64(out, pos+24)&m[3] != e.lw[3] {
+			if at64(p, pos) != e.lw[0] || at64(p, pos+8) != e.lw[1] ||
+				at64(p, pos+16)&m[2] != e.lw[2] || at64(p, pos+24)&m[3] != e.lw[3] {
 				return false
 			}
 			pos += n
@@ -456,9 +459,9 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		}
 		// A value that passed here recently (strings only).
 		if rv := e.recent; rv != nil && pos <= len(out)-16 {
-			w0 := load64(out, pos)
+			w0 := at64(p, pos)
 			v := &rv[recentSlot(w0)]
-			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && load64(out, pos+8)&masks[n][1] == v.w1 && (v.pure || c.valid(v.version)) {
+			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && at64(p, pos+8)&masks[n][1] == v.w1 && (v.pure || c.valid(v.version)) {
 				pos += n
 				continue
 			}
@@ -469,7 +472,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// byte no number holds: where the scanner ends it, and far
 			// from a card number's 13 digits.
 			if pos <= len(out)-8 {
-				if k := jsonscan.DigitRun(load64(out, pos)); k > 0 && k < 8 && (k == 1 || out[pos] != '0') && !numberMore[out[pos+k]] {
+				if k := jsonscan.DigitRun(at64(p, pos)); k > 0 && k < 8 && (k == 1 || out[pos] != '0') && !numberMore[out[pos+k]] {
 					pos += k
 					continue
 				}
@@ -492,7 +495,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// bytes are digits, and the others), so a string of the
 			// learnt timestamp's layout is one: four word tests.
 			if f, n := e.tsForm, e.tsLen; f != nil && pos <= len(out)-32 &&
-				f[0].match(load64(out, pos)) && f[1].match(load64(out, pos+8)) && f[2].match(load64(out, pos+16)) && f[3].match(load64(out, pos+24)) {
+				f[0].match(at64(p, pos)) && f[1].match(at64(p, pos+8)) && f[2].match(at64(p, pos+16)) && f[3].match(at64(p, pos+24)) {
 				if c.g.echo != nil && c.echoTimestamp(out[pos+1:pos+1+n]) {
 					c.fail(ReasonEcho, e.path)
 					return false
@@ -526,12 +529,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	if pend >= 0 {
 		c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
 	}
-	prev := 0
-	if len(evs) > 0 {
-		prev = int(evs[len(evs)-1].lit)
-	}
-	tail := text[prev:]
-	if !equal(out[pos:], tail) {
+	if !equal(out[pos:], text[sh.tailAt:]) {
 		return false
 	}
 	c.checkK(distinct)
