@@ -184,16 +184,8 @@ func (c *Checker) echoTimestamp(s []byte) bool {
 
 // echoTimestampHead is echoTimestamp's test of the date and hour.
 func (c *Checker) echoTimestampHead(gens *generations, s []byte) bool {
-	a := 13 // the date and the hour
-	if s[10] == ' ' {
-		a = 10 // the date alone
-	}
-	// The date and hour are the same for an hour of records: a negative
-	// test of them is remembered with its stamp (0 outside a check, and
-	// then nothing is kept).
-	// (a is 10 or 13: two words, overlapping, compare the head.)
-	if head := s[:a]; c.version == 0 || c.tsLen != a || binary.LittleEndian.Uint64(head) != binary.LittleEndian.Uint64(c.tsHead[:]) ||
-		binary.LittleEndian.Uint64(head[a-8:]) != binary.LittleEndian.Uint64(c.tsHead[a-8:]) || !c.valid(c.tsVersion) {
+	if a := tsHeadLen(s); !c.tsHeadHolds(s, a) {
+		head := s[:a]
 		outer := c.pastSig
 		c.pastSig = false
 		if c.lookupPlain(gens, head) || c.skeletonEchoes(gens, head, a-2) {
@@ -206,6 +198,25 @@ func (c *Checker) echoTimestampHead(gens *generations, s []byte) bool {
 		c.pastSig = c.pastSig || outer
 	}
 	return false
+}
+
+// tsHeadLen is the length of a timestamp's date and hour: 13, or 10 for
+// the date alone when a space separates the time.
+func tsHeadLen(s []byte) int {
+	if s[10] == ' ' {
+		return 10
+	}
+	return 13
+}
+
+// tsHeadHolds reports whether s's date and hour (its first a bytes) are
+// the ones whose negative echo test is remembered, and its stamp holds.
+// The date and hour are the same for an hour of records; the test is
+// remembered with its stamp (version 0 outside a check, and then nothing
+// is kept). a is 10 or 13: two overlapping words compare the head.
+func (c *Checker) tsHeadHolds(s []byte, a int) bool {
+	return c.version != 0 && c.tsLen == a && binary.LittleEndian.Uint64(s) == binary.LittleEndian.Uint64(c.tsHead[:]) &&
+		binary.LittleEndian.Uint64(s[a-8:]) == binary.LittleEndian.Uint64(c.tsHead[a-8:]) && c.valid(c.tsVersion)
 }
 
 // tsTail finds, in a timestamp s, the end of C (s[17:cEnd]), the
