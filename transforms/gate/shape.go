@@ -710,8 +710,8 @@ func equal(a, b []byte) bool {
 		return false
 	}
 	if n < 8 {
-		if n < 4 {
-			return string(a) == string(b)
+		if n < 4 { // (a shape's tail is often 2 bytes: no call for it)
+			return n == 0 || (a[0] == b[0] && (n == 1 || (a[1] == b[1] && (n == 2 || a[2] == b[2]))))
 		}
 		return binary.LittleEndian.Uint32(a) == binary.LittleEndian.Uint32(b) &&
 			binary.LittleEndian.Uint32(a[n-4:]) == binary.LittleEndian.Uint32(b[n-4:])
