@@ -1,5 +1,7 @@
 package gate
 
+import "encoding/binary"
+
 // The echo test of a string without '%' (echoes): its folded form has the
 // same length as the string and every byte in the same place, so each
 // string the test looks up (the whole, a coarse token, a part around '@'
@@ -177,14 +179,13 @@ func (c *Checker) lookupPlain(gens *generations, v []byte) bool {
 // up, with its skeleton, and C's part after the '.'; then the whole.
 func (c *Checker) echoTimestamp(s []byte) bool {
 	gens := c.g.echo.gens.Load()
-	a := 13 // the date and the hour
-	if s[10] == ' ' {
-		a = 10 // the date alone
-	}
-	// The date and hour are the same for an hour of records: a negative
-	// test of them is remembered with its stamp (0 outside a check, and
-	// then nothing is kept).
-	if head := s[:a]; c.version == 0 || string(c.tsHead[:c.tsLen]) != string(head) || !c.valid(c.tsVersion) {
+	return c.echoTimestampHead(gens, s) || c.echoTimestampTail(gens, s)
+}
+
+// echoTimestampHead is echoTimestamp's test of the date and hour.
+func (c *Checker) echoTimestampHead(gens *generations, s []byte) bool {
+	if a := tsHeadLen(s); !c.tsHeadHolds(s, a) {
+		head := s[:a]
 		outer := c.pastSig
 		c.pastSig = false
 		if c.lookupPlain(gens, head) || c.skeletonEchoes(gens, head, a-2) {
@@ -196,7 +197,32 @@ func (c *Checker) echoTimestamp(s []byte) bool {
 		}
 		c.pastSig = c.pastSig || outer
 	}
-	cEnd, nSep, frac := len(s), 0, 19 // C is s[17:cEnd]; the fraction's digits are s[20:frac]
+	return false
+}
+
+// tsHeadLen is the length of a timestamp's date and hour: 13, or 10 for
+// the date alone when a space separates the time.
+func tsHeadLen(s []byte) int {
+	if s[10] == ' ' {
+		return 10
+	}
+	return 13
+}
+
+// tsHeadHolds reports whether s's date and hour (its first a bytes) are
+// the ones whose negative echo test is remembered, and its stamp holds.
+// The date and hour are the same for an hour of records; the test is
+// remembered with its stamp (version 0 outside a check, and then nothing
+// is kept). a is 10 or 13: two overlapping words compare the head.
+func (c *Checker) tsHeadHolds(s []byte, a int) bool {
+	return c.version != 0 && c.tsLen == a && binary.LittleEndian.Uint64(s) == binary.LittleEndian.Uint64(c.tsHead[:]) &&
+		binary.LittleEndian.Uint64(s[a-8:]) == binary.LittleEndian.Uint64(c.tsHead[a-8:]) && c.valid(c.tsVersion)
+}
+
+// tsTail finds, in a timestamp s, the end of C (s[17:cEnd]), the
+// separators C holds, and the end of the fraction's digits (s[20:frac]).
+func tsTail(s []byte) (cEnd, nSep, frac int) {
+	cEnd, frac = len(s), 19
 	if len(s) > 19 && s[19] == '.' {
 		nSep = 1
 		for frac = 20; frac < len(s) && isDigit(s[frac]); frac++ {
@@ -210,6 +236,28 @@ func (c *Checker) echoTimestamp(s []byte) bool {
 			nSep++
 		}
 	}
+	return cEnd, nSep, frac
+}
+
+// tsSig is a signature echoTimestampTail tests: of n bytes, the first and
+// last being s[first] and s[last].
+type tsSig struct{ n, first, last int }
+
+// tsTailSigs lists the signatures echoTimestampTail tests for s.
+func tsTailSigs(s []byte) (sigs [4]tsSig, k int) {
+	cEnd, nSep, frac := tsTail(s)
+	sigs[0], sigs[1], sigs[2] = tsSig{cEnd - 17, 17, cEnd - 1}, tsSig{cEnd - 17 - nSep, 17, cEnd - 1}, tsSig{len(s), 0, len(s) - 1}
+	k = 3
+	if frac > 19 && cEnd > 20 {
+		sigs[3], k = tsSig{cEnd - 20, 20, cEnd - 1}, 4
+	}
+	return sigs, k
+}
+
+// echoTimestampTail is echoTimestamp's test of the rest: C, its skeleton,
+// the fraction and the whole string.
+func (c *Checker) echoTimestampTail(gens *generations, s []byte) bool {
+	cEnd, nSep, frac := tsTail(s)
 	cTok := s[17:cEnd]
 	// Every lookup below starts with its string's signature (length,
 	// first and last byte, folded): while none of the four is set in
@@ -234,4 +282,53 @@ func (c *Checker) echoTimestamp(s []byte) bool {
 		}
 	}
 	return c.lookupPlain(gens, s)
+}
+
+// echoSegTime is echoTimestamp for the timestamp t of a segment, whose
+// layout is fixed: its tail's signatures, for any digits at its digits'
+// places, are tested once per signature version, and while none is set
+// the tail cannot echo. (Signatures are soon all set and rotation only
+// clears bits, so the answer mostly holds for good.)
+func (c *Checker) echoSegTime(t *segTime, s []byte) bool {
+	gens := c.g.echo.gens.Load()
+	if c.echoTimestampHead(gens, s) {
+		return true
+	}
+	if t.clear == c.sigStamp && c.sigStamp != 0 {
+		return false
+	}
+	if t.wait > 0 {
+		t.wait--
+	} else if c.sigStamp != 0 {
+		if tsLayoutClear(gens, s) {
+			t.clear = c.sigStamp
+			return false
+		}
+		t.wait = 64 // a set signature: test record by record for a while
+	}
+	return c.echoTimestampTail(gens, s)
+}
+
+// tsLayoutClear reports whether no signature echoTimestampTail tests is
+// set for any timestamp of s's layout: s with any digits where it has
+// digits (tsTail reads the layout only, so all of them have the same
+// signatures' places).
+func tsLayoutClear(gens *generations, s []byte) bool {
+	sigs, k := tsTailSigs(s)
+	choices := func(b byte) string {
+		if isDigit(b) {
+			return "0123456789"
+		}
+		return string(b)
+	}
+	for _, g := range sigs[:k] {
+		for _, f := range []byte(choices(s[g.first])) {
+			for _, l := range []byte(choices(s[g.last])) {
+				if sigSet(gens, g.n, plainFold[f], plainFold[l]) {
+					return false
+				}
+			}
+		}
+	}
+	return true
 }

@@ -5,73 +5,131 @@ import (
 	"unsafe"
 )
 
-// Segments. Hex pseudonyms and timestamps of a learnt layout have a fixed
-// width, so from the literal before such a value to the literal after the
-// last of a row of them (a user's name, e-mail and uid, with the member
-// names between) every byte of a matching record is at a fixed offset and
-// is of one of three classes: a literal byte (the shape's text, the
-// quotes and prefix of a pseudonym, the separators of a timestamp), a hex
-// digit, or a decimal digit. A segment tests the whole stretch as 8-byte
-// words at fixed offsets, sorted by what they hold, instead of value by
-// value through the loop: the same tests at the same places (matches'
-// opHex, opTime and literal comparisons), without the loop's dispatch per
-// value. When a word fails, matches takes the stretch value by value, as
-// it would without the segment, and decides there.
+// Segments. Hex pseudonyms, timestamps of a learnt layout and short
+// integers have a fixed width, so from the literal before such a value to
+// the literal after the last of a row of them (a timestamp and the event's
+// class numbers; a user's name, e-mail and uid with the member names
+// between) every byte of a matching record is at a fixed offset and must
+// lie in one or two ranges: a literal byte (the shape's text, the quotes
+// and prefix of a pseudonym, the separators of a timestamp) in [c, c], a
+// hex digit in [0-9] or [a-f], a decimal digit in [0-9], and the first
+// digit of an integer of two or more digits in [1-9]. A segment tests the
+// whole stretch at once, 32 bytes per AVX2 step where the CPU has it and
+// 8 bytes per word otherwise, instead of value by value through the loop:
+// the same tests at the same places (matches' opHex, opTime, opNumber and
+// literal comparisons), without the loop's dispatch per value. When the
+// stretch does not fit, matches takes it value by value, as it would
+// without the segment, and decides there.
 
 type segment struct {
-	last int // the event whose literal ends it (its value is not in it); len(events): it ends with a value
-	n    int // its length in bytes, at least 8
-	lits []litWord
-	hex  []int // offsets of words of hex digits only
-	mix  []mixWord
-	ts   []segTime // timestamps, echo-tested once every word passes
+	last   int // the event whose literal ends it (its value is not in it); len(events): it ends with a value
+	n      int // its length in bytes, at least 8
+	words  []rangeWord
+	chunks []rangeChunk // the AVX2 test; nil: the words'
+	ts     []segTime    // timestamps, echo-tested once every byte fits
+	misses uint8        // records in a row that did not fit
+	bridge *bridge      // a joined segment's value between its two halves
 }
 
-type litWord struct {
-	off  int
-	want uint64
+// Joined segments. Two segments with one string value between them (a
+// product name between an event's timestamp and class numbers and its
+// host and user pseudonyms) are tried first as one segment with that
+// value's learnt bytes as literals: one test instead of two and a value.
+// The value still needs its checks (the echo test, the patterns): they are
+// run on the learnt bytes and stamped, as a remembered value's are. Where
+// the value is often another one, the joined segment mostly misses; its
+// score then drops and it is tried once in 64 records only, the two
+// segments and the value taken as before.
+type bridge struct {
+	off, n  int // the value's bytes in the segment, quotes excluded
+	ev      int // its event
+	pure    bool
+	version uint64 // the stamp of its checks; 0: not yet
+	score   int8   // +1 per fit, -4 per miss
 }
 
-// mixWord is a word of several classes: the fixed bytes of the template
-// equal, its digit bytes decimal, and the bytes of hex (their top bits) hex.
-type mixWord struct {
-	off int
-	t   template
-	hex uint64
+// rangeWord tests the eight bytes at off of a segment: byte b fits when
+// it lies in [lo1, hi1] or [lo2, hi2], held as 0x80-lo and 0x7f-hi so that
+// adding the byte sets its top bit when it is at least lo, and above hi.
+// Every bound is below 0x80, so no byte that fits carries into the next.
+type rangeWord struct {
+	off            int
+	a1, b1, a2, b2 uint64
+}
+
+// rangeChunk is the same test for 32 bytes: byte b fits when
+// b-lo1 <= span1 or b-lo2 <= span2, unsigned, as fitsAVX2 computes it.
+type rangeChunk struct {
+	off                    int64
+	_                      [24]byte
+	lo1, span1, lo2, span2 [32]byte
 }
 
 type segTime struct {
 	off, n int // the timestamp's bytes, quotes excluded
 	path   string
+	clear  uint64 // the signature stamp at which echoSegTime found its tail's signatures clear
+	wait   uint8  // records to test before looking at the signatures again
 }
 
-// Byte classes of a segment.
-const (
-	clLit = iota
-	clHex
-	clDigit
+// byteRange is what one byte of a segment may be: [lo1, hi1] or [lo2, hi2].
+type byteRange struct{ lo1, hi1, lo2, hi2 byte }
+
+var (
+	hexRange    = byteRange{'0', '9', 'a', 'f'}
+	digitRange  = byteRange{'0', '9', '0', '9'}
+	digit1Range = byteRange{'1', '9', '1', '9'}
 )
 
-// fixedWidth reports whether event i's value has a fixed width and is
-// tested by its bytes' classes alone (a timestamp also by the echo test):
-// a hex pseudonym, or a timestamp of a layout that fits a template.
-func (sh *shape) fixedWidth(i int) bool {
+func litRange(c byte) byteRange { return byteRange{c, c, c, c} }
+
+// maxSegNumber is the widest integer a segment takes: far from a card
+// number's 13 digits, so the full pass runs no check on it but the scan.
+const maxSegNumber = 7
+
+// fixedWidth reports whether event i's value, at rec[i] in out, has a
+// fixed width and is tested by its bytes alone (a timestamp also by the
+// echo test): a hex pseudonym, a timestamp of a layout that fits a
+// template, or an integer of up to maxSegNumber digits without a leading
+// zero; strong says it is one of the first two, which a segment needs
+// (integers alone the loop tests as cheaply).
+func (sh *shape) fixedWidth(out []byte, rec []recEvent, i int) (fixed, strong bool) {
 	e := &sh.events[i]
-	return e.run < 0 && (e.op == opHex || (e.op == opTime && e.tsForm != nil))
+	switch {
+	case e.op == opHex || (e.op == opTime && e.tsForm != nil):
+		return true, true
+	case e.op == opNumber:
+		v := out[rec[i].start:rec[i].end]
+		if len(v) == 0 || len(v) > maxSegNumber || (len(v) > 1 && v[0] == '0') {
+			return false, false
+		}
+		for _, c := range v {
+			if !isDigit(c) {
+				return false, false
+			}
+		}
+		return true, false
+	}
+	return false, false
 }
 
 // findSegments marks the segments of sh, learnt from out; rec says where
-// each value was in it.
+// each value was in it; then the joined ones.
 func (sh *shape) findSegments(out []byte, rec []recEvent) {
 	sh.segs = sh.segs[:0]
+	defer sh.joinSegments(out, rec)
 	for i := 0; i < len(sh.events); {
-		if !sh.fixedWidth(i) {
-			i++
-			continue
+		j, strong := i, false
+		for ; j < len(sh.events); j++ {
+			f, s := sh.fixedWidth(out, rec, j)
+			if !f {
+				break
+			}
+			strong = strong || s
 		}
-		j := i
-		for j < len(sh.events) && sh.fixedWidth(j) {
-			j++
+		if !strong {
+			i = j + 1
+			continue
 		}
 		if s, ok := sh.segment(out, rec, i, j); ok && len(sh.segs) < 1<<15 {
 			sh.events[i].seg = int16(len(sh.segs))
@@ -97,111 +155,211 @@ func (sh *shape) segment(out []byte, rec []recEvent, i, j int) (segment, bool) {
 	if s.n < 8 || s.n > len(out)-start {
 		return s, false
 	}
-	// Each byte's class, and its kind: its class, but clDigit for every
-	// byte of a timestamp.
-	cls, kind := make([]uint8, s.n), make([]uint8, s.n)
+	seg := out[start:end]
+	rs := make([]byteRange, s.n)
+	for k, c := range seg {
+		if c >= 0x80 {
+			return s, false // the words' bounds must stay below 0x80
+		}
+		rs[k] = litRange(c)
+	}
 	for k := i; k < j; k++ {
 		e, r := &sh.events[k], rec[k]
-		v := out[r.start:r.end]
 		switch e.op {
 		case opHex:
 			l := e.node.leaf
-			if len(v) != 2+len(l.prefix)+l.chars {
+			if r.end-r.start != 2+len(l.prefix)+l.chars {
 				return s, false
 			}
 			for b := r.start + 1 + len(l.prefix); b < r.end-1; b++ {
-				cls[b-start], kind[b-start] = clHex, clHex
+				rs[b-start] = hexRange
 			}
 		case opTime:
-			if len(v) != e.tsLen+2 {
+			if r.end-r.start != e.tsLen+2 {
 				return s, false
 			}
 			for b := r.start + 1; b < r.end-1; b++ {
-				kind[b-start] = clDigit
 				if isDigit(out[b]) {
-					cls[b-start] = clDigit
+					rs[b-start] = digitRange
 				}
 			}
 			s.ts = append(s.ts, segTime{off: r.start + 1 - start, n: e.tsLen, path: e.path})
+		case opNumber:
+			for b := r.start; b < r.end; b++ {
+				rs[b-start] = digitRange
+			}
+			if r.end-r.start > 1 {
+				rs[r.start-start] = digit1Range
+			}
 		}
 	}
-	// Words inside each run of one kind (literal bytes, hex digits, a
-	// timestamp), the last one of a run ending where the run does, so that
-	// most words are of one class; a run shorter than a word gets a mixed
-	// word over it and its neighbours.
-	for r := 0; r < s.n; {
-		q := r + 1
-		for q < s.n && kind[q] == kind[r] {
-			q++
+	for off := 0; off < s.n; off += 8 {
+		s.words = append(s.words, newRangeWord(rs, min(off, s.n-8)))
+	}
+	if haveAVX2 && s.n >= 32 {
+		for off := 0; off < s.n; off += 32 {
+			s.chunks = append(s.chunks, newRangeChunk(rs, min(off, s.n-32)))
 		}
-		if q-r < 8 {
-			s.addWord(out[start:end], cls, min(r, s.n-8), true)
-		}
-		for off := r; q-r >= 8 && off < q; off += 8 {
-			s.addWord(out[start:end], cls, min(off, q-8), kind[r] == clDigit)
-		}
-		r = q
 	}
 	return s, true
 }
 
-// addWord adds the word at off of the segment seg, whose bytes have the
-// classes cls: a mixed word when mixed is set or it holds several classes.
-func (s *segment) addWord(seg []byte, cls []uint8, off int, mixed bool) {
-	var seen [3]bool
-	for b := off; b < off+8; b++ {
-		seen[cls[b]] = true
+func newRangeWord(rs []byteRange, off int) rangeWord {
+	w := rangeWord{off: off}
+	for b, r := range rs[off : off+8] {
+		sh := 8 * uint(b)
+		w.a1 |= uint64(0x80-r.lo1) << sh
+		w.b1 |= uint64(0x7f-r.hi1) << sh
+		w.a2 |= uint64(0x80-r.lo2) << sh
+		w.b2 |= uint64(0x7f-r.hi2) << sh
 	}
-	switch {
-	case !mixed && !seen[clHex] && !seen[clDigit]:
-		s.lits = append(s.lits, litWord{off: off, want: load64(seg, off)})
-	case !mixed && !seen[clLit] && !seen[clDigit]:
-		s.hex = append(s.hex, off)
-	default:
-		w := mixWord{off: off}
-		for b := range 8 {
-			switch c := seg[off+b]; cls[off+b] {
-			case clLit:
-				w.t.fixed |= 0xff << (8 * b)
-				w.t.want |= uint64(c) << (8 * b)
-			case clDigit:
-				w.t.digits |= 0xff << (8 * b)
-			case clHex:
-				w.hex |= 0x80 << (8 * b)
-			}
-		}
-		s.mix = append(s.mix, w)
-	}
+	return w
 }
 
-// segmentFits reports whether the words of s fit at out[pos:]; it does
-// not run the echo test. The caller has checked that s.n bytes are left,
-// and every word lies inside the segment (addWord's offsets are at most
-// s.n-8), so the loads need no guard of their own.
+func newRangeChunk(rs []byteRange, off int) rangeChunk {
+	c := rangeChunk{off: int64(off)}
+	for b, r := range rs[off : off+32] {
+		c.lo1[b], c.span1[b] = r.lo1, r.hi1-r.lo1
+		c.lo2[b], c.span2[b] = r.lo2, r.hi2-r.lo2
+	}
+	return c
+}
+
+// segmentFits reports whether out[pos:] fits s; it does not run the echo
+// test. The caller has checked that s.n bytes are left, and every word
+// and chunk lies inside the segment, so the loads need no guard of their
+// own.
 func segmentFits(s *segment, out []byte, pos int) bool {
+	if len(s.chunks) > 0 {
+		return fitsAVX2(unsafe.Pointer(unsafe.SliceData(out[pos:])), &s.chunks[0], len(s.chunks))
+	}
+	return segmentFitsWords(s, out, pos)
+}
+
+// segmentFitsWords is segmentFits eight bytes at a time.
+//
+//go:noinline
+func segmentFitsWords(s *segment, out []byte, pos int) bool {
 	p := unsafe.Pointer(unsafe.SliceData(out[pos : pos+s.n]))
-	var diff, bad uint64
-	for k := range s.lits {
-		w := &s.lits[k]
-		diff |= at64(p, w.off) ^ w.want
+	ok := uint64(msb)
+	for k := range s.words {
+		w := &s.words[k]
+		x := at64(p, w.off)
+		ok &= ((x+w.a1)&^(x+w.b1) | (x+w.a2)&^(x+w.b2)) &^ x
 	}
-	for _, off := range s.hex {
-		bad |= nonHex(at64(p, off))
-	}
-	if diff != 0 || bad&msb != 0 {
-		return false
-	}
-	for k := range s.mix {
-		w := &s.mix[k]
-		if x := at64(p, w.off); !w.t.match(x) || nonHex(x)&w.hex != 0 {
-			return false
-		}
-	}
-	return true
+	return ok == msb
 }
 
 // at64 reads the eight bytes at p+off, which the caller has checked lie
 // in one slice.
 func at64(p unsafe.Pointer, off int) uint64 {
 	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(p, off))[:])
+}
+
+// fitsSegment reports whether out[pos:] fits s, for the record numbered
+// tick. A segment that has not fit several records in a row (an integer
+// whose width changes) is tried once in 16 records only: the loop tests
+// those values anyway. (matches calls it for every segment of every
+// record: the AVX2 test is called from here, not through segmentFits.)
+func fitsSegment(s *segment, out []byte, pos int, tick uint64) bool {
+	if len(out)-pos < s.n || (s.misses >= 8 && tick&15 != 0) {
+		return false
+	}
+	var ok bool
+	if len(s.chunks) > 0 {
+		ok = fitsAVX2(unsafe.Pointer(unsafe.SliceData(out[pos:])), &s.chunks[0], len(s.chunks))
+	} else {
+		ok = segmentFitsWords(s, out, pos)
+	}
+	if !ok {
+		s.misses = min(s.misses+1, 255)
+		return false
+	}
+	s.misses = 0
+	return true
+}
+
+// joinSegments adds a joined segment (bridge) for each two segments with
+// one plain string value of up to 32 bytes between them, and marks it on
+// the first's event.
+func (sh *shape) joinSegments(out []byte, rec []recEvent) {
+	for i := range sh.events {
+		e := &sh.events[i]
+		e.join = -1
+		if e.seg < 0 {
+			continue
+		}
+		a := &sh.segs[e.seg]
+		k := a.last // the value between
+		if k+1 >= len(sh.events) || sh.events[k+1].seg < 0 {
+			continue
+		}
+		v := &sh.events[k]
+		text := v.kind == evFreeString || (v.kind == evLeafString && !v.node.leaf.identifier())
+		r := rec[k]
+		if !text || v.op != opValue || r.end-r.start < 2 || r.end-r.start > 34 || out[r.start] != '"' || !plainASCII(out[r.start+1:r.end-1]) {
+			continue
+		}
+		b := &sh.segs[sh.events[k+1].seg]
+		j, ok := sh.segment(out, rec, i, b.last)
+		if !ok || len(sh.segs) >= 1<<15 {
+			continue
+		}
+		start := 0
+		if i > 0 {
+			start = rec[i-1].end
+		}
+		j.bridge = &bridge{off: r.start + 1 - start, n: r.end - r.start - 2, ev: k}
+		e.join = int16(len(sh.segs))
+		sh.segs = append(sh.segs, j)
+	}
+}
+
+// plainASCII reports whether b is printable ASCII without a quote or a
+// backslash: the string's bytes are its value.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// tryJoined reports whether the joined segment s fits at out[pos:], its
+// timestamps and its bridged value pass; it reports false, with the
+// finding, when a check fails (c.reasons says which).
+func (c *Checker) tryJoined(sh *shape, s *segment, out []byte, pos int) bool {
+	b := s.bridge
+	if b.score < -16 && c.tick&63 != 0 {
+		return false
+	}
+	if !fitsSegment(s, out, pos, c.tick) {
+		b.score = max(b.score-4, -64)
+		return false
+	}
+	b.score = min(b.score+1, 32)
+	if !c.segmentEchoes(s, out, pos) {
+		return false
+	}
+	if b.pure || (b.version != 0 && c.valid(b.version)) {
+		return true
+	}
+	// The value's checks, on its learnt bytes (the segment fits, so they
+	// are in the record), as shapeValue runs them.
+	e := &sh.events[b.ev]
+	val := out[pos+b.off : pos+b.off+b.n]
+	pure, outer := false, c.pastSig
+	c.pastSig = false
+	if e.kind == evLeafString {
+		pure = c.leafString(e.node, val, false)
+	} else {
+		c.text(val, e.path, true)
+	}
+	if c.reasons != 0 {
+		return false
+	}
+	b.version, b.pure = c.stamp(), pure
+	c.pastSig = c.pastSig || outer
+	return true
 }

@@ -1,16 +1,19 @@
 package gate
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/deident/deident/internal/gen"
 )
 
-// TestSegmentsCoverEveryByte: on the benchmark route, the timestamp and the
-// four pseudonyms are taken as segments, and a segment tests every byte it
-// spans: any literal byte changed, a hex digit made 'g', or a timestamp
-// digit made 'x' makes it not fit (and the record is then taken value by
-// value), while the learnt record itself fits.
+// TestSegmentsCoverEveryByte: on the benchmark route, the timestamp with
+// the event's class numbers after it and the four pseudonyms are taken as
+// segments, and a segment tests every byte it spans: any literal byte
+// changed, a hex digit made 'g', a timestamp or integer digit made 'x', or
+// the first digit of a longer integer made '0' makes it not fit (and the
+// record is then taken value by value), while the learnt record itself
+// fits. Both tests agree: 32 bytes at a time (AVX2) and a word at a time.
 func TestSegmentsCoverEveryByte(t *testing.T) {
 	r := benchRoute(t, 0)
 	g, err := New(r.Name, r.Config)
@@ -29,21 +32,38 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 			t.Fatal(verdictString(v))
 		}
 		sh, rec := &c.shapes[c.lastShape], c.rec.events
-		var hexVals, times int
+		var hexVals, times, numbers, joined int
+		// Each segment of each event, the joined one too.
+		type segAt struct{ i, seg int }
+		var segs []segAt
 		for i := range sh.events {
-			if sh.events[i].seg < 0 {
-				continue
+			for _, k := range []int16{sh.events[i].seg, sh.events[i].join} {
+				if k >= 0 {
+					segs = append(segs, segAt{i, int(k)})
+				}
 			}
-			s := &sh.segs[sh.events[i].seg]
+		}
+		for _, sa := range segs {
+			i, s := sa.i, &sh.segs[sa.seg]
+			if s.bridge != nil {
+				joined++
+				if b := s.bridge; sh.events[b.ev].path != "metadata.product.name" {
+					t.Fatalf("event %d: a segment joined over %s, want the product's name", i, sh.events[b.ev].path)
+				}
+			}
 			start := 0
 			if i > 0 {
 				start = rec[i-1].end
 			}
-			if !segmentFits(s, out, start) {
-				t.Fatalf("event %d: the learnt record does not fit its own segment", i)
+			if haveAVX2 && len(s.chunks) == 0 {
+				t.Fatalf("event %d: a segment of %d bytes without AVX2 chunks", i, s.n)
+			}
+			fits := func(m []byte) (bool, bool) { return segmentFits(s, m, start), segmentFitsWords(s, m, start) }
+			if a, b := fits(out); !a || !b {
+				t.Fatalf("event %d: the learnt record does not fit its own segment (%v, words %v)", i, a, b)
 			}
 			// Each byte's class, from the recorded values.
-			bad := make(map[int]byte)
+			bad, lead := make(map[int]byte), make(map[int]bool)
 			for k := i; k < s.last; k++ {
 				e := &sh.events[k]
 				switch e.op {
@@ -59,8 +79,19 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 							bad[b] = 'x'
 						}
 					}
+				case opNumber:
+					numbers++
+					for b := rec[k].start; b < rec[k].end; b++ {
+						bad[b] = 'x'
+					}
+					if rec[k].end-rec[k].start > 1 {
+						lead[rec[k].start] = true
+					}
 				default:
-					t.Fatalf("event %d (%s) of op %d in a segment", k, e.path, e.op)
+					if s.bridge == nil || k != s.bridge.ev {
+						t.Fatalf("event %d (%s) of op %d in a segment", k, e.path, e.op)
+					}
+					// The bridged value: its learnt bytes, literal.
 				}
 			}
 			for b := start; b < start+s.n; b++ {
@@ -70,13 +101,83 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 				} else {
 					m[b] ^= 0x01
 				}
-				if segmentFits(s, m, start) {
-					t.Fatalf("event %d: byte %d of the segment changed (%q to %q) and it still fits", i, b-start, out[b], m[b])
+				if a, w := fits(m); a || w {
+					t.Fatalf("event %d: byte %d of the segment changed (%q to %q) and it still fits (%v, words %v)", i, b-start, out[b], m[b], a, w)
+				}
+				if lead[b] {
+					m[b] = '0'
+					if a, w := fits(m); a || w {
+						t.Fatalf("event %d: an integer's first digit made 0 at byte %d and it still fits (%v, words %v)", i, b-start, a, w)
+					}
+				}
+				// Another digit of the same class fits.
+				if _, ok := bad[b]; ok && !lead[b] && isDigit(out[b]) {
+					m[b] = '0' + (out[b]-'0'+1)%10
+					if a, w := fits(m); !a || !w {
+						t.Fatalf("event %d: digit %q at byte %d does not fit (%v, words %v)", i, m[b], b-start, a, w)
+					}
 				}
 			}
 		}
-		if hexVals != 4 || times != 1 {
-			t.Fatalf("segments took %d pseudonyms and %d timestamps, want the route's 4 and 1", hexVals, times)
+		// Twice over: the two segments, and the joined one.
+		if hexVals != 8 || times != 2 || numbers != 10 || joined != 1 {
+			t.Fatalf("segments took %d pseudonyms, %d timestamps and %d integers, %d joined, want the route's 4, 1 and 5 twice, 1 joined", hexVals, times, numbers, joined)
 		}
+	}
+}
+
+// TestBenchShapesMatchFullPassMutated: on the benchmark route, whose
+// segments hold a timestamp, integers and pseudonyms, a Checker with its
+// shapes gives the full pass's verdict for outputs with bytes changed,
+// inserted or deleted anywhere (digits for digits most often, so that
+// integers change width or gain a leading zero), while the filter learns
+// identifiers that may match pieces of the records.
+func TestBenchShapesMatchFullPassMutated(t *testing.T) {
+	r := benchRoute(t, 1<<14)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, full := g.NewChecker(), g.NewChecker()
+	full.reference = true
+	gn := gen.New(gen.Options{Seed: 7, Users: 50})
+	a := r.NewApplier()
+	rng := rand.New(rand.NewPCG(3, 4))
+	idents := []string{"Sentinel", "detected", "2026-11-01T00", "443", "chrome", "01.054z", "1007"}
+	fails := 0
+	for i := range 20000 {
+		in := gn.Append(nil)
+		out, err := a.Apply(nil, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast.Observe(in)
+		if i%2000 == 1999 {
+			fast.ObserveIdentifier(13, []byte(idents[rng.IntN(len(idents))])) // device.hostname's rule
+		}
+		m := append([]byte(nil), out...)
+		for range rng.IntN(3) {
+			k := rng.IntN(len(m))
+			switch c := m[k]; {
+			case isDigit(c) && rng.IntN(2) == 0:
+				m[k] = byte('0' + rng.IntN(10))
+			case rng.IntN(3) == 0:
+				m = append(m[:k], m[k+1:]...)
+			case rng.IntN(2) == 0:
+				m = append(m[:k], append([]byte{"0123456789\"-.aZ"[rng.IntN(15)]}, m[k:]...)...)
+			default:
+				m[k] = byte(rng.IntN(128))
+			}
+		}
+		want := verdictString(full.Check(m))
+		if got := verdictString(fast.Check(m)); got != want {
+			t.Fatalf("record %d %q: with shapes %s, in full %s", i, m, got, want)
+		}
+		if want != "" {
+			fails++
+		}
+	}
+	if fails < 1000 || fails > 15000 {
+		t.Fatalf("%d of 20000 mutated records failed: the mutations do not exercise both verdicts", fails)
 	}
 }

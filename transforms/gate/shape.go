@@ -64,6 +64,7 @@ type shapeEvent struct {
 	tsForm  *[4]template // opTime: the learnt timestamp's layout, quotes included, when it fits 32 bytes
 	run     int16        // the run that starts here (shape.runs), -1: none
 	seg     int16        // the segment that starts with this literal (shape.segs), -1: none
+	join    int16        // the joined segment that starts here (tried before seg), -1: none
 	pure    bool         // the remembered value's checks depended on its bytes alone
 	valLen  uint8        // bytes of the remembered value; 0: none
 	misses  uint8        // values in a row that were not the remembered one
@@ -139,6 +140,7 @@ func load64(d []byte, i int) uint64 {
 
 type shape struct {
 	text   []byte
+	tailAt int // where the literal after the last value starts in text
 	events []shapeEvent
 	vals   []byte // maxVal bytes per event
 	runs   []run
@@ -217,13 +219,23 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	copy(r.t.text[slot*maxRunBytes:], b)
 }
 
-// findRuns marks the runs of sh's events; rec says where each value was in
-// the record the shape was learnt from.
+// findRuns marks the runs of sh's events, outside its segments; rec says
+// where each value was in the record the shape was learnt from.
 func (sh *shape) findRuns(rec []recEvent) {
 	sh.runs = sh.runs[:0]
+	inSeg := make([]bool, len(sh.events))
+	for i := range sh.events {
+		if s := sh.events[i].seg; s >= 0 {
+			for k := i; k < sh.segs[s].last; k++ {
+				inSeg[k] = true
+			}
+		}
+	}
 	volatile := func(i int) bool {
 		e := &sh.events[i]
 		switch {
+		case inSeg[i]:
+			return true
 		case e.kind == evName || e.kind == evKNumber:
 			return true
 		case e.kind == evLeafString && e.node.leaf.identifier():
@@ -305,7 +317,7 @@ func (c *Checker) learn(out []byte) {
 		lit := out[prev:e.start]
 		sh.text = append(sh.text, lit...)
 		ev := shapeEvent{lit: uint32(len(sh.text)), litLen: uint32(len(lit)), nameLen: uint32(e.nameLen), kind: e.kind, node: e.node, path: e.path}
-		ev.lw, ev.run, ev.seg = words(lit), -1, -1
+		ev.lw, ev.run, ev.seg, ev.join = words(lit), -1, -1, -1
 		switch e.kind {
 		case evFreeNumber, evTimeNumber:
 			ev.op = opNumber
@@ -333,9 +345,10 @@ func (c *Checker) learn(out []byte) {
 		sh.events = append(sh.events, ev)
 		prev = e.end
 	}
+	sh.tailAt = len(sh.text)
 	sh.text = append(sh.text, out[prev:]...)
-	sh.findRuns(c.rec.events)
 	sh.findSegments(out, c.rec.events)
+	sh.findRuns(c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
 		sh.vals = make([]byte, n)
 	} else {
@@ -375,6 +388,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	// need 16 bytes left in the record; nearer its end the loop compares
 	// slices.
 	pend, pendStart, pendHash := -1, 0, uint64(0) // the run being checked value by value
+	p := unsafe.Pointer(unsafe.SliceData(out))    // for word loads the loop has guarded
 	for i := 0; i < len(evs); i++ {
 		if pend >= 0 && sh.runs[pend].last == i-1 {
 			c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
@@ -384,13 +398,19 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		// A segment: its words, then its timestamps' echo tests. When a
 		// word does not fit, the stretch is taken value by value.
 		inSeg := false
-		if e.seg >= 0 && len(out)-pos >= sh.segs[e.seg].n && segmentFits(&sh.segs[e.seg], out, pos) {
+		if e.join >= 0 && c.tryJoined(sh, &sh.segs[e.join], out, pos) {
+			s := &sh.segs[e.join]
+			pos += s.n
+			if i = s.last; i == len(evs) {
+				break
+			}
+			e, inSeg = &evs[i], true
+		} else if c.reasons != 0 {
+			return false
+		} else if e.seg >= 0 && fitsSegment(&sh.segs[e.seg], out, pos, c.tick) {
 			s := &sh.segs[e.seg]
-			for _, t := range s.ts {
-				if c.g.echo != nil && c.echoTimestamp(out[pos+t.off:pos+t.off+t.n]) {
-					c.fail(ReasonEcho, t.path)
-					return false
-				}
+			if !c.segmentEchoes(s, out, pos) {
+				return false
 			}
 			pos += s.n
 			if i = s.last; i == len(evs) {
@@ -403,14 +423,14 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// The segment ended with event i's literal.
 		case n <= 16 && pos <= len(out)-16:
 			m := &masks[n]
-			if load64(out, pos)&m[0] != e.lw[0] || load64(out, pos+8)&m[1] != e.lw[1] {
+			if at64(p, pos)&m[0] != e.lw[0] || at64(p, pos+8)&m[1] != e.lw[1] {
 				return false
 			}
 			pos += n
 		case n <= 32 && pos <= len(out)-32:
 			m := &masks[n]
-			if load64(out, pos) != e.lw[0] || load64(out, pos+8) != e.lw[1] ||
-				load64(out, pos+16)&m[2] != e.lw[2] || load64(out, pos+24)&m[3] != e.lw[3] {
+			if at64(p, pos) != e.lw[0] || at64(p, pos+8) != e.lw[1] ||
+				at64(p, pos+16)&m[2] != e.lw[2] || at64(p, pos+24)&m[3] != e.lw[3] {
 				return false
 			}
 			pos += n
@@ -439,9 +459,9 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		}
 		// A value that passed here recently (strings only).
 		if rv := e.recent; rv != nil && pos <= len(out)-16 {
-			w0 := load64(out, pos)
+			w0 := at64(p, pos)
 			v := &rv[recentSlot(w0)]
-			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && load64(out, pos+8)&masks[n][1] == v.w1 && (v.pure || c.valid(v.version)) {
+			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && at64(p, pos+8)&masks[n][1] == v.w1 && (v.pure || c.valid(v.version)) {
 				pos += n
 				continue
 			}
@@ -452,7 +472,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// byte no number holds: where the scanner ends it, and far
 			// from a card number's 13 digits.
 			if pos <= len(out)-8 {
-				if k := jsonscan.DigitRun(load64(out, pos)); k > 0 && k < 8 && (k == 1 || out[pos] != '0') && !numberMore[out[pos+k]] {
+				if k := jsonscan.DigitRun(at64(p, pos)); k > 0 && k < 8 && (k == 1 || out[pos] != '0') && !numberMore[out[pos+k]] {
 					pos += k
 					continue
 				}
@@ -475,7 +495,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			// bytes are digits, and the others), so a string of the
 			// learnt timestamp's layout is one: four word tests.
 			if f, n := e.tsForm, e.tsLen; f != nil && pos <= len(out)-32 &&
-				f[0].match(load64(out, pos)) && f[1].match(load64(out, pos+8)) && f[2].match(load64(out, pos+16)) && f[3].match(load64(out, pos+24)) {
+				f[0].match(at64(p, pos)) && f[1].match(at64(p, pos+8)) && f[2].match(at64(p, pos+16)) && f[3].match(at64(p, pos+24)) {
 				if c.g.echo != nil && c.echoTimestamp(out[pos+1:pos+1+n]) {
 					c.fail(ReasonEcho, e.path)
 					return false
@@ -509,16 +529,30 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	if pend >= 0 {
 		c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
 	}
-	prev := 0
-	if len(evs) > 0 {
-		prev = int(evs[len(evs)-1].lit)
-	}
-	tail := text[prev:]
-	if !equal(out[pos:], tail) {
+	if !equal(out[pos:], text[sh.tailAt:]) {
 		return false
 	}
 	c.checkK(distinct)
 	return c.reasons == 0
+}
+
+// segmentEchoes runs the echo test of segment s's timestamps, which lies
+// at out[pos:] and fits; it reports false, with the finding, on an echo.
+func (c *Checker) segmentEchoes(s *segment, out []byte, pos int) bool {
+	for k := range s.ts {
+		t := &s.ts[k]
+		ts := out[pos+t.off : pos+t.off+t.n]
+		// Most records: the date and hour are remembered and the tail's
+		// signatures are clear (echoSegTime's first two answers).
+		if t.clear == c.sigStamp && c.tsHeadHolds(ts, tsHeadLen(ts)) {
+			continue
+		}
+		if c.g.echo != nil && c.echoSegTime(t, ts) {
+			c.fail(ReasonEcho, t.path)
+			return false
+		}
+	}
+	return true
 }
 
 // quadRoom is what quadAt reads: a quoted dotted quad of up to 15 bytes.
@@ -676,8 +710,8 @@ func equal(a, b []byte) bool {
 		return false
 	}
 	if n < 8 {
-		if n < 4 {
-			return string(a) == string(b)
+		if n < 4 { // (a shape's tail is often 2 bytes: no call for it)
+			return n == 0 || (a[0] == b[0] && (n == 1 || (a[1] == b[1] && (n == 2 || a[2] == b[2]))))
 		}
 		return binary.LittleEndian.Uint32(a) == binary.LittleEndian.Uint32(b) &&
 			binary.LittleEndian.Uint32(a[n-4:]) == binary.LittleEndian.Uint32(b[n-4:])

@@ -468,7 +468,7 @@ func TestEchoTimestamp(t *testing.T) {
 	g.echo = newRotatingBloom(1000, 1e-6, time.Hour, time.Now)
 	c := g.NewChecker()
 	rng := rand.New(rand.NewPCG(9, 10))
-	hits := 0
+	hits, clear := 0, 0
 	for i := range 100000 {
 		var b []byte
 		for _, ch := range []byte("0000-00-00T00:00:00") {
@@ -509,11 +509,26 @@ func TestEchoTimestamp(t *testing.T) {
 		if got := c.echoTimestamp(b); got != want {
 			t.Fatalf("%q with %q remembered: %v, reference %v", b, piece, got, want)
 		}
+		// A segment's timestamp: the first test finds the layout's
+		// signatures clear or not, the second relies on that.
+		c.sigStamp = g.echo.sigVersion.Load() | sigStampBit
+		st := &segTime{n: len(b)}
+		for k := range 2 {
+			if got := c.echoSegTime(st, b); got != want {
+				t.Fatalf("%q with %q remembered, segment test %d: %v, reference %v", b, piece, k, got, want)
+			}
+		}
+		if st.clear != 0 {
+			clear++
+		}
 		if want {
 			hits++
 		}
 	}
-	t.Logf("%d of 100000 echo", hits)
+	t.Logf("%d of 100000 echo; the layout's signatures were clear for %d", hits, clear)
+	if clear < 1000 || clear > 99000 {
+		t.Fatalf("the layout's signatures were clear for %d of 100000 timestamps: the test does not see both cases", clear)
+	}
 }
 
 // TestShapeIPLeaves: the shapes' inline test of dotted quads gives the
@@ -543,7 +558,8 @@ func TestShapeIPLeaves(t *testing.T) {
 }
 
 // TestRunsAndTimestampsSeeNewIdentifiers: values the Checker remembers as
-// runs (a product, a port and a disposition in a row) and the date and
+// runs (a product, class and region in a row; a disposition, port and
+// site) and the date and
 // hour of timestamps are tested again once the filter has learnt a new
 // raw identifier, so one that matches them is caught on the next record.
 func TestRunsAndTimestampsSeeNewIdentifiers(t *testing.T) {
@@ -553,6 +569,8 @@ func TestRunsAndTimestampsSeeNewIdentifiers(t *testing.T) {
       - {path: user, action: pseudonymize}
       - {path: port, action: keep}
       - {path: disposition, action: keep}
+      - {path: region, action: keep}
+      - {path: site, action: keep}
 `)
 	// With a decoy, the identifier's signature (length, first and last
 	// byte) is set before the records are checked, so arriving it moves
@@ -570,7 +588,10 @@ func TestRunsAndTimestampsSeeNewIdentifiers(t *testing.T) {
 			c.ObserveIdentifier(3, []byte(decoy))
 		}
 		rec := func(k int) []byte {
-			return []byte(fmt.Sprintf(`{"time":"2026-11-01T05:%02d:%02d.%03dZ","class":1007,"product":"Sentinel EDR","user":"%032x","port":%d,"disposition":"Allowed"}`,
+			// Two runs: the product, class and region; the disposition,
+			// port and site (numbers next to the pseudonym would join its
+			// segment instead).
+			return []byte(fmt.Sprintf(`{"time":"2026-11-01T05:%02d:%02d.%03dZ","product":"Sentinel EDR","class":1007,"region":"eu","user":"%032x","disposition":"Allowed","port":%d,"site":"hq"}`,
 				k/60%60, k%60, k%1000, k, 443+k%2))
 		}
 		for k := range 200 {
@@ -706,6 +727,59 @@ func TestTimestampForm(t *testing.T) {
 		}
 		if accepted < 10*digits { // every digit of every place, at least
 			t.Fatalf("%s: only %d accepted", ts, accepted)
+		}
+	}
+}
+
+// TestJoinedSegmentSeesNewIdentifiers: a product name between two
+// segments is taken with them as one segment, its checks stamped; once
+// the filter learns a raw identifier that matches it, the next record is
+// caught, with or without a decoy setting the identifier's signature
+// first; a record with another product still passes by the two segments.
+func TestJoinedSegmentSeesNewIdentifiers(t *testing.T) {
+	cfg := configWithFields(t, `      - {path: time, action: keep}
+      - {path: class, action: keep}
+      - {path: product, action: keep}
+      - {path: user, action: pseudonymize}
+      - {path: disposition, action: keep}
+`)
+	rec := func(k int, product string) []byte {
+		return []byte(fmt.Sprintf(`{"time":"2026-11-01T05:%02d:%02d.%03dZ","class":1007,"product":"%s","user":"%032x","disposition":"Allowed"}`,
+			k/60%60, k%60, k%1000, product, k))
+	}
+	for _, ident := range []string{"Sentinel", "sentinel edr", "decoy:Sentinel"} {
+		g, err := New("v", cfg.Vendors["v"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := g.NewChecker()
+		if d, ok := strings.CutPrefix(ident, "decoy:"); ok {
+			ident = d
+			c.ObserveIdentifier(3, []byte(d[:1]+strings.Repeat("q", len(d)-2)+d[len(d)-1:]))
+		}
+		for k := range 200 {
+			if v := c.Check(rec(k, "Sentinel EDR")); !v.Pass() {
+				t.Fatalf("before %s: %s", ident, verdictString(v))
+			}
+		}
+		var b *bridge
+		for _, sh := range c.shapes {
+			for _, s := range sh.segs {
+				if s.bridge != nil {
+					b = s.bridge
+				}
+			}
+		}
+		if b == nil || b.version == 0 || b.score <= 0 {
+			t.Fatalf("no joined segment in use (%+v): the test checks nothing", b)
+		}
+		if v := c.Check(rec(200, "Falcon")); !v.Pass() {
+			t.Fatalf("another product: %s", verdictString(v))
+		}
+		c.ObserveIdentifier(3, []byte(ident)) // the user rule's index
+		v := c.Check(rec(201, "Sentinel EDR"))
+		if !v.Reasons.Has(ReasonEcho) || len(v.Findings) != 1 || v.Findings[0].Path != "product" {
+			t.Fatalf("after %s arrived: %s", ident, verdictString(v))
 		}
 	}
 }
