@@ -347,19 +347,9 @@ func (c *Checker) tryJoined(sh *shape, s *segment, out []byte, pos int) bool {
 	}
 	// The value's checks, on its learnt bytes (the segment fits, so they
 	// are in the record), as shapeValue runs them.
-	e := &sh.events[b.ev]
-	val := out[pos+b.off : pos+b.off+b.n]
-	pure, outer := false, c.pastSig
-	c.pastSig = false
-	if e.kind == evLeafString {
-		pure = c.leafString(e.node, val, false)
-	} else {
-		c.text(val, e.path, true)
+	st, pure, ok := c.valueChecks(&sh.events[b.ev], out[pos+b.off:pos+b.off+b.n], false)
+	if ok {
+		b.version, b.pure = st, pure
 	}
-	if c.reasons != 0 {
-		return false
-	}
-	b.version, b.pure = c.stamp(), pure
-	c.pastSig = c.pastSig || outer
-	return true
+	return ok
 }

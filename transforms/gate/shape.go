@@ -674,18 +674,10 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 		c.unesc = jsonscan.AppendUnescaped(c.unesc[:0], val)
 		val = c.unesc
 	}
-	pure, outer := false, c.pastSig
-	c.pastSig = false
-	if e.kind == evLeafString {
-		pure = c.leafString(e.node, val, escaped)
-	} else {
-		c.text(val, e.path, true)
-	}
-	if c.reasons != 0 {
+	st, pure, ok := c.valueChecks(e, val, escaped)
+	if !ok {
 		return -1
 	}
-	st := c.stamp()
-	c.pastSig = c.pastSig || outer
 	switch n := end - pos; {
 	case n <= 16 && pos <= len(out)-16:
 		if e.recent == nil {
@@ -700,6 +692,26 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 		e.misses = min(e.misses+1, 255)
 	}
 	return end
+}
+
+// valueChecks runs the checks the full pass runs on a string value at
+// event e (its leaf's, or the text's) and returns the stamp they leave
+// and whether they depend on the value's bytes alone; ok is false when
+// one failed (c.reasons says which).
+func (c *Checker) valueChecks(e *shapeEvent, val []byte, escaped bool) (st uint64, pure, ok bool) {
+	outer := c.pastSig
+	c.pastSig = false
+	if e.kind == evLeafString {
+		pure = c.leafString(e.node, val, escaped)
+	} else {
+		c.text(val, e.path, true)
+	}
+	if c.reasons != 0 {
+		return 0, false, false
+	}
+	st = c.stamp()
+	c.pastSig = c.pastSig || outer
+	return st, pure, true
 }
 
 // equal reports whether a and b, of the same length, are equal: inline,

@@ -577,16 +577,7 @@ func TestRunsAndTimestampsSeeNewIdentifiers(t *testing.T) {
 	// the filter's version but not its signature version: memos whose
 	// lookups got past that signature must be stamped by the version.
 	for _, ident := range []string{"Sentinel", "allowed", "2026-11-01T05", "decoy:Sentinel", "decoy:allowed", "decoy:2026-11-01T05"} {
-		g, err := New("v", cfg.Vendors["v"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := g.NewChecker()
-		if d, ok := strings.CutPrefix(ident, "decoy:"); ok {
-			ident = d
-			decoy := d[:1] + strings.Repeat("q", len(d)-2) + d[len(d)-1:]
-			c.ObserveIdentifier(3, []byte(decoy))
-		}
+		c, ident := checkerWithDecoy(t, cfg, ident)
 		rec := func(k int) []byte {
 			// Two runs: the product, class and region; the disposition,
 			// port and site (numbers next to the pseudonym would join its
@@ -748,15 +739,7 @@ func TestJoinedSegmentSeesNewIdentifiers(t *testing.T) {
 			k/60%60, k%60, k%1000, product, k))
 	}
 	for _, ident := range []string{"Sentinel", "sentinel edr", "decoy:Sentinel"} {
-		g, err := New("v", cfg.Vendors["v"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := g.NewChecker()
-		if d, ok := strings.CutPrefix(ident, "decoy:"); ok {
-			ident = d
-			c.ObserveIdentifier(3, []byte(d[:1]+strings.Repeat("q", len(d)-2)+d[len(d)-1:]))
-		}
+		c, ident := checkerWithDecoy(t, cfg, ident)
 		for k := range 200 {
 			if v := c.Check(rec(k, "Sentinel EDR")); !v.Pass() {
 				t.Fatalf("before %s: %s", ident, verdictString(v))
@@ -782,4 +765,22 @@ func TestJoinedSegmentSeesNewIdentifiers(t *testing.T) {
 			t.Fatalf("after %s arrived: %s", ident, verdictString(v))
 		}
 	}
+}
+
+// checkerWithDecoy returns a Checker of route v of cfg and the identifier
+// ident names. For "decoy:X" the Checker has first been told, as the raw
+// value of rule 3, a decoy with X's signature (length, first and last
+// byte) and other bytes between.
+func checkerWithDecoy(t *testing.T, cfg *config.Config, ident string) (*Checker, string) {
+	t.Helper()
+	g, err := New("v", cfg.Vendors["v"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.NewChecker()
+	if d, ok := strings.CutPrefix(ident, "decoy:"); ok {
+		ident = d
+		c.ObserveIdentifier(3, []byte(d[:1]+strings.Repeat("q", len(d)-2)+d[len(d)-1:]))
+	}
+	return c, ident
 }
