@@ -287,8 +287,9 @@ func (c *Checker) echoTimestampTail(gens *generations, s []byte) bool {
 // echoSegTime is echoTimestamp for the timestamp t of a segment, whose
 // layout is fixed: its tail's signatures, for any digits at its digits'
 // places, are tested once per signature version, and while none is set
-// the tail cannot echo. (Signatures are soon all set and rotation only
-// clears bits, so the answer mostly holds for good.)
+// the tail cannot echo. (The signature version soon stops moving, as the
+// identifiers' signatures are few, and rotation only clears bits: the
+// answer mostly holds for good.)
 func (c *Checker) echoSegTime(t *segTime, s []byte) bool {
 	gens := c.g.echo.gens.Load()
 	if c.echoTimestampHead(gens, s) {

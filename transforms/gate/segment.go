@@ -59,6 +59,8 @@ type rangeWord struct {
 
 // rangeChunk is the same test for 32 bytes: byte b fits when
 // b-lo1 <= span1 or b-lo2 <= span2, unsigned, as fitsAVX2 computes it.
+// Its layout is fitsAVX2's: off at 0, the vectors at 32, 64, 96 and 128,
+// 160 bytes a chunk.
 type rangeChunk struct {
 	off                    int64
 	_                      [24]byte

@@ -3,6 +3,7 @@ package gate
 import (
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/deident/deident/internal/gen"
 )
@@ -179,5 +180,15 @@ func TestBenchShapesMatchFullPassMutated(t *testing.T) {
 	}
 	if fails < 1000 || fails > 15000 {
 		t.Fatalf("%d of 20000 mutated records failed: the mutations do not exercise both verdicts", fails)
+	}
+}
+
+// TestRangeChunkLayout: fitsAVX2 (segment_amd64.s) reads a chunk's fields
+// at fixed offsets.
+func TestRangeChunkLayout(t *testing.T) {
+	var c rangeChunk
+	got := [6]uintptr{unsafe.Offsetof(c.off), unsafe.Offsetof(c.lo1), unsafe.Offsetof(c.span1), unsafe.Offsetof(c.lo2), unsafe.Offsetof(c.span2), unsafe.Sizeof(c)}
+	if want := [6]uintptr{0, 32, 64, 96, 128, 160}; got != want {
+		t.Fatalf("rangeChunk offsets %v, want %v", got, want)
 	}
 }
