@@ -134,6 +134,19 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 // integers change width or gain a leading zero), while the filter learns
 // identifiers that may match pieces of the records.
 func TestBenchShapesMatchFullPassMutated(t *testing.T) {
+	for _, avx2 := range []bool{true, false} {
+		if avx2 && !haveAVX2 {
+			continue
+		}
+		t.Run(map[bool]string{true: "avx2", false: "words"}[avx2], func(t *testing.T) {
+			defer func(v bool) { haveAVX2 = v }(haveAVX2)
+			haveAVX2 = avx2 // segments learnt from now on test this way
+			benchShapesMatchFullPassMutated(t)
+		})
+	}
+}
+
+func benchShapesMatchFullPassMutated(t *testing.T) {
 	r := benchRoute(t, 1<<14)
 	g, err := New(r.Name, r.Config)
 	if err != nil {
