@@ -243,9 +243,9 @@ func tsTail(s []byte) (cEnd, nSep, frac int) {
 // last being s[first] and s[last].
 type tsSig struct{ n, first, last int }
 
-// tsTailSigs lists the signatures echoTimestampTail tests for s.
-func tsTailSigs(s []byte) (sigs [4]tsSig, k int) {
-	cEnd, nSep, frac := tsTail(s)
+// tsTailSigs lists the signatures echoTimestampTail tests for s, whose
+// parts tsTail found.
+func tsTailSigs(s []byte, cEnd, nSep, frac int) (sigs [4]tsSig, k int) {
 	sigs[0], sigs[1], sigs[2] = tsSig{cEnd - 17, 17, cEnd - 1}, tsSig{cEnd - 17 - nSep, 17, cEnd - 1}, tsSig{len(s), 0, len(s) - 1}
 	k = 3
 	if frac > 19 && cEnd > 20 {
@@ -264,10 +264,12 @@ func (c *Checker) echoTimestampTail(gens *generations, s []byte) bool {
 	// either generation, none can find anything. C starts with a digit
 	// of the seconds and ends with one or a 'Z', so its skeleton has the
 	// same first and last bytes.
-	first, last := plainFold[cTok[0]], plainFold[cTok[len(cTok)-1]]
-	if !sigSet(gens, len(cTok), first, last) && !sigSet(gens, len(cTok)-nSep, first, last) &&
-		(frac <= 19 || cEnd <= 20 || !sigSet(gens, cEnd-20, plainFold[s[20]], plainFold[s[cEnd-1]])) &&
-		!sigSet(gens, len(s), plainFold[s[0]], plainFold[s[len(s)-1]]) {
+	sigs, k := tsTailSigs(s, cEnd, nSep, frac)
+	set := false
+	for _, g := range sigs[:k] {
+		set = set || sigSet(gens, g.n, plainFold[s[g.first]], plainFold[s[g.last]])
+	}
+	if !set {
 		return false
 	}
 	if tokenOK(cTok) && c.lookupPlain(gens, cTok) {
@@ -315,7 +317,8 @@ func (c *Checker) echoSegTime(t *segTime, s []byte) bool {
 // digits (tsTail reads the layout only, so all of them have the same
 // signatures' places).
 func tsLayoutClear(gens *generations, s []byte) bool {
-	sigs, k := tsTailSigs(s)
+	cEnd, nSep, frac := tsTail(s)
+	sigs, k := tsTailSigs(s, cEnd, nSep, frac)
 	choices := func(b byte) string {
 		if isDigit(b) {
 			return "0123456789"

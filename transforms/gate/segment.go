@@ -227,18 +227,9 @@ func newRangeChunk(rs []byteRange, off int) rangeChunk {
 	return c
 }
 
-// segmentFits reports whether out[pos:] fits s; it does not run the echo
-// test. The caller has checked that s.n bytes are left, and every word
-// and chunk lies inside the segment, so the loads need no guard of their
-// own.
-func segmentFits(s *segment, out []byte, pos int) bool {
-	if len(s.chunks) > 0 {
-		return fitsAVX2(unsafe.Pointer(unsafe.SliceData(out[pos:])), &s.chunks[0], len(s.chunks))
-	}
-	return segmentFitsWords(s, out, pos)
-}
-
-// segmentFitsWords is segmentFits eight bytes at a time.
+// segmentFitsWords is fitsSegment's test eight bytes at a time. The caller
+// has checked that s.n bytes are left, and every word lies inside the
+// segment, so the loads need no guard of their own.
 //
 //go:noinline
 func segmentFitsWords(s *segment, out []byte, pos int) bool {
@@ -259,10 +250,10 @@ func at64(p unsafe.Pointer, off int) uint64 {
 }
 
 // fitsSegment reports whether out[pos:] fits s, for the record numbered
-// tick. A segment that has not fit several records in a row (an integer
-// whose width changes) is tried once in 16 records only: the loop tests
-// those values anyway. (matches calls it for every segment of every
-// record: the AVX2 test is called from here, not through segmentFits.)
+// tick; it does not run the echo test. A segment that has not fit several
+// records in a row (an integer whose width changes) is tried once in 16
+// records only: the loop tests those values anyway. Every chunk lies
+// inside the segment, so fitsAVX2's loads need no guard of their own.
 func fitsSegment(s *segment, out []byte, pos int, tick uint64) bool {
 	if len(out)-pos < s.n || (s.misses >= 8 && tick&15 != 0) {
 		return false
