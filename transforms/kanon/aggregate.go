@@ -36,24 +36,14 @@ type group struct {
 	count int32 // records (at most max_buffered_records, capped at MaxInt32)
 	ne    int32 // entity hashes inline in e (0 to 2), or -n: n of them spilled to the window's hpool
 	// e holds up to two entity hashes, ascending; once spilled, e[0] is the
-	// last hash added, so a repeated entity skips the set, and e[1] holds
-	// where they lie: ascending at hpool[off:off-ne], room for hcap (the
-	// low and high halves; see spill).
+	// last hash added, so a repeated entity skips the set.
 	e    [2]uint64
 	span gspan // the records of the group's first partition
 	more int32 // 1 + index in the window's spans of its next partition's (0: none)
 	ext  int32 // 1 + index in the window's ext (0: none)
-	// In the window's table (see window.tab): the high half of the hash of
-	// the group's values, and 1 + its number in order of opening (0: an
-	// empty slot).
-	tag  uint32
-	seq1 int32
+	// Spilled entity hashes: ascending at hpool[off:off-ne], room for hcap.
+	off, hcap int32
 }
-
-// spill returns where g's spilled entity hashes lie (g.ne < 0).
-func (g *group) spill() (off, hcap int32) { return int32(uint32(g.e[1])), int32(g.e[1] >> 32) }
-
-func (g *group) setSpill(off, hcap int32) { g.e[1] = uint64(uint32(off)) | uint64(uint32(hcap))<<32 }
 
 // gspan is a group's run of records of one partition: part indexes the
 // window's held, which names the topic and partition, so adding a record
@@ -81,8 +71,7 @@ type groupExt struct {
 // ents returns g's entity hashes: ascending, the m smallest seen.
 func (w *window) ents(g *group) []uint64 {
 	if g.ne < 0 {
-		off, hcap := g.spill()
-		return w.hpool[off : off-g.ne : off+hcap]
+		return w.hpool[g.off : g.off-g.ne : g.off+g.hcap]
 	}
 	return g.e[:g.ne]
 }
@@ -121,11 +110,10 @@ func (w *window) addEnt(g *group, x uint64, m int) {
 			return // the last one added: skewed telemetry repeats its users
 		}
 		n := int(-g.ne)
-		off, hcap := g.spill()
-		if n >= m && x >= w.hpool[int(off)+n-1] {
+		if n >= m && x >= w.hpool[int(g.off)+n-1] {
 			return // full, and not among the m smallest
 		}
-		if n == int(hcap) {
+		if n == int(g.hcap) {
 			w.room(g, n+1, m)
 		}
 	}
@@ -139,20 +127,18 @@ func (w *window) addEnt(g *group, x uint64, m int) {
 // short. Runs are not reused until the window is recycled.
 func (w *window) room(g *group, n, m int) {
 	n = min(n, m)
-	_, hcap := g.spill()
-	if g.ne < 0 && int(hcap) >= n {
+	if g.ne < 0 && int(g.hcap) >= n {
 		return
 	}
 	c := min(m, max(8, 2*n))
 	if g.ne < 0 {
-		c = min(m, max(c, 2*int(hcap)))
+		c = min(m, max(c, 2*int(g.hcap)))
 	}
 	hs := w.ents(g)
 	off := len(w.hpool)
 	w.hpool = slices.Grow(w.hpool, c)[:off+c]
-	copy(w.hpool[off:], hs) // hs may lie in hpool's old array, or in g.e: still intact
-	g.setSpill(int32(off), int32(c))
-	g.ne = -int32(len(hs))
+	copy(w.hpool[off:], hs) // hs may lie in hpool's old array: still intact
+	g.off, g.hcap, g.ne = int32(off), int32(c), -int32(len(hs))
 }
 
 // mergeEnts adds g's entity hashes to into's.
@@ -248,22 +234,9 @@ type heldPart struct {
 // their capacity, so a stream in the steady state adds records without
 // allocating.
 type window struct {
-	start int64 // Unix nanoseconds
-	// The open window's groups lie in tab, an open-addressing table over
-	// the hash of their level-0 values (len a power of two, at most half
-	// full), not in a table of indexes to them: a record's group line is
-	// where its hash points, so the record reads it (and its slot's IDs
-	// and metrics, tids and tacc) at once, instead of reading a table slot
-	// first and the group after it, two misses in a row on a window's
-	// megabytes of state. order lists the slots in order of opening.
-	tab   []group
-	tids  []int32   // per slot: the group's level-0 QI value IDs in dict, len(qis)
-	tacc  []float64 // per slot: per metric sum, min, max
-	order []int32   // slot of each group, in order of opening
-	// groups, ids and acc are the same in order of opening (index: the
-	// group's number), filled from tab when the window closes (compact),
-	// which then reads them in order.
+	start    int64 // Unix nanoseconds
 	groups   []group
+	table    []tslot // open addressing over groups by their level-0 value IDs; len a power of two, at most half full
 	ids      []int32 // level-0 QI value IDs in dict, len(qis) per group
 	dict     *dict   // the stage's current dictionary when the window opened
 	held     []heldPart
@@ -274,6 +247,16 @@ type window struct {
 	hpool    []uint64   // groups' spilled entity hashes
 	spans    []spanNode // groups' spans of other partitions than their first
 	ext      []groupExt
+}
+
+// tslot is a window table slot: a group (index + 1; 0 empty) and the
+// high half of the hash of its values, which settles most mismatches
+// without reading them. Eight bytes: the table of a window's tens of
+// thousands of groups is read at random by every record, so it is kept
+// small.
+type tslot struct {
+	tag uint32
+	g   int32
 }
 
 // tupleHash adds the hash x of a tuple's next value (strHash) to h, the
@@ -646,37 +629,35 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		h = tupleHash(h, x)
 	}
 	tag := uint32(h >> 32)
-	mask := uint64(len(w.tab) - 1)
+	mask := uint64(len(w.table) - 1)
 	slot := h & mask
-	found := false
-	for ; w.tab[slot].seq1 != 0; slot = (slot + 1) & mask {
-		if w.tab[slot].tag == tag && w.sameValues(int32(slot), nq, rec.QI) {
-			found = true
+	gi := int32(-1)
+	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
+		if sl := w.table[slot]; sl.tag == tag && w.sameValues(sl.g-1, nq, rec.QI) {
+			gi = sl.g - 1
 			break
 		}
 	}
-	if (!found && a.groups >= s.cfg.MaxOpenClasses) || a.records >= min(s.cfg.MaxBufferedRecords, math.MaxInt32) {
+	if (gi < 0 && a.groups >= s.cfg.MaxOpenClasses) || a.records >= min(s.cfg.MaxBufferedRecords, math.MaxInt32) {
 		s.stats.Suppressed++
 		s.stats.SuppressedCap++
 		dst = append(dst, s.decidedOne(rec, Suppressed, Cap, ws))
 		return s.closeWindows(dst, s.watermark())
 	}
-	if !found {
+	if gi < 0 {
 		// A new group: its values' IDs in the window's dictionary (which
 		// owns a copy of each: rec's strings may alias its payload).
-		if 2*(len(w.order)+1) > len(w.tab) {
-			w.growTable(nq, len(s.metrics))
-			mask = uint64(len(w.tab) - 1)
-			for slot = h & mask; w.tab[slot].seq1 != 0; slot = (slot + 1) & mask {
-			}
-		}
-		ids := w.tids[int(slot)*nq : int(slot+1)*nq]
+		ids := a.ids[:nq]
 		for i := range ids {
 			ids[i] = w.dict.vals[i].intern(a, hv[i], qiValue(rec.QI, i))
 		}
-		s.newGroup(w, int32(slot), tag)
+		gi = s.newGroup(w, ids)
+		w.table[slot] = tslot{tag, gi + 1}
+		if 2*len(w.groups) > len(w.table) {
+			w.growTable(nq)
+		}
 	}
-	g := &w.tab[slot]
+	g := &w.groups[gi]
 	w.addEnt(g, entityHash(rec.Entity), s.m)
 	if s.l > 0 {
 		if e := w.extOf(g); len(e.sens) < s.l && !slices.Contains(e.sens, rec.Sensitive) {
@@ -685,7 +666,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	}
 	g.count++
 	nm := len(s.metrics)
-	gacc := w.tacc[int(slot)*3*nm : int(slot+1)*3*nm]
+	gacc := w.acc[int(gi)*3*nm : int(gi+1)*3*nm]
 	for i, x := range rec.Metrics[:min(len(rec.Metrics), nm)] {
 		if !math.IsNaN(x) {
 			acc := gacc[3*i : 3*i+3]
@@ -792,11 +773,10 @@ func qiValue(qi []string, i int) string {
 	return "null"
 }
 
-// sameValues reports whether the level-0 values of the group in slot of
-// the window's table are qi's (nq of them): byte for byte, whatever their
-// hashes.
-func (w *window) sameValues(slot int32, nq int, qi []string) bool {
-	ids := w.tids[int(slot)*nq : int(slot+1)*nq]
+// sameValues reports whether group gi's level-0 values are qi's (nq of
+// them): byte for byte, whatever their hashes.
+func (w *window) sameValues(gi int32, nq int, qi []string) bool {
+	ids := w.ids[int(gi)*nq : int(gi+1)*nq]
 	if len(qi) < nq {
 		for i, id := range ids {
 			if w.dict.vals[i].text[id] != qiValue(qi, i) {
@@ -845,54 +825,22 @@ func (w *window) sameValues(slot int32, nq int, qi []string) bool {
 	return true
 }
 
-// growTable doubles the window's group table (nq QIs, nm metrics),
-// moving each group to the slot of the hash Add probes with.
-func (w *window) growTable(nq, nm int) {
-	old, oids, oacc := w.tab, w.tids, w.tacc
-	w.makeTable(2*len(old), nq, nm)
-	mask := uint64(len(w.tab) - 1)
-	nm3 := 3 * nm
-	for _, o := range w.order {
-		ids := oids[int(o)*nq : int(o+1)*nq]
+// growTable doubles the window's group table (nq QIs).
+func (w *window) growTable(nq int) {
+	n := 2 * len(w.table)
+	w.table = make([]tslot, n)
+	mask := uint64(n - 1)
+	for gi := range w.groups {
 		h := uint64(0)
-		for q, id := range ids {
+		for q, id := range w.ids[gi*nq : (gi+1)*nq] {
 			h = tupleHash(h, w.dict.vals[q].hs[id])
 		}
 		i := h & mask
-		for w.tab[i].seq1 != 0 {
+		for w.table[i].g != 0 {
 			i = (i + 1) & mask
 		}
-		g := &old[o]
-		w.tab[i] = *g
-		w.order[g.seq1-1] = int32(i)
-		copy(w.tids[int(i)*nq:], ids)
-		copy(w.tacc[int(i)*nm3:], oacc[int(o)*nm3:int(o+1)*nm3])
+		w.table[i] = tslot{uint32(h >> 32), int32(gi + 1)}
 	}
-}
-
-// makeTable gives w an empty table of n slots.
-func (w *window) makeTable(n, nq, nm int) {
-	w.tab = make([]group, n)
-	w.tids = make([]int32, n*nq)
-	w.tacc = make([]float64, n*3*nm)
-}
-
-// compact copies the open window's groups, their IDs and metrics into
-// groups, ids and acc in order of opening (what closing reads), and
-// empties the table for the window's reuse.
-func (w *window) compact(nq, nm int) {
-	n, nm3 := len(w.order), 3*nm
-	w.groups = slices.Grow(w.groups[:0], n)[:n]
-	w.ids = slices.Grow(w.ids[:0], n*nq)[:n*nq]
-	w.acc = slices.Grow(w.acc[:0], n*nm3)[:n*nm3]
-	for j, o := range w.order {
-		g := &w.tab[o]
-		w.groups[j] = *g
-		g.seq1 = 0
-		copy(w.ids[j*nq:(j+1)*nq], w.tids[int(o)*nq:int(o+1)*nq])
-		copy(w.acc[j*nm3:(j+1)*nm3], w.tacc[int(o)*nm3:int(o+1)*nm3])
-	}
-	w.order = w.order[:0]
 }
 
 // hold notes that w holds off of topic/partition and returns the
@@ -941,8 +889,7 @@ func (s *Stage) openWindow(ws int64) *window {
 	if n := len(a.free); n > 0 {
 		w, a.free = a.free[n-1], a.free[:n-1]
 	} else {
-		w = &window{}
-		w.makeTable(64, len(s.qis), len(s.metrics))
+		w = &window{table: make([]tslot, 64)}
 	}
 	if a.dict == nil || a.dict.full() {
 		switch {
@@ -964,7 +911,8 @@ func (s *Stage) openWindow(ws int64) *window {
 
 // recycle empties a closed window for reuse, keeping its memory.
 func (s *Stage) recycle(w *window) {
-	w.groups = w.groups[:0] // the table was emptied by compact
+	w.groups = w.groups[:0]
+	clear(w.table)
 	w.ids = w.ids[:0]
 	d := w.dict
 	if d.refs--; d.refs == 0 && d != s.agg.dict {
@@ -982,16 +930,18 @@ func (s *Stage) recycle(w *window) {
 	s.agg.free = append(s.agg.free, w)
 }
 
-// newGroup opens a group in slot of w's table (tag: the high half of the
-// hash of its values, whose IDs are already in the slot's tids).
-func (s *Stage) newGroup(w *window, slot int32, tag uint32) {
-	w.order = append(w.order, slot)
-	w.tab[slot] = group{tag: tag, seq1: int32(len(w.order))}
-	acc := w.tacc[int(slot)*3*len(s.metrics) : int(slot+1)*3*len(s.metrics)]
-	for i := 0; i < len(acc); i += 3 {
-		acc[i], acc[i+1], acc[i+2] = 0, math.Inf(1), math.Inf(-1)
+// newGroup appends a group of level-0 value IDs ids to w (a recycled
+// window's slices keep their capacity).
+func (s *Stage) newGroup(w *window, ids []int32) int32 {
+	a := s.agg
+	n := len(w.groups)
+	w.groups = append(w.groups, group{})
+	w.ids = append(w.ids, ids...)
+	for range s.metrics {
+		w.acc = append(w.acc, 0, math.Inf(1), math.Inf(-1))
 	}
-	s.agg.groups++
+	a.groups++
+	return int32(n)
 }
 
 // closeWindows closes, oldest first, every window ending at or before wm.
@@ -1095,7 +1045,6 @@ func (s *Stage) okGroup(w *window, g *group) bool {
 // class's first group).
 func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	a := s.agg
-	w.compact(len(s.qis), len(s.metrics))
 	a.groups -= len(w.groups)
 	a.records -= w.n
 	s.stats.Held -= uint64(w.n)

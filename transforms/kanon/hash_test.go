@@ -86,7 +86,7 @@ func TestSameValues(t *testing.T) {
 	group := func(vals ...string) *window {
 		w := &window{dict: newDict([]*ladder{{height: 1}, {height: 1}, {height: 1}})}
 		for i, v := range vals {
-			w.tids = append(w.tids, w.dict.vals[i].intern(a, strHash(v), v))
+			w.ids = append(w.ids, w.dict.vals[i].intern(a, strHash(v), v))
 		}
 		return w
 	}
