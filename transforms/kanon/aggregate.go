@@ -393,7 +393,8 @@ type aggState struct {
 
 	// closing scratch, reused
 	cur, next []int32
-	roll      []tslot  // open addressing over a roll-up step's classes by their value IDs
+	roll      []int32  // open addressing: a group per slot (-1 empty), keyed by its value IDs
+	rollH     []uint64 // the slot's hash of the value IDs
 	scratch   []uint64 // distinct.merge's
 	cids      []int32  // per group, len(qis) value IDs at the current level vector
 	spans     []gspan  // per part of the closing window: the suppressed records' span
@@ -1068,11 +1069,11 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		for size < 2*len(cur) {
 			size <<= 1
 		}
-		// One 8-byte slot per class (its group and a tag of the hash):
-		// the step probes it at random, once per group, and a slot and
-		// its tag in two arrays were two misses.
 		a.roll = slices.Grow(a.roll[:0], size)[:size]
-		clear(a.roll)
+		a.rollH = slices.Grow(a.rollH[:0], size)[:size]
+		for i := range a.roll {
+			a.roll[i] = -1
+		}
 		mask := uint64(size - 1)
 		next := a.next[:0]
 		for _, gi := range cur {
@@ -1083,16 +1084,15 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 				h = (h ^ uint64(uint32(ids[i]))) * 1099511628211
 			}
 			slot := (h ^ h>>29) & mask
-			tag := uint32(h >> 32)
-			for sl := a.roll[slot]; sl.g != 0 && (sl.tag != tag ||
-				!slices.Equal(a.cids[int(sl.g-1)*int(nq):int(sl.g)*int(nq)], ids)); sl = a.roll[slot] {
+			for a.roll[slot] >= 0 && (a.rollH[slot] != h ||
+				!slices.Equal(a.cids[int(a.roll[slot])*int(nq):int(a.roll[slot]+1)*int(nq)], ids)) {
 				slot = (slot + 1) & mask
 			}
-			if m := a.roll[slot].g; m != 0 {
-				s.merge(w, m-1, gi)
+			if m := a.roll[slot]; m >= 0 {
+				s.merge(w, m, gi)
 				continue
 			}
-			a.roll[slot] = tslot{tag, gi + 1}
+			a.roll[slot], a.rollH[slot] = gi, h
 			next = append(next, gi)
 		}
 		cur, a.next = next, cur
