@@ -24,9 +24,7 @@ import (
 
 // A group's level-0 QI values (those of one member: every member shares
 // its generalization) are at len(qis)*index in its window's ids, as IDs
-// in the window's dictionary, and with up to 4 quasi-identifiers in its
-// line too (ids), where a record compares them: the window's ids are then
-// read only when it closes, in order.
+// in the window's dictionary.
 // A window holds tens of thousands of groups of a few records each
 // (skewed telemetry at level 0), and every record and every roll-up
 // touches one at random: a group is one cache line (64 bytes), what most
@@ -34,38 +32,17 @@ import (
 // sensitive values, listed offsets) lies in the window's side tables.
 // Its metrics' sums, minima and maxima are at 3*len(metrics)*index in the
 // window's acc.
-// Its record count is its spans' (count).
 type group struct {
+	count int32 // records (at most max_buffered_records, capped at MaxInt32)
+	ne    int32 // entity hashes inline in e (0 to 2), or -n: n of them spilled to the window's hpool
 	// e holds up to two entity hashes, ascending; once spilled, e[0] is the
-	// last hash added, so a repeated entity skips the set, and e[1] says
-	// where they lie (spill).
+	// last hash added, so a repeated entity skips the set.
 	e    [2]uint64
 	span gspan // the records of the group's first partition
-	ne   int32 // entity hashes inline in e (0 to 2), or -n: n of them spilled to the window's hpool
 	more int32 // 1 + index in the window's spans of its next partition's (0: none)
-	ids  [inlineIDs]int32
-}
-
-// inlineIDs is how many level-0 value IDs a group line holds.
-const inlineIDs = 4
-
-// A group is one 64-byte cache line, no more and no less.
-var _ [unsafe.Sizeof(group{}) - 64]struct{}
-var _ [64 - unsafe.Sizeof(group{})]struct{}
-
-// spill returns where g's spilled entity hashes lie (g.ne < 0): ascending
-// at hpool[off:off-ne], room for hcap.
-func (g *group) spill() (off, hcap int32) { return int32(uint32(g.e[1])), int32(g.e[1] >> 32) }
-
-func (g *group) setSpill(off, hcap int32) { g.e[1] = uint64(uint32(off)) | uint64(uint32(hcap))<<32 }
-
-// count returns g's records: its spans' sum.
-func (w *window) count(g *group) int {
-	n := int(g.span.count)
-	for i := g.more; i != 0; i = w.spans[i-1].next {
-		n += int(w.spans[i-1].count)
-	}
-	return n
+	ext  int32 // 1 + index in the window's ext (0: none)
+	// Spilled entity hashes: ascending at hpool[off:off-ne], room for hcap.
+	off, hcap int32
 }
 
 // gspan is a group's run of records of one partition: part indexes the
@@ -94,8 +71,7 @@ type groupExt struct {
 // ents returns g's entity hashes: ascending, the m smallest seen.
 func (w *window) ents(g *group) []uint64 {
 	if g.ne < 0 {
-		off, hcap := g.spill()
-		return w.hpool[off : off-g.ne : off+hcap]
+		return w.hpool[g.off : g.off-g.ne : g.off+g.hcap]
 	}
 	return g.e[:g.ne]
 }
@@ -134,11 +110,10 @@ func (w *window) addEnt(g *group, x uint64, m int) {
 			return // the last one added: skewed telemetry repeats its users
 		}
 		n := int(-g.ne)
-		off, hcap := g.spill()
-		if n >= m && x >= w.hpool[int(off)+n-1] {
+		if n >= m && x >= w.hpool[int(g.off)+n-1] {
 			return // full, and not among the m smallest
 		}
-		if n == int(hcap) {
+		if n == int(g.hcap) {
 			w.room(g, n+1, m)
 		}
 	}
@@ -152,20 +127,18 @@ func (w *window) addEnt(g *group, x uint64, m int) {
 // short. Runs are not reused until the window is recycled.
 func (w *window) room(g *group, n, m int) {
 	n = min(n, m)
-	_, hcap := g.spill() // when g.ne < 0
-	if g.ne < 0 && int(hcap) >= n {
+	if g.ne < 0 && int(g.hcap) >= n {
 		return
 	}
 	c := min(m, max(8, 2*n))
 	if g.ne < 0 {
-		c = min(m, max(c, 2*int(hcap)))
+		c = min(m, max(c, 2*int(g.hcap)))
 	}
 	hs := w.ents(g)
 	off := len(w.hpool)
 	w.hpool = slices.Grow(w.hpool, c)[:off+c]
-	copy(w.hpool[off:], hs) // hs may lie in hpool's old array, or in g.e: still intact
-	g.setSpill(int32(off), int32(c))
-	g.ne = -int32(len(hs))
+	copy(w.hpool[off:], hs) // hs may lie in hpool's old array: still intact
+	g.off, g.hcap, g.ne = int32(off), int32(c), -int32(len(hs))
 }
 
 // mergeEnts adds g's entity hashes to into's.
@@ -218,13 +191,9 @@ func (w *window) addSpan(g *group, sp gspan) {
 	w.spans[n-1].next = int32(len(w.spans))
 }
 
-// extOf returns group gi's side record, making one when it has none.
-func (w *window) extOf(gi int32) *groupExt {
-	if n := len(w.gext); int(gi) >= n {
-		w.gext = slices.Grow(w.gext, int(gi)+1-n)[:gi+1]
-		clear(w.gext[n:])
-	}
-	if w.gext[gi] == 0 {
+// extOf returns g's side record, making one when it has none.
+func (w *window) extOf(g *group) *groupExt {
+	if g.ext == 0 {
 		n := len(w.ext)
 		if n < cap(w.ext) {
 			w.ext = w.ext[:n+1]
@@ -233,33 +202,25 @@ func (w *window) extOf(gi int32) *groupExt {
 		}
 		e := &w.ext[n]
 		e.sens, e.offsets = e.sens[:0], e.offsets[:0]
-		w.gext[gi] = int32(n + 1)
+		g.ext = int32(n + 1)
 	}
-	return &w.ext[w.gext[gi]-1]
+	return &w.ext[g.ext-1]
 }
 
-// extAt returns group gi's side record, or nil.
-func (w *window) extAt(gi int32) *groupExt {
-	if int(gi) >= len(w.gext) || w.gext[gi] == 0 {
+// sens returns g's distinct sensitive values.
+func (w *window) sens(g *group) []string {
+	if g.ext == 0 {
 		return nil
 	}
-	return &w.ext[w.gext[gi]-1]
+	return w.ext[g.ext-1].sens
 }
 
-// sens returns group gi's distinct sensitive values.
-func (w *window) sens(gi int32) []string {
-	if e := w.extAt(gi); e != nil {
-		return e.sens
+// offsets returns g's listed offsets.
+func (w *window) offsets(g *group) []Position {
+	if g.ext == 0 {
+		return nil
 	}
-	return nil
-}
-
-// offsets returns group gi's listed offsets.
-func (w *window) offsets(gi int32) []Position {
-	if e := w.extAt(gi); e != nil {
-		return e.offsets
-	}
-	return nil
+	return w.ext[g.ext-1].offsets
 }
 
 // heldPart is the lowest offset a window holds of one partition.
@@ -286,7 +247,6 @@ type window struct {
 	hpool    []uint64   // groups' spilled entity hashes
 	spans    []spanNode // groups' spans of other partitions than their first
 	ext      []groupExt
-	gext     []int32 // per group: 1 + index in ext (0 or beyond its len: none)
 }
 
 // tslot is a window table slot: a group (index + 1; 0 empty) and the
@@ -673,7 +633,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	slot := h & mask
 	gi := int32(-1)
 	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
-		if sl := w.table[slot]; sl.tag == tag && w.sameValues(w.gids(sl.g-1, nq), rec.QI) {
+		if sl := w.table[slot]; sl.tag == tag && w.sameValues(sl.g-1, nq, rec.QI) {
 			gi = sl.g - 1
 			break
 		}
@@ -705,10 +665,11 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	g := &w.groups[gi]
 	w.addEnt(g, entityHash(rec.Entity), s.m)
 	if s.l > 0 {
-		if e := w.extOf(gi); len(e.sens) < s.l && !slices.Contains(e.sens, rec.Sensitive) {
+		if e := w.extOf(g); len(e.sens) < s.l && !slices.Contains(e.sens, rec.Sensitive) {
 			e.sens = append(e.sens, strings.Clone(rec.Sensitive))
 		}
 	}
+	g.count++
 	nm := len(s.metrics)
 	gacc := w.acc[int(gi)*3*nm : int(gi+1)*3*nm]
 	for i, x := range rec.Metrics[:min(len(rec.Metrics), nm)] {
@@ -728,7 +689,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		w.addSpan(g, sp)
 	}
 	if s.list {
-		e := w.extOf(gi)
+		e := w.extOf(g)
 		e.offsets = append(e.offsets, Position{rec.Topic, rec.Partition, rec.Offset})
 	}
 	w.n++
@@ -817,19 +778,10 @@ func qiValue(qi []string, i int) string {
 	return "null"
 }
 
-// gids returns group gi's level-0 value IDs (nq of them): from its line
-// when they fit.
-func (w *window) gids(gi int32, nq int) []int32 {
-	if nq <= inlineIDs {
-		return w.groups[gi].ids[:nq]
-	}
-	return w.ids[int(gi)*nq : int(gi+1)*nq]
-}
-
-// sameValues reports whether the level-0 values of IDs ids are qi's
-// (len(ids) of them): byte for byte, whatever their hashes.
-func (w *window) sameValues(ids []int32, qi []string) bool {
-	nq := len(ids)
+// sameValues reports whether group gi's level-0 values are qi's (nq of
+// them): byte for byte, whatever their hashes.
+func (w *window) sameValues(gi int32, nq int, qi []string) bool {
+	ids := w.ids[int(gi)*nq : int(gi+1)*nq]
 	if len(qi) < nq {
 		for i, id := range ids {
 			if w.dict.vals[i].text[id] != qiValue(qi, i) {
@@ -979,7 +931,6 @@ func (s *Stage) recycle(w *window) {
 	w.hpool = w.hpool[:0]
 	w.spans = w.spans[:0]
 	w.ext = w.ext[:0] // each keeps its slices' memory: extOf empties them
-	w.gext = w.gext[:0]
 	w.n = 0
 	s.agg.free = append(s.agg.free, w)
 }
@@ -990,7 +941,6 @@ func (s *Stage) newGroup(w *window, ids []int32) int32 {
 	a := s.agg
 	n := len(w.groups)
 	w.groups = append(w.groups, group{})
-	copy(w.groups[n].ids[:], ids) // when they fit
 	w.ids = append(w.ids, ids...)
 	for range s.metrics {
 		w.acc = append(w.acc, 0, math.Inf(1), math.Inf(-1))
@@ -1067,9 +1017,9 @@ func (s *Stage) lateCounts(dst []Output) []Output {
 func (s *Stage) merge(w *window, mi, gi int32) {
 	into, g := &w.groups[mi], &w.groups[gi]
 	s.agg.scratch = w.mergeEnts(into, g, s.m, s.agg.scratch)
-	if ge := w.extAt(gi); ge != nil {
-		ie := w.extOf(mi)
-		ge = w.extAt(gi) // extOf may have moved w.ext
+	if g.ext != 0 {
+		ge := w.ext[g.ext-1]
+		ie := w.extOf(into)
 		for _, v := range ge.sens {
 			if len(ie.sens) < s.l && !slices.Contains(ie.sens, v) {
 				ie.sens = append(ie.sens, v)
@@ -1077,6 +1027,7 @@ func (s *Stage) merge(w *window, mi, gi int32) {
 		}
 		ie.offsets = append(ie.offsets, ge.offsets...)
 	}
+	into.count += g.count
 	nm3 := 3 * len(s.metrics)
 	ia, ga := w.acc[int(mi)*nm3:int(mi+1)*nm3], w.acc[int(gi)*nm3:int(gi+1)*nm3]
 	for i := 0; i < len(ia); i += 3 {
@@ -1090,8 +1041,8 @@ func (s *Stage) merge(w *window, mi, gi int32) {
 	}
 }
 
-func (s *Stage) okGroup(w *window, gi int32) bool {
-	return w.entLen(&w.groups[gi]) >= s.k && (s.l == 0 || len(w.sens(gi)) >= s.l)
+func (s *Stage) okGroup(w *window, g *group) bool {
+	return w.entLen(g) >= s.k && (s.l == 0 || len(w.sens(g)) >= s.l)
 }
 
 // closeWindow publishes, rolls up and suppresses one window's groups, in
@@ -1107,7 +1058,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	nq := int32(len(s.qis))
 	cur := a.cur[:0]
 	for i := range w.groups {
-		if s.okGroup(w, int32(i)) {
+		if g := &w.groups[i]; s.okGroup(w, g) {
 			dst = append(dst, s.publish(w, int32(i), 0, start))
 			continue
 		}
@@ -1152,7 +1103,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		cur, a.next = next, cur
 		next = cur[:0]
 		for _, gi := range cur {
-			if s.okGroup(w, gi) {
+			if g := &w.groups[gi]; s.okGroup(w, g) {
 				dst = append(dst, s.publish(w, gi, j, start))
 				continue
 			}
@@ -1176,12 +1127,12 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 		}
 		for _, gi := range cur {
 			g := &w.groups[gi]
-			o.Count += w.count(g)
+			o.Count += int(g.count)
 			add(g.span)
 			for n := g.more; n != 0; n = w.spans[n-1].next {
 				add(w.spans[n-1].gspan)
 			}
-			o.Offsets = append(o.Offsets, w.offsets(gi)...)
+			o.Offsets = append(o.Offsets, w.offsets(g)...)
 		}
 		o.Spans = make([]Span, len(order))
 		for i, p := range order {
@@ -1230,7 +1181,7 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 	*gr = Group{
 		Start: start, End: start.Add(s.cfg.Window),
 		Paths: s.qiPaths, Levels: lv,
-		Count: w.count(g), Entities: (&distinct{w.ents(g)}).count(s.m),
+		Count: int(g.count), Entities: (&distinct{w.ents(g)}).count(s.m),
 		SumFields: s.cfg.Sums, MinFields: s.cfg.Min, MaxFields: s.cfg.Max,
 		keys: a.keys,
 	}
@@ -1270,10 +1221,9 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		return vals[n:len(vals):len(vals)]
 	}
 	gr.Sums, gr.Min, gr.Max = pick(s.sumIdx, 0), pick(s.minIdx, 1), pick(s.maxIdx, 2)
-	count := gr.Count
-	s.stats.Released += uint64(count)
+	s.stats.Released += uint64(g.count)
 	s.stats.Groups++
-	s.loss(rep, lv, count)
+	s.loss(rep, lv, int(g.count))
 	if s.cfg.Noise != nil {
 		b := 2 / s.cfg.Noise.Epsilon
 		gr.Entities = s.noisy(gr.Entities, b, s.k)
@@ -1293,7 +1243,7 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		a.head = gr.appendHead(a.head)
 	}
 	return Output{Kind: Aggregate, Payload: a.payload(gr, a.head), Levels: lv, Entities: gr.Entities,
-		Count: count, Window: start, Spans: spans, Offsets: slices.Clone(w.offsets(gi)), Group: gr}
+		Count: int(g.count), Window: start, Spans: spans, Offsets: slices.Clone(w.offsets(g)), Group: gr}
 }
 
 // span names sp's partition.

@@ -91,25 +91,25 @@ func TestSameValues(t *testing.T) {
 		return w
 	}
 	w := group(`"x"`, "null")
-	if !w.sameValues(w.ids, []string{`"x"`, ""}) || !w.sameValues(w.ids, []string{`"x"`}) {
+	if !w.sameValues(0, 2, []string{`"x"`, ""}) || !w.sameValues(0, 2, []string{`"x"`}) {
 		t.Fatal("an empty or missing value is not null")
 	}
 	for n := 1; n <= 40; n++ {
 		v := strings.Repeat("a", n)
 		w := group(`"x"`, v, "null")
-		if !w.sameValues(w.ids, []string{`"x"`, strings.Clone(v), "null"}) {
+		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v), "null"}) {
 			t.Fatalf("length %d: equal values differ", n)
 		}
-		if !w.sameValues(w.ids, []string{`"x"`, strings.Clone(v)}) {
+		if !w.sameValues(0, 3, []string{`"x"`, strings.Clone(v)}) {
 			t.Fatalf("length %d: a missing last value is not null", n)
 		}
-		if w.sameValues(w.ids, []string{`"x"`, v + "a", "null"}) {
+		if w.sameValues(0, 3, []string{`"x"`, v + "a", "null"}) {
 			t.Fatalf("length %d: a longer value matches", n)
 		}
 		for i := range n {
 			b := []byte(v)
 			b[i] = 'b'
-			if w.sameValues(w.ids, []string{`"x"`, string(b), "null"}) {
+			if w.sameValues(0, 3, []string{`"x"`, string(b), "null"}) {
 				t.Errorf("length %d: a difference at byte %d is missed", n, i)
 			}
 		}
