@@ -236,10 +236,9 @@ type heldPart struct {
 type window struct {
 	start    int64 // Unix nanoseconds
 	groups   []group
-	table    []uint32 // open addressing over groups by their level-0 value IDs (see slotTag); len a power of two, at most 7/8 full
-	tbits    uint     // log2 len(table)
-	ids      []int32  // level-0 QI value IDs in dict, len(qis) per group
-	dict     *dict    // the stage's current dictionary when the window opened
+	table    []tslot // open addressing over groups by their level-0 value IDs; len a power of two, at most 7/8 full
+	ids      []int32 // level-0 QI value IDs in dict, len(qis) per group
+	dict     *dict   // the stage's current dictionary when the window opened
 	held     []heldPart
 	lastHeld int     // index in held of the last partition held
 	byPart   []int32 // partition of held[0]'s topic -> index in held + 1 (0: none)
@@ -250,20 +249,14 @@ type window struct {
 	ext      []groupExt
 }
 
-// A window table slot is four bytes: a group (index + 1; 0 empty) in its
-// low tbits bits (a window has fewer groups than slots) and, above them,
-// the top 32 - tbits bits of the hash of its values, which settle most
-// mismatches without reading the group (a match is always verified, so
-// any number of tag bits is correct). Four bytes, not eight: every record
-// reads the table at random first, before its group, and a smaller table
-// is more often in cache (26,000 groups: 128 KB).
-
-// slotTag is the tag of hash h in a table of 1<<bits slots.
-func slotTag(h uint64, bits uint) uint32 { return uint32(h>>32) >> bits }
-
-// slotGroup returns slot v's group index + 1 (0: empty) and its tag.
-func slotGroup(v uint32, bits uint) (g int32, tag uint32) {
-	return int32(v & uint32(uint64(1)<<bits-1)), v >> bits
+// tslot is a window table slot: a group (index + 1; 0 empty) and the
+// high half of the hash of its values, which settles most mismatches
+// without reading them. Eight bytes: the table of a window's tens of
+// thousands of groups is read at random by every record, so it is kept
+// small.
+type tslot struct {
+	tag uint32
+	g   int32
 }
 
 // tupleHash adds the hash x of a tuple's next value (strHash) to h, the
@@ -635,14 +628,13 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		hv[i] = x
 		h = tupleHash(h, x)
 	}
+	tag := uint32(h >> 32)
 	mask := uint64(len(w.table) - 1)
 	slot := h & mask
 	gi := int32(-1)
-	tb := w.tbits
-	stag := slotTag(h, tb)
-	for ; w.table[slot] != 0; slot = (slot + 1) & mask {
-		if g, t := slotGroup(w.table[slot], tb); t == stag && w.sameValues(g-1, nq, rec.QI) {
-			gi = g - 1
+	for ; w.table[slot].g != 0; slot = (slot + 1) & mask {
+		if sl := w.table[slot]; sl.tag == tag && w.sameValues(sl.g-1, nq, rec.QI) {
+			gi = sl.g - 1
 			break
 		}
 	}
@@ -660,7 +652,7 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 			ids[i] = w.dict.vals[i].intern(a, hv[i], qiValue(rec.QI, i))
 		}
 		gi = s.newGroup(w, ids)
-		w.table[slot] = stag<<tb | uint32(gi+1)
+		w.table[slot] = tslot{tag, gi + 1}
 		// Up to 7/8 full, not half: every record reads the table at
 		// random, and a smaller one is more often in cache (a window of
 		// 26,000 groups: 256 KB instead of 512 KB, under the 512 KB L2);
@@ -841,8 +833,7 @@ func (w *window) sameValues(gi int32, nq int, qi []string) bool {
 // growTable doubles the window's group table (nq QIs).
 func (w *window) growTable(nq int) {
 	n := 2 * len(w.table)
-	w.table = make([]uint32, n)
-	w.tbits++
+	w.table = make([]tslot, n)
 	mask := uint64(n - 1)
 	for gi := range w.groups {
 		h := uint64(0)
@@ -850,10 +841,10 @@ func (w *window) growTable(nq int) {
 			h = tupleHash(h, w.dict.vals[q].hs[id])
 		}
 		i := h & mask
-		for w.table[i] != 0 {
+		for w.table[i].g != 0 {
 			i = (i + 1) & mask
 		}
-		w.table[i] = slotTag(h, w.tbits)<<w.tbits | uint32(gi+1)
+		w.table[i] = tslot{uint32(h >> 32), int32(gi + 1)}
 	}
 }
 
@@ -903,7 +894,7 @@ func (s *Stage) openWindow(ws int64) *window {
 	if n := len(a.free); n > 0 {
 		w, a.free = a.free[n-1], a.free[:n-1]
 	} else {
-		w = &window{table: make([]uint32, 64), tbits: 6}
+		w = &window{table: make([]tslot, 64)}
 	}
 	if a.dict == nil || a.dict.full() {
 		switch {
