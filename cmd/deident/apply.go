@@ -205,6 +205,7 @@ type applyJob struct {
 	avroOut *avrocodec.OCFWriter
 
 	check *gate.Checker
+	tally *gate.Tallier
 	bw    *bufio.Writer
 	qw    *json.Encoder
 	sum   applySummary
@@ -216,6 +217,7 @@ func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 	a := j.r.NewApplier()
 	j.check = j.gate.NewChecker()
 	a.SetObserver(j.check) // the gate learns raw identifiers as the route reads them
+	j.tally = j.gate.NewTallier()
 	j.bw = bufio.NewWriterSize(dst, 1<<16)
 	j.qw = json.NewEncoder(j.quarantine)
 	br := bufio.NewReaderSize(src, 1<<16)
@@ -247,6 +249,7 @@ func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 	if j.ks != nil {
 		j.sum.out = j.ks.out
 	}
+	_ = j.tally.Flush() // the gate's stats count every record; a trip was returned when it happened
 	j.sum.dropped = a.Stats.DroppedFields
 	if c := a.Cache(); c != nil {
 		j.sum.cacheHits, j.sum.cacheMisses = c.Hits, c.Misses
@@ -298,7 +301,7 @@ func (j *applyJob) reject(rw *json.Encoder, lineNo int64, size int, reason error
 
 // emit writes rec when the gate passes it, or quarantines it.
 func (j *applyJob) emit(line int64, v gate.Verdict, rec []byte) (passed bool, err error) {
-	trip := j.gate.Tally(v)
+	trip := j.tally.Tally(v)
 	if !v.Pass() {
 		j.sum.quarantined++
 		if err := j.qw.Encode(quarantined{line, v.Reasons.String(), v.Paths(), string(rec)}); err != nil {
