@@ -563,38 +563,48 @@ const quadRoom = 17
 // length with the quotes; n is 0 for anything else (ipLeafOK decides).
 // Digits and dots end at the closing quote, so the scanner ends the
 // string where this does.
+//
+// Without a branch on the bytes: a field's length (1 to 3 digits) varies
+// from record to record, and a loop that stopped at its end was
+// mispredicted about twice per address. Each field reads three bytes and
+// keeps as many as are digits (none after a leading 0: a field that
+// starts with 0 is 0); anything wrong only sets bad.
 func quadAt(b *[quadRoom]byte) (addr uint32, n int) {
-	if b[0] != '"' {
-		return 0, 0
-	}
+	bad := uint32(b[0] ^ '"')
 	i := 1
 	for f := range 4 {
 		if f > 0 {
-			if b[i] != '.' {
-				return 0, 0
-			}
+			bad |= uint32(b[i&15] ^ '.')
 			i++
 		}
-		v := uint32(b[i] - '0')
-		if v > 9 {
-			return 0, 0
+		d0, d1, d2 := uint32(b[i&15]-'0'), uint32(b[(i+1)&15]-'0'), uint32(b[(i+2)&15]-'0')
+		more1 := flag(d0-1 < 9) & flag(d1 <= 9) // a second digit (none after a leading 0)
+		more2 := more1 & flag(d2 <= 9)
+		v := d0
+		v1, v2 := d0*10+d1, (d0*10+d1)*10+d2
+		if more1 != 0 {
+			v = v1
 		}
-		i++
-		if v != 0 { // a field that starts with 0 is 0
-			for k := 0; k < 2 && b[i]-'0' <= 9; k++ {
-				v = v*10 + uint32(b[i]-'0')
-				i++
-			}
+		if more2 != 0 {
+			v = v2
 		}
-		if v > 255 {
-			return 0, 0
-		}
+		bad |= flag(d0 > 9) | flag(v > 255)
 		addr = addr<<8 | v
+		i += 1 + int(more1+more2)
 	}
-	if b[i] != '"' {
+	bad |= uint32(b[i] ^ '"')
+	if bad != 0 {
 		return 0, 0
 	}
 	return addr, i + 1
+}
+
+// flag is 1 for true and 0 for false, without a branch.
+func flag(x bool) uint32 {
+	if x {
+		return 1
+	}
+	return 0
 }
 
 // hexAt reports whether out[i:j] is lower-case hex: eight bytes at a time,
