@@ -35,8 +35,12 @@ import (
 // and its queued identifiers have been told.
 
 // pending is one queued Observer call: the value is obsBuf[off:end].
+// told: the value was told in this generation already (a pseudonym cache
+// entry's stamp says so), so it is queued only for a memo entry that
+// stores the identifiers its object holds, and not told again.
 type pending struct {
 	rule, off, end int
+	told           bool
 }
 
 // fastApply applies the route to src as Apply does, or reports false
@@ -55,7 +59,7 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 		hits, misses = a.cache.Hits, a.cache.Misses
 	}
 	a.queue = true
-	a.obsQueue, a.obsBuf, a.stamps = a.obsQueue[:0], a.obsBuf[:0], a.stamps[:0]
+	a.obsQueue, a.obsBuf, a.stamps, a.toldStamps = a.obsQueue[:0], a.obsBuf[:0], a.stamps[:0], a.toldStamps[:0]
 	if a.gobs != nil {
 		a.gen = a.gobs.Generation()
 	}
@@ -83,10 +87,15 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 		dst = append(dst, "{}"...) // a record with no named field is still a record
 	}
 	for _, o := range a.obsQueue {
-		a.obs.ObserveIdentifier(o.rule, a.obsBuf[o.off:o.end])
+		if !o.told {
+			a.obs.ObserveIdentifier(o.rule, a.obsBuf[o.off:o.end])
+		}
 	}
 	for _, g := range a.stamps {
 		*g = a.gen
+	}
+	for _, t := range a.toldStamps {
+		*t.at = t.tag
 	}
 	return dst, true
 }
@@ -481,7 +490,7 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 			for _, o := range a.obsQueue[told:] {
 				off := len(ids.buf)
 				ids.buf = append(ids.buf, a.obsBuf[o.off:o.end]...)
-				ids.ids = append(ids.ids, pending{o.rule, off, len(ids.buf)})
+				ids.ids = append(ids.ids, pending{o.rule, off, len(ids.buf), false})
 			}
 			a.stamps = append(a.stamps, &e.gen)
 		}
@@ -611,6 +620,15 @@ func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byt
 	val := d[i:j]
 	n := len(val)
 	if n == 0 || n > 16 {
+		if l.kind == kindPseudonym && a.gobs != nil && a.gen < 1<<16 && l.rule < 1<<16 {
+			// The pseudonym cache entry remembers the generation in which
+			// the value was last told, and for which rule (rules may share
+			// a namespace, and the gate remembers a host name's first label
+			// too).
+			dst, told := a.pseudonymTold(dst, l, val)
+			a.observeOnce(l.rule, val, told, uint32(a.gen)<<16|uint32(l.rule))
+			return dst, true
+		}
 		if a.obs != nil {
 			a.observe(l.rule, val)
 		}
@@ -751,6 +769,30 @@ func (a *Applier) fastGeneral(dst, d []byte, p int, child *node, depth int) ([]b
 	return dst, a.s.Pos(), true
 }
 
+// observeOnce queues val for the GenerationObserver unless told, the
+// stamp of its pseudonym cache entry (nil: none), is tag: val was told
+// for this rule in this generation (tag is both, never 0). It is then
+// queued as told, for a memo entry to keep, and not told again. The stamp
+// is set once the record succeeds.
+func (a *Applier) observeOnce(rule int, val []byte, told *uint32, tag uint32) {
+	off := len(a.obsBuf)
+	a.obsBuf = append(a.obsBuf, val...)
+	p := pending{rule, off, len(a.obsBuf), false}
+	if told != nil {
+		if p.told = *told == tag; !p.told {
+			a.toldStamps = append(a.toldStamps, toldStamp{told, tag})
+		}
+	}
+	a.obsQueue = append(a.obsQueue, p)
+}
+
+// toldStamp is a pseudonym cache entry's stamp to set once the record
+// succeeds.
+type toldStamp struct {
+	at  *uint32
+	tag uint32
+}
+
 // observe tells the Observer about a raw identifier, or queues it while the
 // fast path has not yet finished the record.
 func (a *Applier) observe(rule int, val []byte) {
@@ -760,5 +802,5 @@ func (a *Applier) observe(rule int, val []byte) {
 	}
 	off := len(a.obsBuf)
 	a.obsBuf = append(a.obsBuf, val...)
-	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf)})
+	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), false})
 }
