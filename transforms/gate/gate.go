@@ -440,11 +440,12 @@ func (g *Gate) Tally(v Verdict) error {
 // reading the Gate's Stats. Not safe for concurrent use.
 type Tallier struct {
 	g      *Gate
-	passes uint64 // passing records not yet on the Gate
+	rate   *RateTracker // g's, one load nearer
+	passes uint64       // passing records not yet on the Gate
 }
 
 // NewTallier returns a Tallier on g.
-func (g *Gate) NewTallier() *Tallier { return &Tallier{g: g} }
+func (g *Gate) NewTallier() *Tallier { return &Tallier{g: g, rate: g.rate} }
 
 // Tally is Gate.Tally for one goroutine.
 func (t *Tallier) Tally(v Verdict) error {
@@ -455,21 +456,21 @@ func (t *Tallier) Tally(v Verdict) error {
 	if t.passes++; t.passes == passBatch {
 		t.handOn()
 	}
-	return t.g.rate.errFast()
+	return t.rate.errFast()
 }
 
 // Flush hands the passing records tallied since the last Flush on to the
 // Gate; it returns the *TripError once the route has failed closed.
 func (t *Tallier) Flush() error {
 	t.handOn()
-	return t.g.rate.errFast()
+	return t.rate.errFast()
 }
 
 func (t *Tallier) handOn() {
 	if n := t.passes; n > 0 {
 		t.passes = 0
 		t.g.stats.checked.Add(n)
-		t.g.rate.addPasses(n)
+		t.rate.addPasses(n)
 	}
 }
 

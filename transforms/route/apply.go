@@ -86,6 +86,7 @@ type Applier struct {
 	// wait in obsQueue, their values copied to obsBuf. general forces the
 	// general path, for tests that compare the two.
 	queue    bool
+	rec      []byte // the record the fast path is applying
 	obsQueue []pending
 	obsBuf   []byte
 	gen      uint64    // gobs's generation at this record's start
