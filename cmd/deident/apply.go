@@ -205,6 +205,7 @@ type applyJob struct {
 	avroOut *avrocodec.OCFWriter
 
 	check *gate.Checker
+	tally *gate.Tallier
 	bw    *bufio.Writer
 	qw    *json.Encoder
 	sum   applySummary
@@ -214,8 +215,12 @@ type applyJob struct {
 // the gate fails closed (a *gate.TripError), flushing what passed before.
 func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 	a := j.r.NewApplier()
-	j.check = j.gate.NewChecker()
-	a.SetObserver(j.check) // the gate learns raw identifiers as the route reads them
+	if j.gate.Enabled() {
+		// Off, apply runs no gate code at all, as the worker then has no
+		// Checker: what the gate costs is measured against that.
+		j.check, j.tally = j.gate.NewChecker(), j.gate.NewTallier()
+		a.SetObserver(j.check) // the gate learns raw identifiers as the route reads them
+	}
 	j.bw = bufio.NewWriterSize(dst, 1<<16)
 	j.qw = json.NewEncoder(j.quarantine)
 	br := bufio.NewReaderSize(src, 1<<16)
@@ -246,6 +251,9 @@ func (j *applyJob) run(src io.Reader, dst io.Writer) (applySummary, error) {
 	}
 	if j.ks != nil {
 		j.sum.out = j.ks.out
+	}
+	if j.tally != nil {
+		_ = j.tally.Flush() // the gate's stats count every record; a trip was returned when it happened
 	}
 	j.sum.dropped = a.Stats.DroppedFields
 	if c := a.Cache(); c != nil {
@@ -284,7 +292,11 @@ func (j *applyJob) one(a *route.Applier, rw *json.Encoder, lineNo int64, size in
 		}
 		return out, j.reject(rw, lineNo, size, err)
 	}
-	_, err = j.emit(lineNo, j.check.Check(out), out)
+	var v gate.Verdict
+	if j.check != nil {
+		v = j.check.Check(out)
+	}
+	_, err = j.emit(lineNo, v, out)
 	return out, err
 }
 
@@ -298,7 +310,10 @@ func (j *applyJob) reject(rw *json.Encoder, lineNo int64, size int, reason error
 
 // emit writes rec when the gate passes it, or quarantines it.
 func (j *applyJob) emit(line int64, v gate.Verdict, rec []byte) (passed bool, err error) {
-	trip := j.gate.Tally(v)
+	var trip error
+	if j.tally != nil {
+		trip = j.tally.Tally(v)
+	}
 	if !v.Pass() {
 		j.sum.quarantined++
 		if err := j.qw.Encode(quarantined{line, v.Reasons.String(), v.Paths(), string(rec)}); err != nil {
@@ -339,10 +354,15 @@ func (j *applyJob) emit(line int64, v gate.Verdict, rec []byte) (passed bool, er
 // emitClass checks an output of the k-anonymity stage: a released record
 // with its class's distinct-entity count, or an aggregate (or late count).
 func (j *applyJob) emitClass(line int64, aggregate bool, entities int, rec []byte) (bool, error) {
-	if aggregate {
-		return j.emit(line, j.check.CheckAggregate(rec, -1), rec)
+	var v gate.Verdict
+	switch {
+	case j.check == nil:
+	case aggregate:
+		v = j.check.CheckAggregate(rec, -1)
+	default:
+		v = j.check.CheckClass(rec, entities)
 	}
-	return j.emit(line, j.check.CheckClass(rec, entities), rec)
+	return j.emit(line, v, rec)
 }
 
 var errLineTooLong = errors.New("line exceeds max_record_bytes")

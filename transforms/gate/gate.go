@@ -430,6 +430,50 @@ func (g *Gate) Tally(v Verdict) error {
 	return g.rate.Add(!v.Pass())
 }
 
+// Tallier tallies one goroutine's verdicts on its Gate, handing passing
+// records on in batches of passBatch: Tally took two atomic
+// read-modify-writes per record, about 26 ns, a tenth of what the gate
+// costs a record on the benchmark route. A quarantined record first hands
+// on the passes before it, so the rate it is judged by counts them (other
+// Talliers' unflushed passes, at most passBatch-1 each, only make the
+// rate look higher: the route fails closed no later). Call Flush before
+// reading the Gate's Stats. Not safe for concurrent use.
+type Tallier struct {
+	g      *Gate
+	rate   *RateTracker // g's, one load nearer
+	passes uint64       // passing records not yet on the Gate
+}
+
+// NewTallier returns a Tallier on g.
+func (g *Gate) NewTallier() *Tallier { return &Tallier{g: g, rate: g.rate} }
+
+// Tally is Gate.Tally for one goroutine.
+func (t *Tallier) Tally(v Verdict) error {
+	if !v.Pass() {
+		t.handOn()
+		return t.g.Tally(v)
+	}
+	if t.passes++; t.passes == passBatch {
+		t.handOn()
+	}
+	return t.rate.errFast()
+}
+
+// Flush hands the passing records tallied since the last Flush on to the
+// Gate; it returns the *TripError once the route has failed closed.
+func (t *Tallier) Flush() error {
+	t.handOn()
+	return t.rate.errFast()
+}
+
+func (t *Tallier) handOn() {
+	if n := t.passes; n > 0 {
+		t.passes = 0
+		t.g.stats.checked.Add(n)
+		t.rate.addPasses(n)
+	}
+}
+
 // Err returns the *TripError once the route has failed closed.
 func (g *Gate) Err() error { return g.rate.Err() }
 

@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -323,6 +324,56 @@ func TestTallyFailsClosed(t *testing.T) {
 		t.Errorf("per-reason counts %v", counts)
 	}
 	t.Log(trip)
+}
+
+// A Tallier hands passes on in batches, yet a route must fail closed at
+// the same record as with Gate.Tally, and its stats must add up once
+// flushed: each gate below sees the same verdicts at the same times.
+func TestTallierMatchesTally(t *testing.T) {
+	now := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	rc := testRoute(config.Gate{MaxQuarantineRate: 0.1, QuarantineWindow: time.Minute, MinRecords: 50})
+	one, err := New("acme", rc, WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batched, err := New("acme", rc, WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, tl := one.NewChecker(), batched.NewTallier()
+	pass, bad := c.Check([]byte(good)), c.Check([]byte(replace(good, "scheduled scan completed", "bob@example.com")))
+	rnd := rand.New(rand.NewPCG(1, 2))
+	tripped := -1
+	for i := range 20000 {
+		// The quarantine rate drifts up slowly: 2% at first, 12% at the end.
+		v := pass
+		if rnd.Float64() < 0.02+0.1*float64(i)/20000 {
+			v = bad
+		}
+		e1, e2 := one.Tally(v), tl.Tally(v)
+		if (e1 == nil) != (e2 == nil) {
+			t.Fatalf("record %d: Gate.Tally says %v, the Tallier %v", i, e1, e2)
+		}
+		// Unflushed, only passes lag, by less than a batch.
+		s1, s2 := one.Stats(), batched.Stats()
+		if lag := s1.Checked - s2.Checked; lag >= passBatch || s1.Quarantined != s2.Quarantined || s1.ByReason != s2.ByReason {
+			t.Fatalf("record %d: stats %+v, the Tallier's %+v", i, s1, s2)
+		}
+		if e1 != nil {
+			tripped = i
+			break
+		}
+		now = now.Add(10 * time.Millisecond)
+	}
+	if tripped < 0 {
+		t.Fatal("the route never failed closed")
+	}
+	_ = tl.Flush()
+	if s1, s2 := one.Stats(), batched.Stats(); s1 != s2 {
+		t.Errorf("stats at the trip %+v, flushed Tallier's %+v", s1, s2)
+	}
+	t.Logf("both failed closed at record %d", tripped)
 }
 
 func TestNewErrors(t *testing.T) {

@@ -112,6 +112,24 @@ func (t *RateTracker) Add(quarantined bool) error {
 	return nil
 }
 
+// errFast is Err without the lock: for every record's path.
+func (t *RateTracker) errFast() error {
+	if e := t.trip.Load(); e != nil {
+		return e
+	}
+	return nil
+}
+
+// addPasses counts n passing records at once (a Tallier's batch).
+func (t *RateTracker) addPasses(n uint64) {
+	idx := t.now().UnixNano() / t.slot
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.tripped == nil {
+		t.flush(idx).n += n
+	}
+}
+
 // flush counts the pending passing records in slot idx and returns its
 // bucket. t.mu is held.
 func (t *RateTracker) flush(idx int64) *rateBucket {

@@ -27,7 +27,8 @@ type cacheEntry struct {
 	slot uint32
 	tick uint32 // last use, for choosing the victim within a set; 0: unused
 	kv   []byte // the value, then the output
-	n    int    // length of the value in kv
+	n    uint32 // length of the value in kv (at most MaxCachedValue)
+	told uint32 // the caller's stamp (GetTold); Put zeroes it
 }
 
 // NewCache returns a cache of n entries rounded up to a power of two, or
@@ -44,8 +45,19 @@ func NewCache(n int) *Cache {
 // hash of val and slot names the key epoch and namespace; nil on a miss.
 // The output is valid until the next Put.
 func (c *Cache) Get(slot uint32, h uint64, val []byte) []byte {
+	out, _ := c.GetTold(slot, h, val)
+	return out
+}
+
+// GetTold is Get, and on a hit the entry's told stamp: a word the caller
+// keeps with the value while it stays cached, zero when Put stored it (the
+// route keeps there the observer generation in which it last told the
+// gate the raw value, which spares telling it again). The stamp is valid
+// until the next Put, which may reuse the entry for another value and
+// zero it.
+func (c *Cache) GetTold(slot uint32, h uint64, val []byte) ([]byte, *uint32) {
 	if c == nil {
-		return nil
+		return nil, nil
 	}
 	i := h & c.mask
 	set := c.entries[i : i+2 : i+2]
@@ -53,7 +65,7 @@ func (c *Cache) Get(slot uint32, h uint64, val []byte) []byte {
 	if !e.holds(slot, h, val) {
 		if e = &set[1]; !e.holds(slot, h, val) {
 			c.Misses++
-			return nil
+			return nil, nil
 		}
 	}
 	c.tick++
@@ -62,20 +74,21 @@ func (c *Cache) Get(slot uint32, h uint64, val []byte) []byte {
 	}
 	e.tick = c.tick
 	c.Hits++
-	return e.kv[e.n:]
+	return e.kv[e.n:], &e.told
 }
 
 // holds reports whether e is (slot, val): the hash first, then the whole
 // value with one compare.
 func (e *cacheEntry) holds(slot uint32, h uint64, val []byte) bool {
-	return e.h == h && e.slot == slot && e.n == len(val) && e.tick != 0 && string(e.kv[:e.n]) == string(val)
+	return e.h == h && e.slot == slot && int(e.n) == len(val) && e.tick != 0 && string(e.kv[:e.n]) == string(val)
 }
 
 // Put stores out for (slot, val), evicting what shared its entry. It copies
 // both into a buffer the entry reuses, so a warm cache does not allocate.
-func (c *Cache) Put(slot uint32, h uint64, val, out []byte) {
+// It returns the entry's told stamp, zero (nil when nothing was stored).
+func (c *Cache) Put(slot uint32, h uint64, val, out []byte) *uint32 {
 	if c == nil || len(val) > MaxCachedValue || len(out) == 0 {
-		return
+		return nil
 	}
 	set := c.entries[h&c.mask : h&c.mask+2]
 	e := &set[0]
@@ -86,9 +99,20 @@ func (c *Cache) Put(slot uint32, h uint64, val, out []byte) {
 	if c.tick == 0 {
 		c.tick = 1
 	}
-	e.h, e.slot, e.tick, e.n = h, slot, c.tick, len(val)
+	e.h, e.slot, e.tick, e.n, e.told = h, slot, c.tick, uint32(len(val)), 0
 	if n := len(val) + len(out); cap(e.kv) < n {
 		e.kv = make([]byte, 0, n) // one allocation (the size class leaves some room)
 	}
 	e.kv = append(append(e.kv[:0], val...), out...)
+	return &e.told
+}
+
+// ClearTold zeroes every entry's told stamp.
+func (c *Cache) ClearTold() {
+	if c == nil {
+		return
+	}
+	for i := range c.entries {
+		c.entries[i].told = 0
+	}
 }

@@ -86,13 +86,17 @@ type Applier struct {
 	// wait in obsQueue, their values copied to obsBuf. general forces the
 	// general path, for tests that compare the two.
 	queue    bool
+	rec      []byte // the record the fast path is applying
 	obsQueue []pending
 	obsBuf   []byte
-	gen      uint64       // gobs's generation at this record's start
-	stamps   []*uint64    // memo entries whose identifiers this record tells gobs
-	memo     []*memoTable // per node id: recent objects and their outputs
-	leaves   []*leafTable // per node id: recent short values and their outputs
-	general  bool
+	gen      uint64    // gobs's generation at this record's start
+	stamps   []*uint64 // memo entries whose identifiers this record tells gobs
+	// pseudonym cache entries whose values this record tells gobs, and
+	// their stamps: the generation and the rule
+	toldStamps []toldStamp
+	memo       []*memoTable // per node id: recent objects and their outputs
+	leaves     []*leafTable // per node id: recent short values and their outputs
+	general    bool
 }
 
 // expect is the key an object's member had last time at the same position,
@@ -184,6 +188,7 @@ func (a *Applier) SetObserver(o Observer) {
 	a.memos = a.cache != nil && (o == nil || a.gobs != nil)
 	clear(a.memo)
 	clear(a.leaves)
+	a.cache.ClearTold()
 }
 
 // Cache exposes the pseudonym cache's counters (nil when disabled).
@@ -535,16 +540,23 @@ func (a *Applier) cached(ns uint32, val []byte) (slot uint32, h uint64, out []by
 }
 
 func (a *Applier) pseudonym(dst []byte, l *leaf, val []byte) []byte {
-	slot, h, out := a.cached(l.ns, val)
-	if out != nil {
-		return append(dst, out...)
+	dst, _ = a.pseudonymTold(dst, l, val)
+	return dst
+}
+
+// pseudonymTold is pseudonym, and the told stamp of val's pseudonym cache
+// entry (nil when not cached).
+func (a *Applier) pseudonymTold(dst []byte, l *leaf, val []byte) ([]byte, *uint32) {
+	slot := uint32(a.epoch)<<16 | l.ns
+	h := xxhash.Sum64(val) ^ (uint64(slot) * slotMix)
+	if out, told := a.cache.GetTold(slot, h, val); out != nil {
+		return append(dst, out...), told
 	}
 	start := len(dst)
 	dst = append(dst, '"')
 	dst = l.format.AppendPseudonym(dst, a.hasher(), a.normalize(l, val))
 	dst = append(dst, '"')
-	a.cache.Put(slot, h, val, dst[start:])
-	return dst
+	return dst, a.cache.Put(slot, h, val, dst[start:])
 }
 
 // normalize returns val as the rule's normalization wants it hashed.

@@ -35,8 +35,13 @@ import (
 // and its queued identifiers have been told.
 
 // pending is one queued Observer call: the value is obsBuf[off:end].
+// told: the value was told in this generation already (a pseudonym cache
+// entry's stamp says so), so it is queued only for a memo entry that
+// stores the identifiers its object holds, and not told again.
 type pending struct {
 	rule, off, end int
+	src            int // the value's offset in the record, -1: not a slice of it
+	told           bool
 }
 
 // fastApply applies the route to src as Apply does, or reports false
@@ -54,8 +59,8 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 	if a.cache != nil {
 		hits, misses = a.cache.Hits, a.cache.Misses
 	}
-	a.queue = true
-	a.obsQueue, a.obsBuf, a.stamps = a.obsQueue[:0], a.obsBuf[:0], a.stamps[:0]
+	a.queue, a.rec = true, src
+	a.obsQueue, a.obsBuf, a.stamps, a.toldStamps = a.obsQueue[:0], a.obsBuf[:0], a.stamps[:0], a.toldStamps[:0]
 	if a.gobs != nil {
 		a.gen = a.gobs.Generation()
 	}
@@ -68,7 +73,7 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 	// after it: the copy cost more than the loads that now go past the
 	// end, a few per record.)
 	dst, p, ok := a.fastObject(dst, src, p, a.r.root)
-	a.queue = false
+	a.queue, a.rec = false, nil
 	if ok && p < len(src) {
 		ok = jsonscan.SkipWS(src, p) == len(src)
 	}
@@ -83,10 +88,15 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 		dst = append(dst, "{}"...) // a record with no named field is still a record
 	}
 	for _, o := range a.obsQueue {
-		a.obs.ObserveIdentifier(o.rule, a.obsBuf[o.off:o.end])
+		if !o.told {
+			a.obs.ObserveIdentifier(o.rule, a.obsBuf[o.off:o.end])
+		}
 	}
 	for _, g := range a.stamps {
 		*g = a.gen
+	}
+	for _, t := range a.toldStamps {
+		*t.at = t.tag
 	}
 	return dst, true
 }
@@ -384,21 +394,23 @@ var memoGivenUp memoTable
 
 // memoEntry is 64 bytes: what a lookup reads first, then the rest.
 type memoEntry struct {
-	h       uint64
-	kv      []byte // the object's bytes (n), then what it wrote, member included
-	n       uint32 // 0: an empty entry
+	h  uint64
+	kv []byte // the object's bytes (n), what it wrote (out), member included, then its identifiers (memoID)
+	n  uint32 // 0: an empty entry
+	// out: bytes of output in kv. The identifiers the object told a
+	// GenerationObserver are memoIDs after them: they are slices of the
+	// object, so an entry keeps where, not a copy (no allocation or line
+	// of its own to write on every store).
+	out     uint32
 	epoch   uint32
-	dropped uint32   // members it dropped
-	lookups uint32   // pseudonym cache lookups it made (counted as hits on replay)
-	ids     *memoIDs // under a GenerationObserver
-	gen     uint64   // the generation in which they were last told; 0: never
+	dropped uint32 // members it dropped
+	lookups uint32 // pseudonym cache lookups it made (counted as hits on replay)
+	gen     uint64 // the generation in which its identifiers were last told; 0: never
 }
 
-// memoIDs are the identifiers a memo entry's object told the Observer.
-type memoIDs struct {
-	ids []pending // values in buf
-	buf []byte
-}
+// memoID is an identifier a memo entry's object told the Observer: its
+// rule, and where it lies in the object, as three little-endian uint16s.
+const memoID = 6
 
 // fastMember writes the member for the object at d[p] (node child)
 // through the memo or fastObject.
@@ -439,15 +451,17 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 		m.hits++
 		a.Stats.DroppedFields += uint64(e.dropped)
 		a.cache.Hits += uint64(e.lookups)
+		out := e.kv[n : n+int(e.out)]
 		if a.gobs != nil && e.gen != a.gen {
-			if ids := e.ids; ids != nil { // nil: stored without an Observer (SetObserver empties the memo)
-				for _, o := range ids.ids {
-					a.observe(o.rule, ids.buf[o.off:o.end])
-				}
+			// (Entries stored without an Observer hold none; SetObserver
+			// empties the memo.)
+			for ids := e.kv[n+int(e.out):]; len(ids) >= memoID; ids = ids[memoID:] {
+				off := p + int(binary.LittleEndian.Uint16(ids[2:]))
+				a.observe(int(binary.LittleEndian.Uint16(ids)), d[off:off+int(binary.LittleEndian.Uint16(ids[4:]))])
 			}
 			a.stamps = append(a.stamps, &e.gen)
 		}
-		return append(dst, e.kv[n:]...), p + n, true
+		return append(dst, out...), p + n, true
 	}
 	if m.tries == memoTrial && m.hits < m.tries/4 {
 		// This node's objects rarely repeat: its table goes (a stamp of
@@ -462,26 +476,21 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 	if !ok {
 		return dst, p, false
 	}
-	if p-start <= memoMaxIn && len(dst)-member <= memoMaxOut && a.epoch == int(uint32(a.epoch)) {
+	if p-start <= memoMaxIn && len(dst)-member <= memoMaxOut && a.epoch == int(uint32(a.epoch)) && a.idsInside(told, start, p) {
 		if e2 := &m.e[h>>(64-2*memoBits)&(memoEntries-1)]; e.n != 0 && e2.n == 0 {
 			e = e2
 		}
-		e.h, e.n, e.epoch = h, uint32(p-start), uint32(a.epoch)
+		e.h, e.n, e.out, e.epoch = h, uint32(p-start), uint32(len(dst)-member), uint32(a.epoch)
 		e.kv = append(append(e.kv[:0], d[start:p]...), dst[member:]...)
 		// Fewer than memoMaxIn members: the counts fit.
 		e.dropped = uint32(a.Stats.DroppedFields - dropped)
 		e.lookups = uint32(a.cache.Hits + a.cache.Misses - lookups)
 		e.gen = 0
 		if a.gobs != nil {
-			if e.ids == nil {
-				e.ids = new(memoIDs)
-			}
-			ids := e.ids
-			ids.ids, ids.buf = ids.ids[:0], ids.buf[:0]
 			for _, o := range a.obsQueue[told:] {
-				off := len(ids.buf)
-				ids.buf = append(ids.buf, a.obsBuf[o.off:o.end]...)
-				ids.ids = append(ids.ids, pending{o.rule, off, len(ids.buf)})
+				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(o.rule))
+				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(max(o.src-start, 0))) // (an empty value: -1)
+				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(o.end-o.off))
 			}
 			a.stamps = append(a.stamps, &e.gen)
 		}
@@ -611,6 +620,15 @@ func (a *Applier) cachedLeaf(dst []byte, child *node, d []byte, i, j int) ([]byt
 	val := d[i:j]
 	n := len(val)
 	if n == 0 || n > 16 {
+		if l.kind == kindPseudonym && a.gobs != nil && a.gen < 1<<16 && l.rule < 1<<16 {
+			// The pseudonym cache entry remembers the generation in which
+			// the value was last told, and for which rule (rules may share
+			// a namespace, and the gate remembers a host name's first label
+			// too).
+			dst, told := a.pseudonymTold(dst, l, val)
+			a.observeOnce(l.rule, val, told, uint32(a.gen)<<16|uint32(l.rule))
+			return dst, true
+		}
 		if a.obs != nil {
 			a.observe(l.rule, val)
 		}
@@ -751,6 +769,55 @@ func (a *Applier) fastGeneral(dst, d []byte, p int, child *node, depth int) ([]b
 	return dst, a.s.Pos(), true
 }
 
+// observeOnce queues val for the GenerationObserver unless told, the
+// stamp of its pseudonym cache entry (nil: none), is tag: val was told
+// for this rule in this generation (tag is both, never 0). It is then
+// queued as told, for a memo entry to keep, and not told again. The stamp
+// is set once the record succeeds.
+func (a *Applier) observeOnce(rule int, val []byte, told *uint32, tag uint32) {
+	off := len(a.obsBuf)
+	a.obsBuf = append(a.obsBuf, val...)
+	p := pending{rule, off, len(a.obsBuf), a.inRecord(val), false}
+	if told != nil {
+		if p.told = *told == tag; !p.told {
+			a.toldStamps = append(a.toldStamps, toldStamp{told, tag})
+		}
+	}
+	a.obsQueue = append(a.obsQueue, p)
+}
+
+// idsInside reports whether the identifiers queued from told on lie in
+// the record between start and end (and their rules fit a memoID): what a
+// memo entry of that object can replay.
+func (a *Applier) idsInside(told, start, end int) bool {
+	for _, o := range a.obsQueue[told:] {
+		if o.end > o.off && (o.src < start || o.src+o.end-o.off > end) || uint(o.rule) > 0xffff {
+			return false
+		}
+	}
+	return true
+}
+
+// toldStamp is a pseudonym cache entry's stamp to set once the record
+// succeeds.
+type toldStamp struct {
+	at  *uint32
+	tag uint32
+}
+
+// inRecord returns val's offset in the record the fast path is applying,
+// or -1 when val is not a slice of it (an unescaped copy).
+func (a *Applier) inRecord(val []byte) int {
+	if len(val) == 0 {
+		return -1
+	}
+	off := uintptr(unsafe.Pointer(unsafe.SliceData(val))) - uintptr(unsafe.Pointer(unsafe.SliceData(a.rec)))
+	if off >= uintptr(len(a.rec)) || uintptr(len(val)) > uintptr(len(a.rec))-off {
+		return -1
+	}
+	return int(off)
+}
+
 // observe tells the Observer about a raw identifier, or queues it while the
 // fast path has not yet finished the record.
 func (a *Applier) observe(rule int, val []byte) {
@@ -760,5 +827,5 @@ func (a *Applier) observe(rule int, val []byte) {
 	}
 	off := len(a.obsBuf)
 	a.obsBuf = append(a.obsBuf, val...)
-	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf)})
+	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), a.inRecord(val), false})
 }

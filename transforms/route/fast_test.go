@@ -204,6 +204,58 @@ func TestGenerationObserverToldOncePerGeneration(t *testing.T) {
 	}
 }
 
+// TestLongIdentifiersToldOncePerGeneration: values over 16 bytes (an
+// e-mail address, a host name) are not in the leaf memo; under a
+// GenerationObserver their pseudonym cache entries remember in which
+// generation, and for which rule, they were told. Objects that never
+// repeat (the subtree memo misses) must still tell each value once per
+// generation and rule, also when two rules share a namespace (the gate
+// remembers a host name's first label and a user name's only as a whole)
+// and after records that fail half-way.
+func TestLongIdentifiersToldOncePerGeneration(t *testing.T) {
+	for _, ns := range []string{"", ", namespace: shared"} {
+		r := compile(t, "      - {path: user.name, action: pseudonymize"+ns+"}\n"+
+			"      - {path: host, action: pseudonymize"+ns+"}\n"+
+			"      - {path: src, action: ip_truncate}\n")
+		a, ref := r.NewApplier(), r.NewApplier()
+		var gobs genObserver
+		var want recorder
+		a.SetObserver(&gobs)
+		ref.SetObserver(&want)
+		long := func(i int) string { return fmt.Sprintf("wks-%d.long-name.corp.example", i%13) }
+		idents := 0
+		for i := range 1200 {
+			gobs.gen = uint64(1 + i/300)
+			// The same long values under both rules, objects that never repeat.
+			in := fmt.Sprintf(`{"user":{"name":%q,"seq":%d},"host":%q,"src":"10.0.%d.1"}`, long(i), i, long(i/2), i%5)
+			if i%50 == 49 {
+				in = in[:len(in)-1] + `,"src":"not an address"}` // fails after the long values
+			}
+			before := len(want.seen)
+			_, refErr := ref.Apply(nil, []byte(in))
+			_, err := a.Apply(nil, []byte(in))
+			if (err == nil) != (refErr == nil) {
+				t.Fatalf("%s: %v, want %v", in, err, refErr)
+			}
+			if err != nil {
+				continue
+			}
+			idents += len(want.seen) - before
+			if !gobs.knows(want.seen[before:]) {
+				t.Fatalf("namespace %q, record %d, generation %d: not told all of %v", ns, i, gobs.gen, want.seen[before:])
+			}
+		}
+		// 4 generations of 13 values under 2 rules and 5 addresses: about
+		// 4*(26+5) tellings (and those of failed records), not one per
+		// identifier. (In a shared namespace the two rules take turns with
+		// one entry's stamp, so the values are told more often.)
+		if ns == "" && gobs.n > idents/4 {
+			t.Fatalf("told %d times for %d identifiers: the stamps are not used", gobs.n, idents)
+		}
+		t.Logf("namespace %q: told %d times for %d identifiers", ns, gobs.n, idents)
+	}
+}
+
 // TestFastPathTakesTheUsualRecord guards the speed of the benchmark's
 // records: a record of a learned shape must not fall back to the general
 // path (which would still be correct, only twice as slow).
