@@ -1041,24 +1041,6 @@ func (s *Stage) merge(w *window, mi, gi int32) {
 	}
 }
 
-// newClass starts a roll-up class with group gi as its first member: a
-// copy of gi appended to w's groups (its level-0 values, current value
-// IDs and metrics too), whose index it returns. The class's later members
-// merge into this copy, not into gi: at each step the classes are fresh,
-// dense lines written in order, where gi's line lies at random among the
-// window's tens of thousands (a miss per merge). gi is dead after the
-// copy (its entity run, spans and side record pass to the class).
-func (s *Stage) newClass(w *window, gi int32) int32 {
-	a := s.agg
-	nq, nm3 := len(s.qis), 3*len(s.metrics)
-	c := int32(len(w.groups))
-	w.groups = append(w.groups, w.groups[gi])
-	w.ids = append(w.ids, w.ids[int(gi)*nq:int(gi+1)*nq]...)
-	a.cids = append(a.cids, a.cids[int(gi)*nq:int(gi+1)*nq]...)
-	w.acc = append(w.acc, w.acc[int(gi)*nm3:int(gi+1)*nm3]...)
-	return c
-}
-
 func (s *Stage) okGroup(w *window, g *group) bool {
 	return w.entLen(g) >= s.k && (s.l == 0 || len(w.sens(g)) >= s.l)
 }
@@ -1115,9 +1097,8 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 				s.merge(w, m, gi)
 				continue
 			}
-			c := s.newClass(w, gi)
-			a.roll[slot], a.rollH[slot] = c, h
-			next = append(next, c)
+			a.roll[slot], a.rollH[slot] = gi, h
+			next = append(next, gi)
 		}
 		cur, a.next = next, cur
 		next = cur[:0]
