@@ -464,8 +464,7 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq),
-		cids: hugeSlice[int32](1 << 18), roll: hugeSlice[int32](1 << 17), rollH: hugeSlice[uint64](1 << 17), cur: hugeSlice[int32](1 << 16), next: hugeSlice[int32](1 << 16)}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq)}
 }
 
 // Group is a published aggregate.
@@ -895,7 +894,7 @@ func (s *Stage) openWindow(ws int64) *window {
 	if n := len(a.free); n > 0 {
 		w, a.free = a.free[n-1], a.free[:n-1]
 	} else {
-		w = &window{table: hugeSlice[tslot](1 << 16)[:1<<16], groups: hugeSlice[group](1 << 16), ids: hugeSlice[int32](1 << 18), acc: hugeSlice[float64](3 << 16), hpool: hugeSlice[uint64](1 << 19), spans: hugeSlice[spanNode](1 << 16)}
+		w = &window{table: make([]tslot, 64)}
 	}
 	if a.dict == nil || a.dict.full() {
 		switch {
