@@ -555,84 +555,46 @@ func (c *Checker) segmentEchoes(s *segment, out []byte, pos int) bool {
 	return true
 }
 
-// quadRoom is what quadAt reads: a quoted dotted quad of up to 15 bytes,
-// and what a field's 4-byte load may read past it.
-const quadRoom = 20
+// quadRoom is what quadAt reads: a quoted dotted quad of up to 15 bytes.
+const quadRoom = 17
 
 // quadAt reads a quoted dotted quad at b[0] as parseIPv4 reads one (four
 // decimal fields up to 255, no leading zeros) and returns it and its
 // length with the quotes; n is 0 for anything else (ipLeafOK decides).
 // Digits and dots end at the closing quote, so the scanner ends the
 // string where this does.
-//
-// By words, without a branch on the bytes (a field's length varies from
-// record to record, and a loop that stopped at its end was mispredicted
-// about twice per address): the 16 bytes after the quote are classed at
-// once, the first four non-digits must be three dots and the closing
-// quote, and each field is read as one word.
 func quadAt(b *[quadRoom]byte) (addr uint32, n int) {
-	w0 := binary.LittleEndian.Uint64(b[1:9])
-	w1 := binary.LittleEndian.Uint64(b[9:17])
-	// Bit i: b[1+i] is not a digit; is '0'.
-	m0 := uint32(nonDigitMask(w0)) | uint32(nonDigitMask(w1))<<8
-	z := uint32(zeroMask(w0)) | uint32(zeroMask(w1))<<8
-	m := m0
-	p1 := bits.TrailingZeros32(m)
-	m &= m - 1
-	p2 := bits.TrailingZeros32(m)
-	m &= m - 1
-	p3 := bits.TrailingZeros32(m)
-	m &= m - 1
-	p4 := bits.TrailingZeros32(m) // 32 when there is no fourth
-	// A leading zero: a '0' first in its field with a digit after it,
-	// before the closing quote.
-	lead := z & (m0<<1 | 1) &^ m0 &^ (m0 >> 1) & (1<<p4 - 1)
-	bad := flag(b[0] != '"') | flag(p4 > 15)
-	bad |= flag(b[1+p1&15] != '.') | flag(b[1+p2&15] != '.') | flag(b[1+p3&15] != '.') | flag(b[1+p4&15] != '"')
-	v1, bad1 := quadField(b, 0, p1)
-	v2, bad2 := quadField(b, p1+1, p2-p1-1)
-	v3, bad3 := quadField(b, p2+1, p3-p2-1)
-	v4, bad4 := quadField(b, p3+1, p4-p3-1)
-	bad |= bad1 | bad2 | bad3 | bad4 | flag(v1|v2|v3|v4 > 255) | flag(lead != 0)
-	addr = v1<<24 | v2<<16 | v3<<8 | v4
-	if bad != 0 {
+	if b[0] != '"' {
 		return 0, 0
 	}
-	return addr, p4 + 2
-}
-
-// quadField reads the field of l digits at b[1+start] and reports
-// whether its length is bad (not 1 to 3 digits; quadAt tests leading
-// zeros and 255). Past 12 a field only starts when one before it is too
-// long, which that field's bad already says (quadRoom leaves room to read
-// it).
-func quadField(b *[quadRoom]byte, start, l int) (v, bad uint32) {
-	t := binary.LittleEndian.Uint32(b[1+start&15:]) ^ 0x30303030 // digits: 0-9
-	d := t << (8 * uint(3-l) & 31)                               // right-aligned in three bytes: leading zeros for a shorter field
-	return (d&0xff)*100 + (d>>8&0xff)*10 + d>>16&0xff, flag(uint(l-1) > 2)
-}
-
-// zeroMask has bit i set when byte i of w (little-endian) is '0'.
-func zeroMask(w uint64) uint8 {
-	t := w ^ 0x3030303030303030
-	nz := ((t & 0x7f7f7f7f7f7f7f7f) + 0x7f7f7f7f7f7f7f7f | t) & 0x8080808080808080 // not '0'
-	return uint8((^nz & 0x8080808080808080 >> 7) * 0x0102040810204080 >> 56)
-}
-
-// nonDigitMask has bit i set when byte i of w (little-endian) is not an
-// ASCII digit.
-func nonDigitMask(w uint64) uint8 {
-	t := w ^ 0x3030303030303030 // digits: 0-9
-	hi := ((t & 0x7f7f7f7f7f7f7f7f) + 0x7676767676767676 | t) & 0x8080808080808080
-	return uint8((hi >> 7) * 0x0102040810204080 >> 56)
-}
-
-// flag is 1 for true and 0 for false, without a branch.
-func flag(x bool) uint32 {
-	if x {
-		return 1
+	i := 1
+	for f := range 4 {
+		if f > 0 {
+			if b[i] != '.' {
+				return 0, 0
+			}
+			i++
+		}
+		v := uint32(b[i] - '0')
+		if v > 9 {
+			return 0, 0
+		}
+		i++
+		if v != 0 { // a field that starts with 0 is 0
+			for k := 0; k < 2 && b[i]-'0' <= 9; k++ {
+				v = v*10 + uint32(b[i]-'0')
+				i++
+			}
+		}
+		if v > 255 {
+			return 0, 0
+		}
+		addr = addr<<8 | v
 	}
-	return 0
+	if b[i] != '"' {
+		return 0, 0
+	}
+	return addr, i + 1
 }
 
 // hexAt reports whether out[i:j] is lower-case hex: eight bytes at a time,

@@ -767,6 +767,40 @@ func TestJoinedSegmentSeesNewIdentifiers(t *testing.T) {
 	}
 }
 
+// TestSegmentTimestampSeesAnotherDay: a segment's timestamp passes on its
+// remembered date and hour only when both are the same; a day that is an
+// identifier is caught though the hour and the rest of the record are
+// the ones remembered.
+func TestSegmentTimestampSeesAnotherDay(t *testing.T) {
+	cfg := configWithFields(t, `      - {path: time, action: keep}
+      - {path: class, action: keep}
+      - {path: product, action: keep}
+      - {path: user, action: pseudonymize}
+`)
+	rec := func(day string, k int) []byte {
+		return []byte(fmt.Sprintf(`{"time":"%sT05:%02d:%02d.%03dZ","class":1007,"user":"%032x","product":"x"}`, day, k/60%60, k%60, k%1000, k))
+	}
+	c, _ := checkerWithDecoy(t, cfg, "")
+	c.ObserveIdentifier(3, []byte("2025-11-01T05")) // the user rule's index
+	for k := range 200 {
+		if v := c.Check(rec("2026-11-01", k)); !v.Pass() {
+			t.Fatalf("record %d: %s", k, verdictString(v))
+		}
+	}
+	segTimes := 0
+	for _, sh := range c.shapes {
+		for _, s := range sh.segs {
+			segTimes += len(s.ts)
+		}
+	}
+	if segTimes == 0 || c.tsVersion == 0 {
+		t.Fatalf("%d timestamps in segments, head remembered at version %d: the test checks nothing", segTimes, c.tsVersion)
+	}
+	if v := c.Check(rec("2025-11-01", 200)); !v.Reasons.Has(ReasonEcho) || len(v.Findings) != 1 || v.Findings[0].Path != "time" {
+		t.Fatalf("another day, an identifier: %s", verdictString(v))
+	}
+}
+
 // checkerWithDecoy returns a Checker of route v of cfg and the identifier
 // ident names. For "decoy:X" the Checker has first been told, as the raw
 // value of rule 3, a decoy with X's signature (length, first and last

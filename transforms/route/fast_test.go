@@ -183,19 +183,7 @@ func TestGenerationObserverToldOncePerGeneration(t *testing.T) {
 		if i%50 == 49 {
 			in = in[:len(in)-3] + `,"src":"not an address"}` // fails after the memo's replay
 		}
-		before := len(want.seen)
-		_, refErr := ref.Apply(nil, []byte(in))
-		_, err := a.Apply(nil, []byte(in))
-		if (err == nil) != (refErr == nil) {
-			t.Fatalf("%s: %v, want %v", in, err, refErr)
-		}
-		if err != nil {
-			continue
-		}
-		idents += len(want.seen) - before
-		if !gobs.knows(want.seen[before:]) {
-			t.Fatalf("record %d, generation %d: not told all of %v", i, gobs.gen, want.seen[before:])
-		}
+		idents += applyTold(t, a, ref, &gobs, &want, in)
 	}
 	// 4 generations of 7 users and 5 addresses: about 4*(7+5) tellings
 	// (and those of failed records), not one per identifier.
@@ -231,19 +219,7 @@ func TestLongIdentifiersToldOncePerGeneration(t *testing.T) {
 			if i%50 == 49 {
 				in = in[:len(in)-1] + `,"src":"not an address"}` // fails after the long values
 			}
-			before := len(want.seen)
-			_, refErr := ref.Apply(nil, []byte(in))
-			_, err := a.Apply(nil, []byte(in))
-			if (err == nil) != (refErr == nil) {
-				t.Fatalf("%s: %v, want %v", in, err, refErr)
-			}
-			if err != nil {
-				continue
-			}
-			idents += len(want.seen) - before
-			if !gobs.knows(want.seen[before:]) {
-				t.Fatalf("namespace %q, record %d, generation %d: not told all of %v", ns, i, gobs.gen, want.seen[before:])
-			}
+			idents += applyTold(t, a, ref, &gobs, &want, in)
 		}
 		// 4 generations of 13 values under 2 rules and 5 addresses: about
 		// 4*(26+5) tellings (and those of failed records), not one per
@@ -254,6 +230,27 @@ func TestLongIdentifiersToldOncePerGeneration(t *testing.T) {
 		}
 		t.Logf("namespace %q: told %d times for %d identifiers", ns, gobs.n, idents)
 	}
+}
+
+// applyTold applies in with a (under gobs) and with ref (under want, told
+// every identifier by the general path), fails the test unless both
+// succeed or fail and gobs was told, in its generation, every identifier
+// ref read, and returns how many that was.
+func applyTold(t *testing.T, a, ref *Applier, gobs *genObserver, want *recorder, in string) int {
+	t.Helper()
+	before := len(want.seen)
+	_, refErr := ref.Apply(nil, []byte(in))
+	_, err := a.Apply(nil, []byte(in))
+	if (err == nil) != (refErr == nil) {
+		t.Fatalf("%s: %v, want %v", in, err, refErr)
+	}
+	if err != nil {
+		return 0
+	}
+	if !gobs.knows(want.seen[before:]) {
+		t.Fatalf("%s, generation %d: not told all of %v", in, gobs.gen, want.seen[before:])
+	}
+	return len(want.seen) - before
 }
 
 // TestFastPathTakesTheUsualRecord guards the speed of the benchmark's
