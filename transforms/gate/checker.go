@@ -20,6 +20,11 @@ import (
 // use; no input or output slice is retained after a call (the memo and the
 // shapes keep copies).
 type Checker struct {
+	// seen comes first: a Checker is over 32 KiB, so it has pages of its
+	// own and seen's sets of four start on cache lines
+	// (TestSeenSetsLineAligned).
+	seen [seenSlots]uint64
+
 	g        *Gate
 	s        jsonscan.Scanner
 	unesc    []byte
@@ -66,8 +71,8 @@ type Checker struct {
 	// few compares in one cache line instead of folding, deriving, hashing
 	// and inserting its forms again. The fingerprint is 64 bits of a hash
 	// seeded at random per Checker: a false match (a new value skipped)
-	// takes a 2^-64 coincidence that nobody can aim at.
-	seen     [seenSlots]uint64
+	// takes a 2^-64 coincidence that nobody can aim at. (seen is the
+	// struct's first field.)
 	seenSeed uint64
 	seenSeq  uint64
 	gens     *generations

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/deident/deident/internal/config"
 )
@@ -384,5 +385,18 @@ func TestNewErrors(t *testing.T) {
 	_, err = New("acme", testRoute(config.Gate{MinK: 3, KField: "comment"}))
 	if err == nil || !strings.Contains(err.Error(), "vendors.acme.gate.k_field") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// TestSeenSetsLineAligned: a set of the seen cache is four fingerprints in
+// one cache line, as remember assumes (a set across two lines costs every
+// repeated raw identifier a second miss).
+func TestSeenSetsLineAligned(t *testing.T) {
+	g := newGate(t, config.Gate{})
+	for range 4 {
+		c := g.NewChecker()
+		if p := uintptr(unsafe.Pointer(&c.seen[0])); p%64 != 0 {
+			t.Fatalf("the seen cache starts at %#x: its sets cross cache lines", p)
+		}
 	}
 }

@@ -381,9 +381,14 @@ const (
 	memoTrial   = 256           // lookups after which a node whose objects rarely repeat is given up
 )
 
+// A memoTable is allocated on its own pages (it is over 32 KiB), and its
+// entries come first, so each entry is one cache line: an entry at an
+// 8-byte offset spans two, and its generation stamp, read on every hit
+// under a GenerationObserver, was a miss of its own
+// (TestMemoEntriesLineAligned).
 type memoTable struct {
-	n           *node // whose objects it remembers
 	e           [memoEntries]memoEntry
+	n           *node // whose objects it remembers
 	tries, hits uint32
 }
 

@@ -3,6 +3,7 @@ package route
 import (
 	"fmt"
 	"testing"
+	"unsafe"
 
 	"github.com/deident/deident/internal/jsonscan"
 )
@@ -334,5 +335,20 @@ func TestLeafMemoKeepsKeyEpochsApart(t *testing.T) {
 	}
 	if used != 2 {
 		t.Fatalf("the leaf memo was used for %d nodes, want 2: the test checks nothing", used)
+	}
+}
+
+// TestMemoEntriesLineAligned: a memo entry is one cache line, and the
+// table's entries start on one, so a lookup (and its generation stamp)
+// reads one line.
+func TestMemoEntriesLineAligned(t *testing.T) {
+	if s := unsafe.Sizeof(memoEntry{}); s != 64 {
+		t.Fatalf("memoEntry is %d bytes, want 64", s)
+	}
+	for range 8 {
+		m := new(memoTable)
+		if p := uintptr(unsafe.Pointer(&m.e[0])); p%64 != 0 {
+			t.Fatalf("a memo table's entries start at %#x, not on a cache line", p)
+		}
 	}
 }
