@@ -32,7 +32,10 @@ import (
 // keeps the identifiers it read and the generation in which the observer
 // was last told them, and a replay in another generation tells them again.
 // The generation is stamped on the entry only once the record succeeds
-// and its queued identifiers have been told.
+// and its queued identifiers have been told. A value too long for the
+// leaf memo has its stamp (generation and rule) in its pseudonym cache
+// entry instead, so an object the subtree memo misses does not tell it
+// again in the same generation.
 
 // pending is one queued Observer call: the value is obsBuf[off:end].
 // told: the value was told in this generation already (a pseudonym cache
