@@ -107,12 +107,16 @@ func (c *Cache) Put(slot uint32, h uint64, val, out []byte) *uint32 {
 	return &e.told
 }
 
-// ClearTold zeroes every entry's told stamp.
+// ClearTold zeroes every entry's told stamp. It writes only entries in
+// use: the entries of a fresh cache are pages the kernel has not yet
+// backed, and a worker holds one cache per route per claim.
 func (c *Cache) ClearTold() {
 	if c == nil {
 		return
 	}
 	for i := range c.entries {
-		c.entries[i].told = 0
+		if e := &c.entries[i]; e.tick != 0 {
+			e.told = 0
+		}
 	}
 }

@@ -132,3 +132,41 @@ func TestCacheBounded(t *testing.T) {
 		t.Fatalf("%d entries used", used)
 	}
 }
+
+// TestCacheToldStamps: a stamp lives with its value. Put hands out a zero
+// stamp, a hit hands out the same word, a value that takes the entry over
+// starts from zero again, and ClearTold zeroes the stamps of every entry
+// in use.
+func TestCacheToldStamps(t *testing.T) {
+	c := NewCache(2) // one set of two entries: a third value evicts
+	a, b, d := []byte("alice@example.com"), []byte("bob@example.com"), []byte("dave@example.com")
+	pa := c.Put(1, 10, a, []byte("A"))
+	if pa == nil || *pa != 0 {
+		t.Fatalf("Put's stamp %v, want a zero word", pa)
+	}
+	*pa = 7
+	if out, st := c.GetTold(1, 10, a); string(out) != "A" || st != pa || *st != 7 {
+		t.Fatalf("hit: %q, stamp %v", out, st)
+	}
+	pb := c.Put(1, 12, b, []byte("B"))
+	*pb = 9
+	c.GetTold(1, 10, a)                // a is the more recent
+	pd := c.Put(1, 14, d, []byte("D")) // evicts b
+	if pd != pb || *pd != 0 {
+		t.Fatalf("a value taking b's entry over has stamp %d", *pd)
+	}
+	if _, st := c.GetTold(1, 12, b); st != nil {
+		t.Fatal("an evicted value still has a stamp")
+	}
+	*pd = 3
+	c.ClearTold()
+	if *pa != 0 || *pd != 0 {
+		t.Fatalf("after ClearTold: stamps %d and %d", *pa, *pd)
+	}
+	if out, st := c.GetTold(1, 10, a); string(out) != "A" || *st != 0 {
+		t.Fatal("ClearTold lost a value")
+	}
+	if c.Put(1, 16, make([]byte, MaxCachedValue+1), []byte("X")) != nil {
+		t.Fatal("a value too long to cache has a stamp")
+	}
+}

@@ -489,13 +489,22 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 			e = e2
 		}
 		e.h, e.n, e.out, e.epoch = h, uint32(p-start), uint32(len(dst)-member), uint32(a.epoch)
+		ids := a.obsQueue[told:]
+		if a.gobs == nil {
+			ids = nil
+		}
+		// One buffer of the exact size: appending the identifiers to a
+		// buffer sized for the object and output would double it.
+		if n := p - start + len(dst) - member + memoID*len(ids); cap(e.kv) < n {
+			e.kv = make([]byte, 0, n)
+		}
 		e.kv = append(append(e.kv[:0], d[start:p]...), dst[member:]...)
 		// Fewer than memoMaxIn members: the counts fit.
 		e.dropped = uint32(a.Stats.DroppedFields - dropped)
 		e.lookups = uint32(a.cache.Hits + a.cache.Misses - lookups)
 		e.gen = 0
 		if a.gobs != nil {
-			for _, o := range a.obsQueue[told:] {
+			for _, o := range ids {
 				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(o.rule))
 				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(max(o.src-start, 0))) // (an empty value: -1)
 				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(o.end-o.off))
