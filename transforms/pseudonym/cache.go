@@ -18,6 +18,7 @@ type Cache struct {
 	entries []cacheEntry
 	mask    uint64 // selects a set of two adjacent entries
 	tick    uint32
+	stored  bool // Put has stored an entry
 	Hits    uint64
 	Misses  uint64
 }
@@ -100,6 +101,7 @@ func (c *Cache) Put(slot uint32, h uint64, val, out []byte) *uint32 {
 		c.tick = 1
 	}
 	e.h, e.slot, e.tick, e.n, e.told = h, slot, c.tick, uint32(len(val)), 0
+	c.stored = true
 	if n := len(val) + len(out); cap(e.kv) < n {
 		e.kv = make([]byte, 0, n) // one allocation (the size class leaves some room)
 	}
@@ -107,11 +109,12 @@ func (c *Cache) Put(slot uint32, h uint64, val, out []byte) *uint32 {
 	return &e.told
 }
 
-// ClearTold zeroes every entry's told stamp. It writes only entries in
-// use: the entries of a fresh cache are pages the kernel has not yet
-// backed, and a worker holds one cache per route per claim.
+// ClearTold zeroes every entry's told stamp. A fresh cache it leaves
+// alone, and otherwise it writes only entries in use: the entries of a
+// fresh cache are pages the kernel has not yet backed (a worker holds one
+// cache per route per claim), and reading them costs a miss each.
 func (c *Cache) ClearTold() {
-	if c == nil {
+	if c == nil || !c.stored {
 		return
 	}
 	for i := range c.entries {

@@ -166,6 +166,12 @@ func TestCacheToldStamps(t *testing.T) {
 	if out, st := c.GetTold(1, 10, a); string(out) != "A" || *st != 0 {
 		t.Fatal("ClearTold lost a value")
 	}
+	// Stamps set after a ClearTold are cleared by the next one too.
+	*pa = 5
+	c.ClearTold()
+	if *pa != 0 {
+		t.Fatal("a second ClearTold kept a stamp")
+	}
 	if c.Put(1, 16, make([]byte, MaxCachedValue+1), []byte("X")) != nil {
 		t.Fatal("a value too long to cache has a stamp")
 	}
