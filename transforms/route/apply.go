@@ -534,9 +534,14 @@ const slotMix = 0x9E3779B97F4A7C15
 // The cache holds what the action writes, quotes included, so a hit is one
 // append.
 func (a *Applier) cached(ns uint32, val []byte) (slot uint32, h uint64, out []byte) {
-	slot = uint32(a.epoch)<<16 | ns
-	h = xxhash.Sum64(val) ^ (uint64(slot) * slotMix)
+	slot, h = a.cacheKey(ns, val)
 	return slot, h, a.cache.Get(slot, h, val)
+}
+
+// cacheKey is val's pseudonym cache slot (key epoch and namespace) and hash.
+func (a *Applier) cacheKey(ns uint32, val []byte) (slot uint32, h uint64) {
+	slot = uint32(a.epoch)<<16 | ns
+	return slot, xxhash.Sum64(val) ^ (uint64(slot) * slotMix)
 }
 
 func (a *Applier) pseudonym(dst []byte, l *leaf, val []byte) []byte {
@@ -547,8 +552,7 @@ func (a *Applier) pseudonym(dst []byte, l *leaf, val []byte) []byte {
 // pseudonymTold is pseudonym, and the told stamp of val's pseudonym cache
 // entry (nil when not cached).
 func (a *Applier) pseudonymTold(dst []byte, l *leaf, val []byte) ([]byte, *uint32) {
-	slot := uint32(a.epoch)<<16 | l.ns
-	h := xxhash.Sum64(val) ^ (uint64(slot) * slotMix)
+	slot, h := a.cacheKey(l.ns, val)
 	if out, told := a.cache.GetTold(slot, h, val); out != nil {
 		return append(dst, out...), told
 	}

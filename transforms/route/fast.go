@@ -489,10 +489,7 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 			e = e2
 		}
 		e.h, e.n, e.out, e.epoch = h, uint32(p-start), uint32(len(dst)-member), uint32(a.epoch)
-		ids := a.obsQueue[told:]
-		if a.gobs == nil {
-			ids = nil
-		}
+		ids := a.obsQueue[told:] // none without an Observer (and the memos need a GenerationObserver then)
 		// One buffer of the exact size: appending the identifiers to a
 		// buffer sized for the object and output would double it.
 		if n := p - start + len(dst) - member + memoID*len(ids); cap(e.kv) < n {
@@ -503,12 +500,12 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 		e.dropped = uint32(a.Stats.DroppedFields - dropped)
 		e.lookups = uint32(a.cache.Hits + a.cache.Misses - lookups)
 		e.gen = 0
+		for _, o := range ids {
+			e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(o.rule))
+			e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(max(o.src-start, 0))) // (an empty value: -1)
+			e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(o.end-o.off))
+		}
 		if a.gobs != nil {
-			for _, o := range ids {
-				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(o.rule))
-				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(max(o.src-start, 0))) // (an empty value: -1)
-				e.kv = binary.LittleEndian.AppendUint16(e.kv, uint16(o.end-o.off))
-			}
 			a.stamps = append(a.stamps, &e.gen)
 		}
 	}
@@ -792,15 +789,11 @@ func (a *Applier) fastGeneral(dst, d []byte, p int, child *node, depth int) ([]b
 // queued as told, for a memo entry to keep, and not told again. The stamp
 // is set once the record succeeds.
 func (a *Applier) observeOnce(rule int, val []byte, told *uint32, tag uint32) {
-	off := len(a.obsBuf)
-	a.obsBuf = append(a.obsBuf, val...)
-	p := pending{rule, off, len(a.obsBuf), a.inRecord(val), false}
-	if told != nil {
-		if p.told = *told == tag; !p.told {
-			a.toldStamps = append(a.toldStamps, toldStamp{told, tag})
-		}
+	already := told != nil && *told == tag
+	if told != nil && !already {
+		a.toldStamps = append(a.toldStamps, toldStamp{told, tag})
 	}
-	a.obsQueue = append(a.obsQueue, p)
+	a.enqueue(rule, val, already)
 }
 
 // idsInside reports whether the identifiers queued from told on lie in
@@ -842,7 +835,12 @@ func (a *Applier) observe(rule int, val []byte) {
 		a.obs.ObserveIdentifier(rule, val)
 		return
 	}
+	a.enqueue(rule, val, false)
+}
+
+// enqueue queues an Observer call for val until the record succeeds.
+func (a *Applier) enqueue(rule int, val []byte, told bool) {
 	off := len(a.obsBuf)
 	a.obsBuf = append(a.obsBuf, val...)
-	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), a.inRecord(val), false})
+	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), a.inRecord(val), told})
 }
