@@ -141,6 +141,10 @@ func load64(d []byte, i int) uint64 {
 type shape struct {
 	text   []byte
 	tailAt int // where the literal after the last value starts in text
+	// tailW is that literal as a word, for one of 1 to 8 bytes (tailN):
+	// compared with the record's last eight bytes, shifted.
+	tailW  uint64
+	tailN  int
 	events []shapeEvent
 	vals   []byte // maxVal bytes per event
 	runs   []run
@@ -183,6 +187,9 @@ type runEntry struct {
 	h       uint64 // the hash of the window at its start; n == 0: empty
 	version uint64 // the stamp of its values' echo tests
 	n       int    // its length
+	// w is a string of up to 32 bytes as words, zero past n: compared
+	// by masked loads in the entry's line instead of with the text.
+	w [4]uint64
 }
 
 // runHash indexes a run's table by the window bytes at out[pos:] (a
@@ -217,6 +224,9 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	e := &r.t.e[slot]
 	e.h, e.version, e.n = h, c.stamp(), len(b)
 	copy(r.t.text[slot*maxRunBytes:], b)
+	if len(b) <= 32 {
+		e.w = words(b)
+	}
 }
 
 // findRuns marks the runs of sh's events, outside its segments; rec says
@@ -347,6 +357,10 @@ func (c *Checker) learn(out []byte) {
 	}
 	sh.tailAt = len(sh.text)
 	sh.text = append(sh.text, out[prev:]...)
+	sh.tailN, sh.tailW = 0, 0
+	if n := len(out) - prev; n >= 1 && n <= 8 && len(out) >= 8 {
+		sh.tailN, sh.tailW = n, load64(out, len(out)-8)>>(64-8*n)
+	}
 	sh.findSegments(out, c.rec.events)
 	sh.findRuns(c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
@@ -362,14 +376,14 @@ func (c *Checker) learn(out []byte) {
 // Checker's findings in any state, when no shape matches or a check fails.
 func (c *Checker) fast(out []byte, distinct int64) bool {
 	for i := range c.shapes {
-		sh := &c.shapes[(c.lastShape+i)%maxShapes]
+		sh := &c.shapes[uint(c.lastShape+i)%maxShapes]
 		if sh.used == 0 {
 			continue
 		}
 		if c.matches(sh, out, distinct) {
 			c.tick++
 			sh.used = c.tick
-			c.lastShape = (c.lastShape + i) % maxShapes
+			c.lastShape = int(uint(c.lastShape+i) % maxShapes)
 			return true
 		}
 		if c.reasons != 0 {
@@ -446,8 +460,11 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			if t := r.t; t != nil {
 				slot := h >> (64 - runBits)
 				re := &t.e[slot]
-				if re.h == h && re.n > 0 && re.n <= len(out)-pos &&
-					equal(out[pos:pos+re.n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) && (r.pure || c.valid(re.version)) {
+				if n := re.n; re.h == h && n > 0 && n <= len(out)-pos &&
+					(n <= 32 && pos <= len(out)-32 && at64(p, pos)&masks[n][0] == re.w[0] && at64(p, pos+8)&masks[n][1] == re.w[1] &&
+						at64(p, pos+16)&masks[n][2] == re.w[2] && at64(p, pos+24)&masks[n][3] == re.w[3] ||
+						(n > 32 || pos > len(out)-32) && equal(out[pos:pos+n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(n)])) &&
+					(r.pure || c.valid(re.version)) {
 					pos += re.n
 					i = r.last
 					continue
@@ -540,7 +557,11 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	if pend >= 0 {
 		c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
 	}
-	if !equal(out[pos:], text[sh.tailAt:]) {
+	if n := sh.tailN; n > 0 && len(out)-pos == n && len(out) >= 8 {
+		if at64(p, len(out)-8)>>(64-8*n) != sh.tailW {
+			return false
+		}
+	} else if !equal(out[pos:], text[sh.tailAt:]) {
 		return false
 	}
 	c.checkK(distinct)
