@@ -187,8 +187,10 @@ type runEntry struct {
 	h       uint64 // the hash of the window at its start; n == 0: empty
 	version uint64 // the stamp of its values' echo tests
 	n       int    // its length
-	// w is a string of up to 32 bytes as words, zero past n: compared
-	// by masked loads in the entry's line instead of with the text.
+	// w is a string of 16 to 32 bytes as the words at 0, 8, n-16 and
+	// n-8 (overlapping): compared by four loads in the entry's line
+	// instead of with the text. (A run often ends a record, so loads may
+	// not go past its end.)
 	w [4]uint64
 }
 
@@ -224,8 +226,8 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	e := &r.t.e[slot]
 	e.h, e.version, e.n = h, c.stamp(), len(b)
 	copy(r.t.text[slot*maxRunBytes:], b)
-	if len(b) <= 32 {
-		e.w = words(b)
+	if n := len(b); n >= 16 && n <= 32 {
+		e.w = [4]uint64{load64(b, 0), load64(b, 8), load64(b, n-16), load64(b, n-8)}
 	}
 }
 
@@ -461,9 +463,9 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 				slot := h >> (64 - runBits)
 				re := &t.e[slot]
 				if n := re.n; re.h == h && n > 0 && n <= len(out)-pos &&
-					(n <= 32 && pos <= len(out)-32 && at64(p, pos)&masks[n][0] == re.w[0] && at64(p, pos+8)&masks[n][1] == re.w[1] &&
-						at64(p, pos+16)&masks[n][2] == re.w[2] && at64(p, pos+24)&masks[n][3] == re.w[3] ||
-						(n > 32 || pos > len(out)-32) && equal(out[pos:pos+n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(n)])) &&
+					(n >= 16 && n <= 32 && at64(p, pos) == re.w[0] && at64(p, pos+8) == re.w[1] &&
+						at64(p, pos+n-16) == re.w[2] && at64(p, pos+n-8) == re.w[3] ||
+						(n < 16 || n > 32) && equal(out[pos:pos+n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(n)])) &&
 					(r.pure || c.valid(re.version)) {
 					pos += re.n
 					i = r.last
