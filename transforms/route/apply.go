@@ -655,6 +655,21 @@ func (a *Applier) ipPrefix(dst []byte, l *leaf, val []byte) ([]byte, error) {
 }
 
 // ipTruncateCached is ipTruncate through the pseudonym cache.
+// ipTruncateTold is ipTruncateCached with the told stamp of val's cache
+// entry (pseudonymTold's; the cache is on).
+func (a *Applier) ipTruncateTold(dst []byte, l *leaf, val []byte) ([]byte, *uint32, error) {
+	slot, h := a.cacheKey(l.ns, val)
+	if out, told := a.cache.GetTold(slot, h, val); out != nil {
+		return append(dst, out...), told, nil
+	}
+	start := len(dst)
+	dst, err := ipTruncate(dst, l, val)
+	if err != nil {
+		return dst, nil, err
+	}
+	return dst, a.cache.Put(slot, h, val, dst[start:]), nil
+}
+
 func (a *Applier) ipTruncateCached(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	if a.cache == nil {
 		return ipTruncate(dst, l, val)
