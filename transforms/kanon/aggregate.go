@@ -30,8 +30,8 @@ import (
 // touches one at random: a group is one cache line (64 bytes), what most
 // groups hold is inline, and the rest (more entities, other partitions,
 // sensitive values, listed offsets) lies in the window's side tables.
-// Its accumulators are a row of the window's acc: the configured sums,
-// then minima, then maxima (Stage.accRow), only the kinds configured.
+// Its metrics' sums, minima and maxima are at 3*len(metrics)*index in the
+// window's acc.
 type group struct {
 	count int32 // records (at most max_buffered_records, capped at MaxInt32)
 	ne    int32 // entity hashes inline in e (0 to 2), or -n: n of them spilled to the window's hpool
@@ -243,7 +243,7 @@ type window struct {
 	lastHeld int     // index in held of the last partition held
 	byPart   []int32 // partition of held[0]'s topic -> index in held + 1 (0: none)
 	n        int
-	acc      []float64  // per group, a row of len(aggState.acc0): sums, minima, maxima
+	acc      []float64  // per group, per metric: sum, min, max
 	hpool    []uint64   // groups' spilled entity hashes
 	spans    []spanNode // groups' spans of other partitions than their first
 	ext      []groupExt
@@ -385,10 +385,9 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
-	acc0  []float64 // a new group's accumulator row: 0 per sum, +Inf per minimum, -Inf per maximum
-	hv    []uint64  // Add's scratch: per QI, the hash of the record's value
-	ids   []int32   // and its ID
-	dict  *dict     // the current dictionary (nil until a window opens)
+	hv    []uint64 // Add's scratch: per QI, the hash of the record's value
+	ids   []int32  // and its ID
+	dict  *dict    // the current dictionary (nil until a window opens)
 	dfree []*dict
 	rep   []string // publish's scratch: a group's level-0 values
 
@@ -671,29 +670,14 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		}
 	}
 	g.count++
-	if na := len(a.acc0); na > 0 {
-		// Only the kinds configured: a route that sums and maxes one field
-		// writes 16 bytes per record into its group's row, not 24 (the
-		// rows of a window's tens of thousands of groups are read at
-		// random, one per record).
-		row := w.acc[int(gi)*na : int(gi+1)*na]
-		m := rec.Metrics
-		for j, mi := range s.sumIdx {
-			if mi < len(m) && !math.IsNaN(m[mi]) {
-				row[j] += m[mi]
-			}
-		}
-		row = row[len(s.sumIdx):]
-		for j, mi := range s.minIdx {
-			if mi < len(m) && !math.IsNaN(m[mi]) {
-				row[j] = min(row[j], m[mi])
-			}
-		}
-		row = row[len(s.minIdx):]
-		for j, mi := range s.maxIdx {
-			if mi < len(m) && !math.IsNaN(m[mi]) {
-				row[j] = max(row[j], m[mi])
-			}
+	nm := len(s.metrics)
+	gacc := w.acc[int(gi)*3*nm : int(gi+1)*3*nm]
+	for i, x := range rec.Metrics[:min(len(rec.Metrics), nm)] {
+		if !math.IsNaN(x) {
+			acc := gacc[3*i : 3*i+3]
+			acc[0] += x
+			acc[1] = min(acc[1], x)
+			acc[2] = max(acc[2], x)
 		}
 	}
 	sp := gspan{first: rec.Offset, last: rec.Offset, count: 1, part: w.hold(rec.Topic, rec.Partition, rec.Offset)}
@@ -958,7 +942,9 @@ func (s *Stage) newGroup(w *window, ids []int32) int32 {
 	n := len(w.groups)
 	w.groups = append(w.groups, group{})
 	w.ids = append(w.ids, ids...)
-	w.acc = append(w.acc, a.acc0...)
+	for range s.metrics {
+		w.acc = append(w.acc, 0, math.Inf(1), math.Inf(-1))
+	}
 	a.groups++
 	return int32(n)
 }
@@ -1042,18 +1028,12 @@ func (s *Stage) merge(w *window, mi, gi int32) {
 		ie.offsets = append(ie.offsets, ge.offsets...)
 	}
 	into.count += g.count
-	if na := len(s.agg.acc0); na > 0 {
-		ia, ga := w.acc[int(mi)*na:int(mi+1)*na], w.acc[int(gi)*na:int(gi+1)*na]
-		ns, nmin := len(s.sumIdx), len(s.minIdx)
-		for i := range ns {
-			ia[i] += ga[i]
-		}
-		for i := ns; i < ns+nmin; i++ {
-			ia[i] = min(ia[i], ga[i])
-		}
-		for i := ns + nmin; i < na; i++ {
-			ia[i] = max(ia[i], ga[i])
-		}
+	nm3 := 3 * len(s.metrics)
+	ia, ga := w.acc[int(mi)*nm3:int(mi+1)*nm3], w.acc[int(gi)*nm3:int(gi+1)*nm3]
+	for i := 0; i < len(ia); i += 3 {
+		ia[i] += ga[i]
+		ia[i+1] = min(ia[i+1], ga[i+1])
+		ia[i+2] = max(ia[i+2], ga[i+2])
 	}
 	w.addSpan(into, g.span)
 	for n := g.more; n != 0; n = w.spans[n-1].next {
@@ -1228,16 +1208,19 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 			gr.Values[i] = w.dict.vals[i].gtxt[lv[i]][a.cids[int(gi)*nq+i]]
 		}
 	}
-	na := len(a.acc0)
-	vals := carve(&a.numSlab, na)
-	for i, v := range w.acc[int(gi)*na : int(gi+1)*na] {
-		if math.IsInf(v, 0) {
-			v = math.NaN() // no record had the field
+	vals := carve(&a.numSlab, len(s.sumIdx)+len(s.minIdx)+len(s.maxIdx))[:0]
+	pick := func(idx []int, which int) []float64 {
+		n := len(vals)
+		for _, x := range idx {
+			v := w.acc[int(gi)*3*len(s.metrics)+3*x+which]
+			if math.IsInf(v, 0) {
+				v = math.NaN()
+			}
+			vals = append(vals, v)
 		}
-		vals[i] = v
+		return vals[n:len(vals):len(vals)]
 	}
-	ns, nmin := len(s.sumIdx), len(s.minIdx)
-	gr.Sums, gr.Min, gr.Max = vals[:ns:ns], vals[ns:ns+nmin:ns+nmin], vals[ns+nmin:]
+	gr.Sums, gr.Min, gr.Max = pick(s.sumIdx, 0), pick(s.minIdx, 1), pick(s.maxIdx, 2)
 	s.stats.Released += uint64(g.count)
 	s.stats.Groups++
 	s.loss(rep, lv, int(g.count))
@@ -1284,20 +1267,4 @@ func (a *aggState) heldPositions() []Position {
 		out = append(out, Position{pk.topic, pk.partition, o})
 	}
 	return out
-}
-
-// accRow returns a new group's accumulator row: one per configured sum
-// (0), minimum (+Inf) and maximum (-Inf), in that order.
-func (s *Stage) accRow() []float64 {
-	row := make([]float64, 0, len(s.sumIdx)+len(s.minIdx)+len(s.maxIdx))
-	for range s.sumIdx {
-		row = append(row, 0)
-	}
-	for range s.minIdx {
-		row = append(row, math.Inf(1))
-	}
-	for range s.maxIdx {
-		row = append(row, math.Inf(-1))
-	}
-	return row
 }

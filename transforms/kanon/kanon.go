@@ -317,7 +317,6 @@ func New(cfg config.KAnon, dir string, opts Options) (*Stage, error) {
 	switch cfg.Mode {
 	case config.KAnonAggregate:
 		s.agg = newAggState(len(s.qis))
-		s.agg.acc0 = s.accRow()
 	case config.KAnonRecord:
 		s.rec = newRecState(s.top)
 	}
