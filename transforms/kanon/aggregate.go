@@ -385,16 +385,11 @@ type aggState struct {
 	records  int
 	late     map[int64]int
 
-	hv  []uint64 // Add's scratch: per QI, the hash of the record's value
-	ids []int32  // and its ID
-	// The last new group's value IDs in lastDict, with their hashes:
-	// lastDict is nil after any dictionary is emptied.
-	lastID   []int32
-	lastH    []uint64
-	lastDict *dict
-	dict     *dict // the current dictionary (nil until a window opens)
-	dfree    []*dict
-	rep      []string // publish's scratch: a group's level-0 values
+	hv    []uint64 // Add's scratch: per QI, the hash of the record's value
+	ids   []int32  // and its ID
+	dict  *dict    // the current dictionary (nil until a window opens)
+	dfree []*dict
+	rep   []string // publish's scratch: a group's level-0 values
 
 	// closing scratch, reused
 	cur, next []int32
@@ -469,8 +464,7 @@ func (a *aggState) payload(gr *Group, head []byte) []byte {
 const maxInterned = 1 << 14
 
 func newAggState(nq int) *aggState {
-	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq),
-		lastID: make([]int32, nq), lastH: make([]uint64, nq)}
+	return &aggState{windows: map[int64]*window{}, late: map[int64]int{}, nextEnd: math.MaxInt64, hv: make([]uint64, nq), ids: make([]int32, nq)}
 }
 
 // Group is a published aggregate.
@@ -653,21 +647,10 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 	if gi < 0 {
 		// A new group: its values' IDs in the window's dictionary (which
 		// owns a copy of each: rec's strings may alias its payload).
-		// A value equal to the last new group's (the time bucket nearly
-		// always is, the disposition often) takes its ID without a
-		// dictionary probe.
 		ids := a.ids[:nq]
-		same := a.lastDict == w.dict
 		for i := range ids {
-			v, t := qiValue(rec.QI, i), &w.dict.vals[i]
-			if id := a.lastID[i]; same && a.lastH[i] == hv[i] && eqStr(t.text[id], v) {
-				ids[i] = id
-				continue
-			}
-			ids[i] = t.intern(a, hv[i], v)
-			a.lastID[i], a.lastH[i] = ids[i], hv[i]
+			ids[i] = w.dict.vals[i].intern(a, hv[i], qiValue(rec.QI, i))
 		}
-		a.lastDict = w.dict
 		gi = s.newGroup(w, ids)
 		w.table[slot] = tslot{tag, gi + 1}
 		// Up to 7/8 full, not half: every record reads the table at
@@ -779,17 +762,12 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-// ld64 and ld32 read the little-endian word at p+off. Through an array
-// pointer, not unsafe.Slice: the slice's overflow check cost four
-// instructions per load (NEGQ, CMPQ, JB), and the values are loaded
-// several words each per record; the compiler still merges the bytes
-// into one load where the architecture allows.
 func ld64(p unsafe.Pointer, off int) uint64 {
-	return binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(p, off))[:])
+	return binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(p, off)), 8))
 }
 
 func ld32(p unsafe.Pointer, off int) uint32 {
-	return binary.LittleEndian.Uint32((*[4]byte)(unsafe.Add(p, off))[:])
+	return binary.LittleEndian.Uint32(unsafe.Slice((*byte)(unsafe.Add(p, off)), 4))
 }
 
 // qiValue is QI i's level-0 value as classes key it: a missing one is null.
@@ -812,9 +790,8 @@ func (w *window) sameValues(gi int32, nq int, qi []string) bool {
 		}
 		return true
 	}
-	vals, qi := w.dict.vals[:len(ids)], qi[:len(ids)] // one bounds check each, not one per value
 	for i, id := range ids {
-		v := vals[i].text[id]
+		v := w.dict.vals[i].text[id]
 		x := qi[i]
 		if x == "" {
 			x = "null" // as qiValue
@@ -874,7 +851,7 @@ func (w *window) growTable(nq int) {
 // hold notes that w holds off of topic/partition and returns the
 // partition's index in w.held.
 func (w *window) hold(topic string, partition int, off int64) int32 {
-	if i := w.lastHeld; i < len(w.held) && w.held[i].partition == partition && sameStr(w.held[i].topic, topic) {
+	if i := w.lastHeld; i < len(w.held) && w.held[i].partition == partition && w.held[i].topic == topic {
 		w.held[i].low = min(w.held[i].low, off) // the common case: one partition per stage
 		return int32(i)
 	}
@@ -923,7 +900,6 @@ func (s *Stage) openWindow(ws int64) *window {
 		switch {
 		case a.dict != nil && a.dict.refs == 0:
 			a.dict.reset()
-			a.lastDict = nil
 		case len(a.dfree) > 0:
 			a.dict, a.dfree = a.dfree[len(a.dfree)-1], a.dfree[:len(a.dfree)-1]
 		default:
@@ -946,7 +922,6 @@ func (s *Stage) recycle(w *window) {
 	d := w.dict
 	if d.refs--; d.refs == 0 && d != s.agg.dict {
 		d.reset()
-		s.agg.lastDict = nil
 		s.agg.dfree = append(s.agg.dfree, d)
 	}
 	w.dict = nil

@@ -27,12 +27,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"sort"
 	"time"
-	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -419,54 +417,8 @@ func (s *Stage) Held() []Position {
 }
 
 // entityHash hashes an entity; a collision can only undercount entities,
-// never overcount, so k is never violated by one. It is XXH64 with seed 0
-// (xxhash.Sum64String: the sketch's estimate above m, which is published,
-// depends on the hash values); entities up to 31 bytes (a 16-hex-digit
-// pseudonym) take xxh64Short, the same function without the call into
-// the library's assembly and its set-up (about 150 instructions per
-// record there, about 40 here; TestEntityHashIsXXH64 checks that both
-// agree at every length).
-func entityHash(e string) uint64 {
-	if len(e) < 32 {
-		return xxh64Short(e)
-	}
-	return xxhash.Sum64String(e)
-}
-
-// XXH64's primes (Collet, xxHash specification).
-const (
-	xxPrime1 uint64 = 11400714785074694791
-	xxPrime2 uint64 = 14029467366897019727
-	xxPrime3 uint64 = 1609587929392839161
-	xxPrime4 uint64 = 9650029242287828579
-	xxPrime5 uint64 = 2870177450012600261
-)
-
-// xxh64Short is XXH64 of s (seed 0) for len(s) < 32: the specification's
-// path for inputs shorter than one stripe (no accumulator lanes).
-func xxh64Short(s string) uint64 {
-	n := len(s)
-	p := unsafe.Pointer(unsafe.StringData(s))
-	h := xxPrime5 + uint64(n)
-	i := 0
-	for ; i+8 <= n; i += 8 {
-		k := bits.RotateLeft64(ld64(p, i)*xxPrime2, 31) * xxPrime1
-		h = bits.RotateLeft64(h^k, 27)*xxPrime1 + xxPrime4
-	}
-	if i+4 <= n {
-		h = bits.RotateLeft64(h^uint64(ld32(p, i))*xxPrime1, 23)*xxPrime2 + xxPrime3
-		i += 4
-	}
-	for ; i < n; i++ {
-		h = bits.RotateLeft64(h^uint64(s[i])*xxPrime5, 11) * xxPrime1
-	}
-	h ^= h >> 33
-	h *= xxPrime2
-	h ^= h >> 29
-	h *= xxPrime3
-	h ^= h >> 32
-	return h
-}
+// never overcount, so k is never violated by one.
+func entityHash(e string) uint64 { return xxhash.Sum64String(e) }
 
 // distinct holds the m smallest entity hashes seen: exact while fewer than
 // m entities (so "at least k" is exact, m >= k), then a KMV estimate.
