@@ -2,6 +2,7 @@ package gate
 
 import (
 	"encoding/binary"
+	"math"
 	"testing"
 	"time"
 
@@ -21,7 +22,8 @@ func TestBloomFalsePositiveRate(t *testing.T) {
 		n int
 		p float64
 	}{{10000, 0.01}, {100000, 0.001}, {200000, 1e-4}} {
-		b := newBloom(tc.n, tc.p, time.Time{})
+		m, k := bloomSize(tc.n, tc.p)
+		b := newBloom(m, k, time.Time{})
 		for i := range uint64(tc.n) {
 			b.add(key(i))
 		}
@@ -84,5 +86,43 @@ func TestBloomRotation(t *testing.T) {
 	}
 	if !r.has(key(100+9_999)) || r.has(key(100)) {
 		t.Error("after capacity rotations the newest value must be kept, the oldest dropped")
+	}
+}
+
+// blockedFPDirect is blockedFP's sum with every term computed from its
+// closed form: the reference for the recurrences blockedFP uses.
+func blockedFPDirect(blocks uint64, n, k int) float64 {
+	lam := float64(n) / float64(blocks)
+	sd := math.Sqrt(lam)
+	lo, hi := int(max(0, lam-12*sd-10)), int(lam+12*sd+20)
+	sum := 0.0
+	for j := lo; j <= hi; j++ {
+		lg, _ := math.Lgamma(float64(j + 1))
+		f := -math.Expm1(float64(k*j) * math.Log1p(-1.0/blockBits))
+		if f > 0 {
+			sum += math.Exp(float64(j)*math.Log(lam) - lam - lg + float64(k)*math.Log(f))
+		}
+	}
+	return sum
+}
+
+// TestBloomSizeIsFewestBlocks: blockedFP agrees with the closed-form sum,
+// and bloomSize's filter meets the rate where one block fewer would not.
+func TestBloomSizeIsFewestBlocks(t *testing.T) {
+	for _, tc := range []struct {
+		n int
+		p float64
+	}{{100, 0.01}, {16000, 1e-6}, {1 << 20, 1e-6}, {1 << 20, 1e-9}} {
+		m, k := bloomSize(tc.n, tc.p)
+		blocks := m / blockBits
+		for _, b := range []uint64{blocks - 1, blocks, blocks + 1} {
+			got, want := blockedFP(b, tc.n, k), blockedFPDirect(b, tc.n, k)
+			if math.Abs(got-want) > 1e-9*want {
+				t.Errorf("n=%d, %d blocks, k=%d: blockedFP %g, closed form %g", tc.n, b, k, got, want)
+			}
+		}
+		if blockedFP(blocks, tc.n, k) > tc.p || blockedFP(blocks-1, tc.n, k) <= tc.p {
+			t.Errorf("n=%d p=%g: %d blocks with k=%d is not the fewest meeting the rate", tc.n, tc.p, blocks, k)
+		}
 	}
 }

@@ -431,11 +431,11 @@ func (g *Gate) Tally(v Verdict) error {
 }
 
 // Tallier tallies one goroutine's verdicts on its Gate, handing passing
-// records on in batches of passBatch: Tally took two atomic
+// records on in batches of tallyBatch: Tally took two atomic
 // read-modify-writes per record, about 26 ns, a tenth of what the gate
 // costs a record on the benchmark route. A quarantined record first hands
 // on the passes before it, so the rate it is judged by counts them (other
-// Talliers' unflushed passes, at most passBatch-1 each, only make the
+// Talliers' unflushed passes, at most tallyBatch-1 each, only make the
 // rate look higher: the route fails closed no later). Call Flush before
 // reading the Gate's Stats. Not safe for concurrent use.
 type Tallier struct {
@@ -443,6 +443,11 @@ type Tallier struct {
 	rate   *RateTracker // g's, one load nearer
 	passes uint64       // passing records not yet on the Gate
 }
+
+// tallyBatch is how many passes a Tallier hands on at once. Each hand-on
+// reads the clock (73 ns on this project's VM), takes the tracker's lock
+// and divides: about 110 ns, 7 ns per record in batches of 16.
+const tallyBatch = 64
 
 // NewTallier returns a Tallier on g.
 func (g *Gate) NewTallier() *Tallier { return &Tallier{g: g, rate: g.rate} }
@@ -453,7 +458,7 @@ func (t *Tallier) Tally(v Verdict) error {
 		t.handOn()
 		return t.g.Tally(v)
 	}
-	if t.passes++; t.passes == passBatch {
+	if t.passes++; t.passes == tallyBatch {
 		t.handOn()
 	}
 	return t.rate.errFast()

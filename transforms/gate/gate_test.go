@@ -358,7 +358,7 @@ func TestTallierMatchesTally(t *testing.T) {
 		}
 		// Unflushed, only passes lag, by less than a batch.
 		s1, s2 := one.Stats(), batched.Stats()
-		if lag := s1.Checked - s2.Checked; lag >= passBatch || s1.Quarantined != s2.Quarantined || s1.ByReason != s2.ByReason {
+		if lag := s1.Checked - s2.Checked; lag >= tallyBatch || s1.Quarantined != s2.Quarantined || s1.ByReason != s2.ByReason {
 			t.Fatalf("record %d: stats %+v, the Tallier's %+v", i, s1, s2)
 		}
 		if e1 != nil {

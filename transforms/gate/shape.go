@@ -141,6 +141,10 @@ func load64(d []byte, i int) uint64 {
 type shape struct {
 	text   []byte
 	tailAt int // where the literal after the last value starts in text
+	// tailW is that literal as a word, for one of 1 to 8 bytes (tailN):
+	// compared with the record's last eight bytes, shifted.
+	tailW  uint64
+	tailN  int
 	events []shapeEvent
 	vals   []byte // maxVal bytes per event
 	runs   []run
@@ -183,6 +187,11 @@ type runEntry struct {
 	h       uint64 // the hash of the window at its start; n == 0: empty
 	version uint64 // the stamp of its values' echo tests
 	n       int    // its length
+	// w is a string of 16 to 32 bytes as the words at 0, 8, n-16 and
+	// n-8 (overlapping): compared by four loads in the entry's line
+	// instead of with the text. (A run often ends a record, so loads may
+	// not go past its end.)
+	w [4]uint64
 }
 
 // runHash indexes a run's table by the window bytes at out[pos:] (a
@@ -217,6 +226,9 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	e := &r.t.e[slot]
 	e.h, e.version, e.n = h, c.stamp(), len(b)
 	copy(r.t.text[slot*maxRunBytes:], b)
+	if n := len(b); n >= 16 && n <= 32 {
+		e.w = [4]uint64{load64(b, 0), load64(b, 8), load64(b, n-16), load64(b, n-8)}
+	}
 }
 
 // findRuns marks the runs of sh's events, outside its segments; rec says
@@ -347,6 +359,10 @@ func (c *Checker) learn(out []byte) {
 	}
 	sh.tailAt = len(sh.text)
 	sh.text = append(sh.text, out[prev:]...)
+	sh.tailN, sh.tailW = 0, 0
+	if n := len(out) - prev; n >= 1 && n <= 8 && len(out) >= 8 {
+		sh.tailN, sh.tailW = n, load64(out, len(out)-8)>>(64-8*n)
+	}
 	sh.findSegments(out, c.rec.events)
 	sh.findRuns(c.rec.events)
 	if n := len(sh.events) * maxVal; cap(sh.vals) < n {
@@ -362,14 +378,14 @@ func (c *Checker) learn(out []byte) {
 // Checker's findings in any state, when no shape matches or a check fails.
 func (c *Checker) fast(out []byte, distinct int64) bool {
 	for i := range c.shapes {
-		sh := &c.shapes[(c.lastShape+i)%maxShapes]
+		sh := &c.shapes[uint(c.lastShape+i)%maxShapes]
 		if sh.used == 0 {
 			continue
 		}
 		if c.matches(sh, out, distinct) {
 			c.tick++
 			sh.used = c.tick
-			c.lastShape = (c.lastShape + i) % maxShapes
+			c.lastShape = int(uint(c.lastShape+i) % maxShapes)
 			return true
 		}
 		if c.reasons != 0 {
@@ -446,8 +462,11 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			if t := r.t; t != nil {
 				slot := h >> (64 - runBits)
 				re := &t.e[slot]
-				if re.h == h && re.n > 0 && re.n <= len(out)-pos &&
-					equal(out[pos:pos+re.n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(re.n)]) && (r.pure || c.valid(re.version)) {
+				if n := re.n; re.h == h && n > 0 && n <= len(out)-pos &&
+					(n >= 16 && n <= 32 && at64(p, pos) == re.w[0] && at64(p, pos+8) == re.w[1] &&
+						at64(p, pos+n-16) == re.w[2] && at64(p, pos+n-8) == re.w[3] ||
+						(n < 16 || n > 32) && equal(out[pos:pos+n], t.text[slot*maxRunBytes:slot*maxRunBytes+uint64(n)])) &&
+					(r.pure || c.valid(re.version)) {
 					pos += re.n
 					i = r.last
 					continue
@@ -513,10 +532,21 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			}
 		case opIP:
 			// A dotted quad: digits and dots end at the closing quote, so
-			// the scanner and ipLeafOK agree with this.
+			// the scanner and ipLeafOK agree with this. It passes by its
+			// bytes alone, so it joins the recent values (above): a
+			// generalized address repeats often (on the benchmark route
+			// 40% of them are found there, each sparing quadAt).
 			l := e.node.leaf
 			if pos <= len(out)-quadRoom {
 				if a, n := quadAt((*[quadRoom]byte)(out[pos:])); n > 0 && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
+					if n <= 16 {
+						if e.recent == nil {
+							e.recent = new(recentVals)
+						}
+						w0 := at64(p, pos)
+						v := &e.recent[recentSlot(w0)]
+						v.w0, v.w1, v.n, v.version, v.pure = w0&masks[n][0], at64(p, pos+8)&masks[n][1], uint8(n), 0, true
+					}
 					pos += n
 					continue
 				}
@@ -529,7 +559,11 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	if pend >= 0 {
 		c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
 	}
-	if !equal(out[pos:], text[sh.tailAt:]) {
+	if n := sh.tailN; n > 0 && len(out)-pos == n && len(out) >= 8 {
+		if at64(p, len(out)-8)>>(64-8*n) != sh.tailW {
+			return false
+		}
+	} else if !equal(out[pos:], text[sh.tailAt:]) {
 		return false
 	}
 	c.checkK(distinct)

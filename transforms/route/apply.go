@@ -94,7 +94,7 @@ type Applier struct {
 	// pseudonym cache entries whose values this record tells gobs, and
 	// their stamps: the generation and the rule
 	toldStamps []toldStamp
-	memo       []*memoTable // per node id: recent objects and their outputs
+	memo       []memoSlot   // per node id: recent objects and their outputs
 	leaves     []*leafTable // per node id: recent short values and their outputs
 	general    bool
 }
@@ -171,7 +171,7 @@ func (r *Route) NewApplier() *Applier {
 		hashers: make([]*pseudonym.Hasher, r.ring.Len()),
 		cache:   pseudonym.NewCache(r.cacheEntries),
 		shapes:  make([][]expect, r.nodes),
-		memo:    make([]*memoTable, r.nodes),
+		memo:    make([]memoSlot, r.nodes),
 		leaves:  make([]*leafTable, r.nodes),
 		unesc:   make([]byte, 0, 256),
 		norm:    make([]byte, 0, 256),

@@ -216,12 +216,12 @@ func (a *Applier) fastObject(dst, d []byte, p int, n *node) ([]byte, int, bool) 
 			// The usual object member, straight to its call (to the walk
 			// for a node whose memo is given up).
 			var ok bool
-			if m := a.memo[child.id]; m == nil {
+			if ms := &a.memo[child.id]; ms.t == nil {
 				dst, p, ok = a.fastMember(dst, d, p, child)
-			} else if m == &memoGivenUp {
+			} else if ms.t == &memoGivenUp {
 				dst, p, ok = a.fastObject(dst, d, p, child)
 			} else {
-				dst, p, ok = a.memoMember(dst, d, p, m)
+				dst, p, ok = a.memoMember(dst, d, p, ms)
 			}
 			if !ok {
 				return dst, p, false
@@ -390,9 +390,18 @@ const (
 // under a GenerationObserver, was a miss of its own
 // (TestMemoEntriesLineAligned).
 type memoTable struct {
-	e           [memoEntries]memoEntry
-	n           *node // whose objects it remembers
-	tries, hits uint32
+	e [memoEntries]memoEntry
+	n *node // whose objects it remembers
+}
+
+// memoSlot is a node's memo in the Applier: its table and the counts of
+// its trial. The counts sit beside the pointer, on a line every record
+// reads: at the table's end, their line was written on every lookup and
+// evicted between records (two write misses per record on the benchmark
+// route with the gate's Checker running in between).
+type memoSlot struct {
+	t           *memoTable // nil: none yet; &memoGivenUp: given up
+	tries, hits uint32     // lookups and hits, up to memoTrial
 }
 
 // memoGivenUp stands in the Applier's memo for a node whose objects
@@ -423,21 +432,21 @@ const memoID = 6
 // fastMember writes the member for the object at d[p] (node child)
 // through the memo or fastObject.
 func (a *Applier) fastMember(dst, d []byte, p int, child *node) ([]byte, int, bool) {
-	m := a.memo[child.id]
-	if m == nil || m == &memoGivenUp || !a.memos {
-		if m != nil || !a.memos {
+	ms := &a.memo[child.id]
+	if ms.t == nil || ms.t == &memoGivenUp || !a.memos {
+		if ms.t != nil || !a.memos {
 			return a.fastObjectMember(dst, d, p, child)
 		}
-		m = &memoTable{n: child}
-		a.memo[child.id] = m
+		ms.t = &memoTable{n: child}
 	}
-	return a.memoMember(dst, d, p, m)
+	return a.memoMember(dst, d, p, ms)
 }
 
-// memoMember writes the member for the object at d[p] (node m.n) through
-// its memo m (the memos on, m not given up): fastObject's usual call for
-// an object member, with the table it has loaded.
-func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, bool) {
+// memoMember writes the member for the object at d[p] (node ms.t.n)
+// through its memo (the memos on, the memo not given up): fastObject's
+// usual call for an object member, with the slot it has loaded.
+func (a *Applier) memoMember(dst, d []byte, p int, ms *memoSlot) ([]byte, int, bool) {
+	m := ms.t
 	// The index: the object's first 32 bytes (or what follows it).
 	h := (load64(d, p)*0x9E3779B97F4A7C15 ^ load64(d, p+8)*0xC2B2AE3D27D4EB4F ^
 		load64(d, p+16)*0x165667B19E3779F9 ^ load64(d, p+24)*0x27D4EB2F165667C5) * 0x9E3779B97F4A7C15
@@ -447,16 +456,25 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 	// smaller than the table rarely evict each other. Entries never move
 	// (a record's generation stamps point into them).
 	e := &m.e[h>>(64-memoBits)]
-	m.tries++
 	hit := e.holds(h, a.epoch, d, p)
 	if !hit {
 		if e2 := &m.e[h>>(64-2*memoBits)&(memoEntries-1)]; e2.holds(h, a.epoch, d, p) {
 			e, hit = e2, true
 		}
 	}
+	if ms.tries < memoTrial {
+		ms.tries++
+		if hit {
+			ms.hits++
+		} else if ms.tries == memoTrial && ms.hits < memoTrial/4 {
+			// This node's objects rarely repeat: its table goes (a stamp
+			// of this record may still point into it, which keeps it
+			// until then).
+			ms.t = &memoGivenUp
+		}
+	}
 	if hit {
 		n := int(e.n)
-		m.hits++
 		a.Stats.DroppedFields += uint64(e.dropped)
 		a.cache.Hits += uint64(e.lookups)
 		out := e.kv[n : n+int(e.out)]
@@ -470,11 +488,6 @@ func (a *Applier) memoMember(dst, d []byte, p int, m *memoTable) ([]byte, int, b
 			a.stamps = append(a.stamps, &e.gen)
 		}
 		return append(dst, out...), p + n, true
-	}
-	if m.tries == memoTrial && m.hits < m.tries/4 {
-		// This node's objects rarely repeat: its table goes (a stamp of
-		// this record may still point into it, which keeps it until then).
-		a.memo[m.n.id] = &memoGivenUp
 	}
 	start, member := p, len(dst)
 	dropped := a.Stats.DroppedFields

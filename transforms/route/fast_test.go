@@ -302,8 +302,27 @@ func TestMemoKeepsKeyEpochsApart(t *testing.T) {
 			matchesFresh(t, r, a, round, rec)
 		}
 	}
-	if m := a.memo[r.root.kids[0].id]; m == nil || m.hits == 0 {
+	if ms := a.memo[r.root.kids[0].id]; ms.t == nil || ms.hits == 0 {
 		t.Fatal("the memo was not used: the test checks nothing")
+	}
+}
+
+// TestMemoTrial: after memoTrial lookups a node whose objects rarely
+// repeat gives its table up (later objects go straight to the walk) and
+// one whose objects repeat keeps it; outputs are the same either way.
+func TestMemoTrial(t *testing.T) {
+	r := compile(t, "      - {path: a.u, action: pseudonymize}\n      - {path: b.u, action: pseudonymize}\n")
+	a := r.NewApplier()
+	for i := range 2 * memoTrial {
+		rec := fmt.Sprintf(`{"a":{"u":"user%d"},"b":{"u":"user%d"}}`, i, i%8)
+		matchesFresh(t, r, a, i, rec)
+	}
+	ua, ub := r.root.child([]byte("a")).id, r.root.child([]byte("b")).id
+	if a.memo[ua].t != &memoGivenUp {
+		t.Error("a node whose objects never repeat kept its memo")
+	}
+	if m := a.memo[ub].t; m == nil || m == &memoGivenUp {
+		t.Error("a node whose objects repeat lost its memo")
 	}
 }
 
