@@ -39,7 +39,7 @@ type group struct {
 	// last hash added, so a repeated entity skips the set.
 	e    [2]uint64
 	span gspan // the records of the group's first partition
-	more int32 // index in the window's spans of its other partitions' run (0: none; see addSpan)
+	more int32 // 1 + index in the window's spans of its next partition's (0: none)
 	ext  int32 // 1 + index in the window's ext (0: none)
 	// Spilled entity hashes: ascending at hpool[off:off-ne], room for hcap.
 	off, hcap int32
@@ -52,6 +52,13 @@ type gspan struct {
 	first, last int64
 	count       int32
 	part        int32
+}
+
+// spanNode is a group's span of another partition than its first, linked
+// in order of appearance (a worker's stage sees one partition: none).
+type spanNode struct {
+	gspan
+	next int32 // 1 + index of the next in the window's spans (0: none)
 }
 
 // groupExt is what few groups hold: up to l distinct sensitive values and
@@ -150,14 +157,7 @@ func (w *window) mergeEnts(into, g *group, m int, scratch []uint64) []uint64 {
 	return scratch
 }
 
-// addSpan adds sp (count > 0) to g's spans. A group's spans of other
-// partitions than its first lie in one run of the window's spans, in order
-// of appearance (a worker's stage sees one partition: none): a header at
-// more-1 (count: spans in the run, part: its capacity), then the spans.
-// A run, not a linked list: merges and publishing read a class's spans
-// as a few adjacent words, not a chain of dependent loads across the
-// window's memory. A full run moves to the end of the window's spans with
-// twice the room; the old one is left until the window is recycled.
+// addSpan adds sp (count > 0) to g's spans.
 func (w *window) addSpan(g *group, sp gspan) {
 	if g.span.part == sp.part || g.span.count == 0 {
 		if g.span.count == 0 {
@@ -169,39 +169,26 @@ func (w *window) addSpan(g *group, sp gspan) {
 		g.span.count += sp.count
 		return
 	}
-	n, c := 0, 0
-	if g.more != 0 {
-		hd := &w.spans[g.more-1]
-		n, c = int(hd.count), int(hd.part)
-		run := w.spans[g.more : int(g.more)+n]
-		for i := range run {
-			if m := &run[i]; m.part == sp.part {
-				m.first, m.last, m.count = min(m.first, sp.first), max(m.last, sp.last), m.count+sp.count
-				return
-			}
-		}
-		if n < c {
-			w.spans[int(g.more)+n] = sp
-			hd.count++
+	if g.more == 0 {
+		w.spans = append(w.spans, spanNode{gspan: sp})
+		g.more = int32(len(w.spans))
+		return
+	}
+	n := g.more
+	for {
+		m := &w.spans[n-1]
+		if m.part == sp.part {
+			m.first, m.last, m.count = min(m.first, sp.first), max(m.last, sp.last), m.count+sp.count
 			return
 		}
+		if m.next == 0 {
+			break
+		}
+		n = m.next
 	}
-	nc := max(2, 2*c)
-	at := len(w.spans)
-	w.spans = slices.Grow(w.spans, 1+nc)[:at+1+nc]
-	copy(w.spans[at+1:], w.spans[g.more:int(g.more)+n]) // none when g.more == 0
-	w.spans[at] = gspan{count: int32(n + 1), part: int32(nc)}
-	w.spans[at+1+n] = sp
-	g.more = int32(at + 1)
-}
-
-// moreSpans returns g's spans of other partitions than its first, in
-// order of appearance (see addSpan).
-func (w *window) moreSpans(g *group) []gspan {
-	if g.more == 0 {
-		return nil
-	}
-	return w.spans[g.more : int(g.more)+int(w.spans[g.more-1].count)]
+	// Append, then link: the append may move the nodes.
+	w.spans = append(w.spans, spanNode{gspan: sp})
+	w.spans[n-1].next = int32(len(w.spans))
 }
 
 // extOf returns g's side record, making one when it has none.
@@ -256,9 +243,9 @@ type window struct {
 	lastHeld int     // index in held of the last partition held
 	byPart   []int32 // partition of held[0]'s topic -> index in held + 1 (0: none)
 	n        int
-	acc      []float64 // per group, per metric: sum, min, max
-	hpool    []uint64  // groups' spilled entity hashes
-	spans    []gspan   // runs of groups' spans of other partitions than their first (addSpan)
+	acc      []float64  // per group, per metric: sum, min, max
+	hpool    []uint64   // groups' spilled entity hashes
+	spans    []spanNode // groups' spans of other partitions than their first
 	ext      []groupExt
 }
 
@@ -1049,12 +1036,8 @@ func (s *Stage) merge(w *window, mi, gi int32) {
 		ia[i+2] = max(ia[i+2], ga[i+2])
 	}
 	w.addSpan(into, g.span)
-	if g.more != 0 {
-		// By index: adding to into's run may move the window's spans.
-		at, n := int(g.more), int(w.spans[g.more-1].count)
-		for i := at; i < at+n; i++ {
-			w.addSpan(into, w.spans[i])
-		}
+	for n := g.more; n != 0; n = w.spans[n-1].next {
+		w.addSpan(into, w.spans[n-1].gspan)
 	}
 }
 
@@ -1146,8 +1129,8 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 			g := &w.groups[gi]
 			o.Count += int(g.count)
 			add(g.span)
-			for _, sp := range w.moreSpans(g) {
-				add(sp)
+			for n := g.more; n != 0; n = w.spans[n-1].next {
+				add(w.spans[n-1].gspan)
 			}
 			o.Offsets = append(o.Offsets, w.offsets(g)...)
 		}
@@ -1247,11 +1230,14 @@ func (s *Stage) publish(w *window, gi int32, j int, start time.Time) Output {
 		gr.Count = s.noisy(gr.Count, b, gr.Entities)
 	}
 	// The group's memory is recycled with its window: the output gets copies.
-	more := w.moreSpans(g)
-	spans := carve(&a.spanSlab, 1+len(more))
+	nsp := 1
+	for n := g.more; n != 0; n = w.spans[n-1].next {
+		nsp++
+	}
+	spans := carve(&a.spanSlab, nsp)
 	spans[0] = w.span(g.span)
-	for i, sp := range more {
-		spans[1+i] = w.span(sp)
+	for i, n := 1, g.more; n != 0; i, n = i+1, w.spans[n-1].next {
+		spans[i] = w.span(w.spans[n-1].gspan)
 	}
 	if len(a.head) == 0 { // the window's first: its head is formatted once
 		a.head = gr.appendHead(a.head)
