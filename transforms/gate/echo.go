@@ -225,13 +225,14 @@ func (c *Checker) tsHeadHolds(s []byte, a int) bool {
 
 // tsHeadHoldsAt is tsHeadHolds for the timestamp at q, of at least 13
 // bytes (a segment's, which fits: its bytes are in the record), by two
-// word loads without slicing.
+// word loads without slicing; the caller has checked c.version != 0.
+// (Small enough to be inlined.)
 func (c *Checker) tsHeadHoldsAt(q unsafe.Pointer) bool {
 	a := 13
 	if *(*byte)(unsafe.Add(q, 10)) == ' ' {
 		a = 10
 	}
-	return c.version != 0 && c.tsLen == a && at64(q, 0) == c.tsHeadW[0] && at64(q, a-8) == c.tsHeadW[1] && c.valid(c.tsVersion)
+	return c.tsLen == a && at64(q, 0) == c.tsHeadW[0] && at64(q, a-8) == c.tsHeadW[1] && c.valid(c.tsVersion)
 }
 
 // tsTail finds, in a timestamp s, the end of C (s[17:cEnd]), the

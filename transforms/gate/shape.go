@@ -373,22 +373,33 @@ func (c *Checker) learn(out []byte) {
 	sh.used = c.tick
 }
 
-// fast checks out against the kept shapes. It reports false, with the
-// Checker's findings in any state, when no shape matches or a check fails.
+// fast checks out against the kept shapes, the one that matched last
+// first. It reports false, with the Checker's findings in any state, when
+// no shape matches or a check fails.
 func (c *Checker) fast(out []byte, distinct int64) bool {
+	if sh := &c.shapes[c.lastShape]; sh.used != 0 {
+		if c.matches(sh, out, distinct) {
+			c.tick++
+			sh.used = c.tick
+			return true
+		}
+		if c.reasons != 0 {
+			return false // the shape matched far enough to find a problem
+		}
+	}
 	for i := range c.shapes {
-		sh := &c.shapes[uint(c.lastShape+i)%maxShapes]
-		if sh.used == 0 {
+		sh := &c.shapes[i]
+		if i == c.lastShape || sh.used == 0 {
 			continue
 		}
 		if c.matches(sh, out, distinct) {
 			c.tick++
 			sh.used = c.tick
-			c.lastShape = int(uint(c.lastShape+i) % maxShapes)
+			c.lastShape = i
 			return true
 		}
 		if c.reasons != 0 {
-			return false // the shape matched far enough to find a problem
+			return false
 		}
 	}
 	return false
@@ -577,7 +588,7 @@ func (c *Checker) segmentEchoes(s *segment, out []byte, pos int) bool {
 		t := &s.ts[k]
 		// Most records: the date and hour are remembered and the tail's
 		// signatures are clear (echoSegTime's first two answers).
-		if t.clear == c.sigStamp && c.tsHeadHoldsAt(unsafe.Add(p, t.off)) {
+		if t.clear == c.sigStamp && c.version != 0 && c.tsHeadHoldsAt(unsafe.Add(p, t.off)) {
 			continue
 		}
 		ts := out[pos+t.off : pos+t.off+t.n]
