@@ -40,7 +40,8 @@ import (
 // pending is one queued Observer call: the value is obsBuf[off:end].
 // told: the value was told in this generation already (a pseudonym cache
 // entry's stamp says so), so it is queued only for a memo entry that
-// stores the identifiers its object holds, and not told again.
+// stores the identifiers its object holds, and not told again; its bytes
+// are not copied (end-off is still its length).
 type pending struct {
 	rule, off, end int
 	src            int // the value's offset in the record, -1: not a slice of it
@@ -867,6 +868,10 @@ func (a *Applier) observe(rule int, val []byte) {
 // enqueue queues an Observer call for val until the record succeeds.
 func (a *Applier) enqueue(rule int, val []byte, told bool) {
 	off := len(a.obsBuf)
+	if told {
+		a.obsQueue = append(a.obsQueue, pending{rule, off, off + len(val), a.inRecord(val), true})
+		return
+	}
 	a.obsBuf = append(a.obsBuf, val...)
-	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), a.inRecord(val), told})
+	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), a.inRecord(val), false})
 }
