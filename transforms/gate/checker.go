@@ -56,6 +56,7 @@ type Checker struct {
 	// tsHead is the date and hour of a timestamp whose echo test of them
 	// was negative at stamp tsVersion (echoTimestamp).
 	tsHead    [13]byte
+	tsHeadW   [2]uint64 // tsHead's words at 0 and tsLen-8
 	tsLen     int
 	tsVersion uint64
 

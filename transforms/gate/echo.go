@@ -1,6 +1,9 @@
 package gate
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"unsafe"
+)
 
 // The echo test of a string without '%' (echoes): its folded form has the
 // same length as the string and every byte in the same place, so each
@@ -193,6 +196,7 @@ func (c *Checker) echoTimestampHead(gens *generations, s []byte) bool {
 		}
 		if c.version != 0 {
 			c.tsLen = copy(c.tsHead[:], head)
+			c.tsHeadW = [2]uint64{binary.LittleEndian.Uint64(head), binary.LittleEndian.Uint64(head[len(head)-8:])}
 			c.tsVersion = c.stamp()
 		}
 		c.pastSig = c.pastSig || outer
@@ -217,6 +221,18 @@ func tsHeadLen(s []byte) int {
 func (c *Checker) tsHeadHolds(s []byte, a int) bool {
 	return c.version != 0 && c.tsLen == a && binary.LittleEndian.Uint64(s) == binary.LittleEndian.Uint64(c.tsHead[:]) &&
 		binary.LittleEndian.Uint64(s[a-8:]) == binary.LittleEndian.Uint64(c.tsHead[a-8:]) && c.valid(c.tsVersion)
+}
+
+// tsHeadHoldsAt is tsHeadHolds for the timestamp at q, of at least 13
+// bytes (a segment's, which fits: its bytes are in the record), by two
+// word loads without slicing; the caller has checked c.version != 0.
+// (Small enough to be inlined.)
+func (c *Checker) tsHeadHoldsAt(q unsafe.Pointer) bool {
+	a := 13
+	if *(*byte)(unsafe.Add(q, 10)) == ' ' {
+		a = 10
+	}
+	return c.tsLen == a && at64(q, 0) == c.tsHeadW[0] && at64(q, a-8) == c.tsHeadW[1] && c.valid(c.tsVersion)
 }
 
 // tsTail finds, in a timestamp s, the end of C (s[17:cEnd]), the

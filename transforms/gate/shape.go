@@ -194,20 +194,19 @@ type runEntry struct {
 	w [4]uint64
 }
 
-// runHash indexes a run's table by the window bytes at out[pos:] (a
-// multiple of 8, within out). A window as long as the run's usual
+// runHashAt indexes a run's table by the window bytes at p (a multiple
+// of 8, which the caller has checked lie in the record; small enough to
+// be inlined in matches). A window as long as the run's usual
 // length, rather than a fixed one, lets runs that start with the same
 // bytes (a constant class number) spread over the table; bytes past the
 // run's end in the window only cost hits, never correctness: a hit
 // compares the whole stored string.
-func runHash(out []byte, pos, window int) uint64 {
-	d := out[pos : pos+window]
-	p := unsafe.Pointer(unsafe.SliceData(d))
+func runHashAt(p unsafe.Pointer, window int) uint64 {
 	// Two words per multiply; window is a multiple of 8, so the second
 	// word of an odd last pair is the first one again.
 	h := uint64(window)
-	for k := 0; k < len(d); k += 16 {
-		hi := at64(p, min(k+8, len(d)-8))
+	for k := 0; k < window; k += 16 {
+		hi := at64(p, min(k+8, window-8))
 		h = (h ^ at64(p, k)) * 0x9E3779B97F4A7C15
 		h = (h ^ hi ^ h>>29) * 0xBF58476D1CE4E5B9
 	}
@@ -374,22 +373,33 @@ func (c *Checker) learn(out []byte) {
 	sh.used = c.tick
 }
 
-// fast checks out against the kept shapes. It reports false, with the
-// Checker's findings in any state, when no shape matches or a check fails.
+// fast checks out against the kept shapes, the one that matched last
+// first. It reports false, with the Checker's findings in any state, when
+// no shape matches or a check fails.
 func (c *Checker) fast(out []byte, distinct int64) bool {
+	if sh := &c.shapes[c.lastShape]; sh.used != 0 {
+		if c.matches(sh, out, distinct) {
+			c.tick++
+			sh.used = c.tick
+			return true
+		}
+		if c.reasons != 0 {
+			return false // the shape matched far enough to find a problem
+		}
+	}
 	for i := range c.shapes {
-		sh := &c.shapes[uint(c.lastShape+i)%maxShapes]
-		if sh.used == 0 {
+		sh := &c.shapes[i]
+		if i == c.lastShape || sh.used == 0 {
 			continue
 		}
 		if c.matches(sh, out, distinct) {
 			c.tick++
 			sh.used = c.tick
-			c.lastShape = int(uint(c.lastShape+i) % maxShapes)
+			c.lastShape = i
 			return true
 		}
 		if c.reasons != 0 {
-			return false // the shape matched far enough to find a problem
+			return false
 		}
 	}
 	return false
@@ -458,7 +468,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		}
 		if e.run >= 0 && pos <= len(out)-sh.runs[e.run].window {
 			r := &sh.runs[e.run]
-			h := runHash(out, pos, r.window)
+			h := runHashAt(unsafe.Add(p, pos), r.window) // (pos <= len(out)-window)
 			if t := r.t; t != nil {
 				slot := h >> (64 - runBits)
 				re := &t.e[slot]
@@ -573,14 +583,15 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 // segmentEchoes runs the echo test of segment s's timestamps, which lies
 // at out[pos:] and fits; it reports false, with the finding, on an echo.
 func (c *Checker) segmentEchoes(s *segment, out []byte, pos int) bool {
+	p := unsafe.Add(unsafe.Pointer(unsafe.SliceData(out)), pos) // the segment's bytes: out[pos:pos+s.n]
 	for k := range s.ts {
 		t := &s.ts[k]
-		ts := out[pos+t.off : pos+t.off+t.n]
 		// Most records: the date and hour are remembered and the tail's
 		// signatures are clear (echoSegTime's first two answers).
-		if t.clear == c.sigStamp && c.tsHeadHolds(ts, tsHeadLen(ts)) {
+		if t.clear == c.sigStamp && c.version != 0 && c.tsHeadHoldsAt(unsafe.Add(p, t.off)) {
 			continue
 		}
+		ts := out[pos+t.off : pos+t.off+t.n]
 		if c.g.echo != nil && c.echoSegTime(t, ts) {
 			c.fail(ReasonEcho, t.path)
 			return false

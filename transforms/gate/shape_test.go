@@ -772,7 +772,8 @@ func TestJoinedSegmentSeesNewIdentifiers(t *testing.T) {
 // TestSegmentTimestampSeesAnotherDay: a segment's timestamp passes on its
 // remembered date and hour only when both are the same; a day that is an
 // identifier is caught though the hour and the rest of the record are
-// the ones remembered.
+// the ones remembered, and so is an hour (compared in the head's second
+// word) though the date is.
 func TestSegmentTimestampSeesAnotherDay(t *testing.T) {
 	cfg := configWithFields(t, `      - {path: time, action: keep}
       - {path: class, action: keep}
@@ -780,12 +781,13 @@ func TestSegmentTimestampSeesAnotherDay(t *testing.T) {
       - {path: user, action: pseudonymize}
 `)
 	rec := func(day string, k int) []byte {
-		return []byte(fmt.Sprintf(`{"time":"%sT05:%02d:%02d.%03dZ","class":1007,"user":"%032x","product":"x"}`, day, k/60%60, k%60, k%1000, k))
+		return []byte(fmt.Sprintf(`{"time":"%s:%02d:%02d.%03dZ","class":1007,"user":"%032x","product":"x"}`, day, k/60%60, k%60, k%1000, k))
 	}
 	c, _ := checkerWithDecoy(t, cfg, "")
 	c.ObserveIdentifier(3, []byte("2025-11-01T05")) // the user rule's index
+	c.ObserveIdentifier(3, []byte("2026-11-01T07"))
 	for k := range 200 {
-		if v := c.Check(rec("2026-11-01", k)); !v.Pass() {
+		if v := c.Check(rec("2026-11-01T05", k)); !v.Pass() {
 			t.Fatalf("record %d: %s", k, verdictString(v))
 		}
 	}
@@ -798,8 +800,16 @@ func TestSegmentTimestampSeesAnotherDay(t *testing.T) {
 	if segTimes == 0 || c.tsVersion == 0 {
 		t.Fatalf("%d timestamps in segments, head remembered at version %d: the test checks nothing", segTimes, c.tsVersion)
 	}
-	if v := c.Check(rec("2025-11-01", 200)); !v.Reasons.Has(ReasonEcho) || len(v.Findings) != 1 || v.Findings[0].Path != "time" {
+	if v := c.Check(rec("2025-11-01T05", 200)); !v.Reasons.Has(ReasonEcho) || len(v.Findings) != 1 || v.Findings[0].Path != "time" {
 		t.Fatalf("another day, an identifier: %s", verdictString(v))
+	}
+	for k := 201; k < 205; k++ { // the remembered head again
+		if v := c.Check(rec("2026-11-01T05", k)); !v.Pass() {
+			t.Fatalf("record %d: %s", k, verdictString(v))
+		}
+	}
+	if v := c.Check(rec("2026-11-01T07", 205)); !v.Reasons.Has(ReasonEcho) || len(v.Findings) != 1 || v.Findings[0].Path != "time" {
+		t.Fatalf("another hour, an identifier: %s", verdictString(v))
 	}
 }
 

@@ -654,7 +654,6 @@ func (a *Applier) ipPrefix(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// ipTruncateCached is ipTruncate through the pseudonym cache.
 // ipTruncateTold is ipTruncateCached with the told stamp of val's cache
 // entry (pseudonymTold's; the cache is on).
 func (a *Applier) ipTruncateTold(dst []byte, l *leaf, val []byte) ([]byte, *uint32, error) {
@@ -670,6 +669,7 @@ func (a *Applier) ipTruncateTold(dst []byte, l *leaf, val []byte) ([]byte, *uint
 	return dst, a.cache.Put(slot, h, val, dst[start:]), nil
 }
 
+// ipTruncateCached is ipTruncate through the pseudonym cache.
 func (a *Applier) ipTruncateCached(dst []byte, l *leaf, val []byte) ([]byte, error) {
 	if a.cache == nil {
 		return ipTruncate(dst, l, val)

@@ -40,7 +40,8 @@ import (
 // pending is one queued Observer call: the value is obsBuf[off:end].
 // told: the value was told in this generation already (a pseudonym cache
 // entry's stamp says so), so it is queued only for a memo entry that
-// stores the identifiers its object holds, and not told again.
+// stores the identifiers its object holds, and not told again; its bytes
+// are not copied (end-off is still its length).
 type pending struct {
 	rule, off, end int
 	src            int // the value's offset in the record, -1: not a slice of it
@@ -772,7 +773,8 @@ func (a *Applier) fastKey(d []byte, p int, n *node, ord int) (*node, int, bool) 
 // short value's leaf memo entry has a stamp of its own, but the memo
 // holds fewer values than the cache (on the benchmark route 5,000 user
 // names and 2,501 addresses for 2,048 entries of two places per node), so
-// a value it lost would be told again on every miss.
+// a value it lost would be told again on every miss. cachedLeaf's
+// caller has the memos on, so the cache is.
 func (a *Applier) actOnce(dst []byte, l *leaf, val []byte) ([]byte, bool) {
 	if a.gobs == nil || a.gen >= 1<<16 || l.rule >= 1<<16 {
 		if a.obs != nil {
@@ -867,6 +869,10 @@ func (a *Applier) observe(rule int, val []byte) {
 // enqueue queues an Observer call for val until the record succeeds.
 func (a *Applier) enqueue(rule int, val []byte, told bool) {
 	off := len(a.obsBuf)
+	if told {
+		a.obsQueue = append(a.obsQueue, pending{rule, off, off + len(val), a.inRecord(val), true})
+		return
+	}
 	a.obsBuf = append(a.obsBuf, val...)
-	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), a.inRecord(val), told})
+	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), a.inRecord(val), false})
 }

@@ -206,11 +206,7 @@ func TestLongIdentifiersToldOncePerGeneration(t *testing.T) {
 		r := compile(t, "      - {path: user.name, action: pseudonymize"+ns+"}\n"+
 			"      - {path: host, action: pseudonymize"+ns+"}\n"+
 			"      - {path: src, action: ip_truncate}\n")
-		a, ref := r.NewApplier(), r.NewApplier()
-		var gobs genObserver
-		var want recorder
-		a.SetObserver(&gobs)
-		ref.SetObserver(&want)
+		a, ref, gobs, want := toldPair(r)
 		long := func(i int) string { return fmt.Sprintf("wks-%d.long-name.corp.example", i%13) }
 		idents := 0
 		for i := range 1200 {
@@ -220,7 +216,7 @@ func TestLongIdentifiersToldOncePerGeneration(t *testing.T) {
 			if i%50 == 49 {
 				in = in[:len(in)-1] + `,"src":"not an address"}` // fails after the long values
 			}
-			idents += applyTold(t, a, ref, &gobs, &want, in)
+			idents += applyTold(t, a, ref, gobs, want, in)
 		}
 		// 4 generations of 13 values under 2 rules and 5 addresses: about
 		// 4*(26+5) tellings (and those of failed records), not one per
@@ -240,11 +236,7 @@ func TestLongIdentifiersToldOncePerGeneration(t *testing.T) {
 func TestShortIdentifiersToldOncePerGeneration(t *testing.T) {
 	r := compile(t, "      - {path: user.name, action: pseudonymize}\n"+
 		"      - {path: src, action: ip_truncate}\n")
-	a, ref := r.NewApplier(), r.NewApplier()
-	var gobs genObserver
-	var want recorder
-	a.SetObserver(&gobs)
-	ref.SetObserver(&want)
+	a, ref, gobs, want := toldPair(r)
 	const values = 3 * leafEntries // more than a leaf table holds
 	idents := 0
 	for pass := range 3 {
@@ -252,7 +244,7 @@ func TestShortIdentifiersToldOncePerGeneration(t *testing.T) {
 		for i := range values {
 			// Objects that never repeat, so the subtree memo cannot hide them.
 			in := fmt.Sprintf(`{"user":{"name":"u.%d","seq":%d},"src":"10.%d.%d.%d"}`, i, pass*values+i, i>>16, i>>8&255, i&255)
-			idents += applyTold(t, a, ref, &gobs, &want, in)
+			idents += applyTold(t, a, ref, gobs, want, in)
 		}
 	}
 	// 2 generations of 2*values identifiers. A few are told again when
@@ -263,6 +255,16 @@ func TestShortIdentifiersToldOncePerGeneration(t *testing.T) {
 		t.Fatalf("told %d times for %d identifiers (%d distinct per generation)", gobs.n, idents, 2*values)
 	}
 	t.Logf("told %d times for %d identifiers", gobs.n, idents)
+}
+
+// toldPair returns two Appliers of r: a under a GenerationObserver, ref
+// under a recorder that the general path tells every identifier (for
+// applyTold).
+func toldPair(r *Route) (a, ref *Applier, gobs *genObserver, want *recorder) {
+	a, ref, gobs, want = r.NewApplier(), r.NewApplier(), new(genObserver), new(recorder)
+	a.SetObserver(gobs)
+	ref.SetObserver(want)
+	return a, ref, gobs, want
 }
 
 // applyTold applies in with a (under gobs) and with ref (under want, told
