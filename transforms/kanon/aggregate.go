@@ -61,6 +61,19 @@ type spanNode struct {
 	next int32 // 1 + index of the next in the window's spans (0: none)
 }
 
+// spanLog is a record of a group's partition other than its first, noted
+// by Add and folded into the group's spans when its window closes.
+// Sixteen bytes, appended in record order: Add writes the log
+// sequentially instead of reading the group's span nodes at random (a
+// cache miss in the middle of each such record's dependent chain), and
+// the fold at close handles independent entries back to back, so the
+// core overlaps their misses.
+type spanLog struct {
+	g    int32 // the group's index in the window
+	part int32 // index in the window's held
+	off  int64
+}
+
 // groupExt is what few groups hold: up to l distinct sensitive values and
 // the listed offsets (Options.ListOffsets).
 type groupExt struct {
@@ -191,6 +204,16 @@ func (w *window) addSpan(g *group, sp gspan) {
 	w.spans[n-1].next = int32(len(w.spans))
 }
 
+// foldSpans adds the logged records to their groups' spans, in record
+// order, so each group lists its partitions in order of appearance as if
+// Add had added them one by one.
+func (w *window) foldSpans() {
+	for _, e := range w.spanLog {
+		w.addSpan(&w.groups[e.g], gspan{first: e.off, last: e.off, count: 1, part: e.part})
+	}
+	w.spanLog = w.spanLog[:0]
+}
+
 // extOf returns g's side record, making one when it has none.
 func (w *window) extOf(g *group) *groupExt {
 	if g.ext == 0 {
@@ -246,6 +269,7 @@ type window struct {
 	acc      []float64  // per group, per metric: sum, min, max
 	hpool    []uint64   // groups' spilled entity hashes
 	spans    []spanNode // groups' spans of other partitions than their first
+	spanLog  []spanLog  // records of other partitions than their group's first, not yet in spans
 	ext      []groupExt
 }
 
@@ -685,8 +709,10 @@ func (s *Stage) addAggregate(dst []Output, rec *Record) []Output {
 		g.span.last = max(g.span.last, sp.last) // the common case: one partition, offsets rising
 		g.span.first = min(g.span.first, sp.first)
 		g.span.count++
+	} else if g.span.count == 0 {
+		g.span = sp // a new group
 	} else {
-		w.addSpan(g, sp)
+		w.spanLog = append(w.spanLog, spanLog{gi, sp.part, rec.Offset}) // folded at close
 	}
 	if s.list {
 		e := w.extOf(g)
@@ -930,6 +956,7 @@ func (s *Stage) recycle(w *window) {
 	w.acc = w.acc[:0]
 	w.hpool = w.hpool[:0]
 	w.spans = w.spans[:0]
+	w.spanLog = w.spanLog[:0]
 	w.ext = w.ext[:0] // each keeps its slices' memory: extOf empties them
 	w.n = 0
 	s.agg.free = append(s.agg.free, w)
@@ -1055,6 +1082,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	s.stats.Held -= uint64(w.n)
 	start := time.Unix(0, w.start).UTC()
 	a.head = a.head[:0]
+	w.foldSpans()
 	nq := int32(len(s.qis))
 	cur := a.cur[:0]
 	for i := range w.groups {
