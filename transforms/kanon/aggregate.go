@@ -205,13 +205,39 @@ func (w *window) addSpan(g *group, sp gspan) {
 }
 
 // foldSpans adds the logged records to their groups' spans, in record
-// order, so each group lists its partitions in order of appearance as if
-// Add had added them one by one.
-func (w *window) foldSpans() {
-	for _, e := range w.spanLog {
+// order within each group, so each group lists its partitions in order of
+// appearance as if Add had added them one by one. a lends the scratch.
+//
+// The log is first sorted by group (a stable counting sort), so the fold
+// walks the groups in index order and the nodes it appends for a group
+// lie together: group lines and nodes are read forwards, as the hardware
+// prefetcher follows, instead of at random in megabytes with a dependent
+// miss per entry (group line, then its nodes).
+func (w *window) foldSpans(a *aggState) {
+	log := w.spanLog
+	if len(log) == 0 {
+		return
+	}
+	ng := len(w.groups)
+	// at[g+1] counts g's entries, then at[g] is where g's start.
+	at := slices.Grow(a.foldAt[:0], ng+1)[:ng+1]
+	clear(at)
+	for _, e := range log {
+		at[e.g+1]++
+	}
+	for g := 1; g <= ng; g++ {
+		at[g] += at[g-1]
+	}
+	sorted := slices.Grow(a.foldLog[:0], len(log))[:len(log)]
+	for _, e := range log {
+		sorted[at[e.g]] = e
+		at[e.g]++
+	}
+	for _, e := range sorted {
 		w.addSpan(&w.groups[e.g], gspan{first: e.off, last: e.off, count: 1, part: e.part})
 	}
-	w.spanLog = w.spanLog[:0]
+	a.foldAt, a.foldLog = at, sorted
+	w.spanLog = log[:0]
 }
 
 // extOf returns g's side record, making one when it has none.
@@ -424,7 +450,9 @@ type aggState struct {
 	spans     []gspan  // per part of the closing window: the suppressed records' span
 	head      []byte   // the closing window's aggregates' JSON head (Group.appendHead)
 	keys      *groupKeys
-	order     []int32 // the parts in spans, in order of appearance
+	order     []int32   // the parts in spans, in order of appearance
+	foldAt    []int32   // foldSpans': per group, where its entries start
+	foldLog   []spanLog // and the log sorted by group
 
 	// Published aggregates carve their memory from slabs: the caller owns
 	// what it gets, and a full slab is left to the garbage collector, not
@@ -1082,7 +1110,7 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	s.stats.Held -= uint64(w.n)
 	start := time.Unix(0, w.start).UTC()
 	a.head = a.head[:0]
-	w.foldSpans()
+	w.foldSpans(a)
 	nq := int32(len(s.qis))
 	cur := a.cur[:0]
 	for i := range w.groups {
