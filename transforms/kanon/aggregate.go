@@ -204,19 +204,18 @@ func (w *window) addSpan(g *group, sp gspan) {
 	w.spans[n-1].next = int32(len(w.spans))
 }
 
-// foldSpans adds the logged records to their groups' spans, in record
-// order within each group, so each group lists its partitions in order of
-// appearance as if Add had added them one by one. a lends the scratch.
-//
-// The log is first sorted by group (a stable counting sort), so the fold
-// walks the groups in index order and the nodes it appends for a group
-// lie together: group lines and nodes are read forwards, as the hardware
-// prefetcher follows, instead of at random in megabytes with a dependent
-// miss per entry (group line, then its nodes).
-func (w *window) foldSpans(a *aggState) {
+// sortSpanLog returns the window's span log sorted by group, in record
+// order within each group (a stable counting sort into a's scratch), and
+// empties the log. Folded in that order (closeWindow), each group lists
+// its partitions in order of appearance as if Add had added them one by
+// one, and the fold reads the groups forwards and appends each group's
+// nodes together, instead of reading a group line and its nodes at random
+// in megabytes for every entry, one dependent miss after another.
+func (w *window) sortSpanLog(a *aggState) []spanLog {
 	log := w.spanLog
+	w.spanLog = log[:0]
 	if len(log) == 0 {
-		return
+		return nil
 	}
 	ng := len(w.groups)
 	// at[g+1] counts g's entries, then at[g] is where g's start.
@@ -233,11 +232,8 @@ func (w *window) foldSpans(a *aggState) {
 		sorted[at[e.g]] = e
 		at[e.g]++
 	}
-	for _, e := range sorted {
-		w.addSpan(&w.groups[e.g], gspan{first: e.off, last: e.off, count: 1, part: e.part})
-	}
 	a.foldAt, a.foldLog = at, sorted
-	w.spanLog = log[:0]
+	return sorted
 }
 
 // extOf returns g's side record, making one when it has none.
@@ -451,7 +447,7 @@ type aggState struct {
 	head      []byte   // the closing window's aggregates' JSON head (Group.appendHead)
 	keys      *groupKeys
 	order     []int32   // the parts in spans, in order of appearance
-	foldAt    []int32   // foldSpans': per group, where its entries start
+	foldAt    []int32   // sortSpanLog's: per group, where its entries start
 	foldLog   []spanLog // and the log sorted by group
 
 	// Published aggregates carve their memory from slabs: the caller owns
@@ -1110,11 +1106,18 @@ func (s *Stage) closeWindow(dst []Output, w *window) []Output {
 	s.stats.Held -= uint64(w.n)
 	start := time.Unix(0, w.start).UTC()
 	a.head = a.head[:0]
-	w.foldSpans(a)
+	// The logged spans, folded group by group in this first pass over
+	// the groups (which reads their lines forwards anyway), before
+	// anything reads a group's spans.
+	log := w.sortSpanLog(a)
 	nq := int32(len(s.qis))
 	cur := a.cur[:0]
 	for i := range w.groups {
-		if g := &w.groups[i]; s.okGroup(w, g) {
+		g := &w.groups[i]
+		for ; len(log) > 0 && log[0].g == int32(i); log = log[1:] {
+			w.addSpan(g, gspan{first: log[0].off, last: log[0].off, count: 1, part: log[0].part})
+		}
+		if s.okGroup(w, g) {
 			dst = append(dst, s.publish(w, int32(i), 0, start))
 			continue
 		}
