@@ -77,20 +77,48 @@ type shapeEvent struct {
 const maxVal = 64
 
 // recentVals are the last values of up to 16 bytes that passed at one
-// place, direct-mapped by their first eight bytes (with what follows a
-// shorter value in the record: another value there only costs a miss).
-// They are what the remembered value is for longer ones, for a few
-// distinct values at once (a process name, a disposition).
-type recentVals [recentSlots]struct {
+// place, in sets of two picked by their first eight bytes (with what
+// follows a shorter value in the record: another value there only costs
+// a miss). They are what the remembered value is for longer ones, for a
+// few distinct values at once (a process name, a disposition). Two ways,
+// not one: the benchmark route's 15 process names missed 9% of the time
+// in 32 direct-mapped slots, each miss a full check of the value, as two
+// names sharing a slot evicted each other; in 32 sets of two, 1%.
+type recentVals [recentSets]recentSet
+
+type recentSet [2]recentVal
+
+type recentVal struct {
 	w0, w1  uint64 // the value's bytes, zero past n
 	version uint64 // as shapeEvent.version
 	n       uint8  // its length; 0: empty
 	pure    bool
 }
 
-const recentSlots = 32
+const recentSets = 32
 
-func recentSlot(w0 uint64) uint64 { return (w0 * 0x9E3779B97F4A7C15) >> (64 - 5) }
+func recentSetOf(w0 uint64) uint64 { return (w0 * 0x9E3779B97F4A7C15) >> (64 - 5) }
+
+// find returns the way that holds the value whose first 16 bytes in the
+// record are w0 and w1 (zero past its end), or nil.
+func (s *recentSet) find(w0, w1 uint64) *recentVal {
+	for k := range s {
+		if v := &s[k]; v.n > 0 && w0&masks[v.n][0] == v.w0 && w1&masks[v.n][1] == v.w1 {
+			return v
+		}
+	}
+	return nil
+}
+
+// put remembers a value that passed, first in its set: the first way
+// moves to the second unless it held the same bytes (with an older
+// stamp), and the second way's value is dropped unless that was it.
+func (s *recentSet) put(v recentVal) {
+	if s[0].n != v.n || s[0].w0 != v.w0 || s[0].w1 != v.w1 {
+		s[1] = s[0]
+	}
+	s[0] = v
+}
 
 // valueOp is what matches does inline with an event's value before
 // shapeValue: the common values need no call.
@@ -174,7 +202,7 @@ type run struct {
 
 const (
 	runBits     = 6
-	runEntries  = 1 << runBits // per run, direct-mapped
+	runEntries  = 1 << runBits // per run, in sets of two (see recentVals)
 	maxRunBytes = 192          // longest string remembered
 )
 
@@ -221,7 +249,18 @@ func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	if r.t == nil {
 		r.t = new(runTable)
 	}
-	slot := h >> (64 - runBits)
+	// In place of the same hash, or else first in its set, the first way
+	// moving to the second.
+	slot := h >> (64 - runBits) &^ 1
+	if t := r.t; t.e[slot].h != h {
+		if t.e[slot+1].h == h {
+			slot++
+		} else {
+			t.e[slot+1] = t.e[slot]
+			n := uint64(t.e[slot].n)
+			copy(t.text[(slot+1)*maxRunBytes:(slot+1)*maxRunBytes+n], t.text[slot*maxRunBytes:slot*maxRunBytes+n])
+		}
+	}
 	e := &r.t.e[slot]
 	e.h, e.version, e.n = h, c.stamp(), len(b)
 	copy(r.t.text[slot*maxRunBytes:], b)
@@ -470,7 +509,10 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			r := &sh.runs[e.run]
 			h := runHashAt(unsafe.Add(p, pos), r.window) // (pos <= len(out)-window)
 			if t := r.t; t != nil {
-				slot := h >> (64 - runBits)
+				slot := h >> (64 - runBits) &^ 1
+				if t.e[slot].h != h {
+					slot++ // the set's second way
+				}
 				re := &t.e[slot]
 				if n := re.n; re.h == h && n > 0 && n <= len(out)-pos &&
 					(n >= 16 && n <= 32 && at64(p, pos) == re.w[0] && at64(p, pos+8) == re.w[1] &&
@@ -489,9 +531,8 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 		// A value that passed here recently (strings only).
 		if rv := e.recent; rv != nil && pos <= len(out)-16 {
 			w0 := at64(p, pos)
-			v := &rv[recentSlot(w0)]
-			if n := int(v.n); n > 0 && w0&masks[n][0] == v.w0 && at64(p, pos+8)&masks[n][1] == v.w1 && (v.pure || c.valid(v.version)) {
-				pos += n
+			if v := rv[recentSetOf(w0)].find(w0, at64(p, pos+8)); v != nil && (v.pure || c.valid(v.version)) {
+				pos += int(v.n)
 				continue
 			}
 		}
@@ -542,21 +583,13 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			}
 		case opIP:
 			// A dotted quad: digits and dots end at the closing quote, so
-			// the scanner and ipLeafOK agree with this. It passes by its
-			// bytes alone, so it joins the recent values (above): a
-			// generalized address repeats often (on the benchmark route
-			// 40% of them are found there, each sparing quadAt).
+			// the scanner and ipLeafOK agree with this. It does not join
+			// the recent values: on the benchmark route 40% of addresses
+			// would be found there, yet looking them up cost more time
+			// than quadAt spares (about 15 ns per record, interleaved).
 			l := e.node.leaf
 			if pos <= len(out)-quadRoom {
 				if a, n := quadAt((*[quadRoom]byte)(out[pos:])); n > 0 && (l.kind == kindIPPrefix || l.v4 == 32 || (0 <= l.v4 && l.v4 < 32 && a&(1<<(32-l.v4)-1) == 0)) {
-					if n <= 16 {
-						if e.recent == nil {
-							e.recent = new(recentVals)
-						}
-						w0 := at64(p, pos)
-						v := &e.recent[recentSlot(w0)]
-						v.w0, v.w1, v.n, v.version, v.pure = w0&masks[n][0], at64(p, pos+8)&masks[n][1], uint8(n), 0, true
-					}
 					pos += n
 					continue
 				}
@@ -729,8 +762,7 @@ func (c *Checker) shapeValue(sh *shape, i int, out []byte, pos int) int {
 			e.recent = new(recentVals)
 		}
 		w := words(out[pos:end])
-		v := &e.recent[recentSlot(load64(out, pos))]
-		v.w0, v.w1, v.n, v.version, v.pure = w[0], w[1], uint8(n), st, pure
+		e.recent[recentSetOf(load64(out, pos))].put(recentVal{w0: w[0], w1: w[1], version: st, n: uint8(n), pure: pure})
 	case n > 16 && try && n <= maxVal:
 		copy(sh.vals[i*maxVal:], out[pos:end])
 		e.valLen, e.version, e.pure = uint8(n), st, pure
