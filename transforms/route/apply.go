@@ -83,8 +83,9 @@ type Applier struct {
 	Stats   Stats
 
 	// The fast path's state (fast.go): while queue is set, Observer calls
-	// wait in obsQueue, their values copied to obsBuf. general forces the
-	// general path, for tests that compare the two.
+	// wait in obsQueue (values that are not slices of the record copied to
+	// obsBuf). general forces the general path, for tests that compare the
+	// two.
 	queue    bool
 	rec      []byte // the record the fast path is applying
 	obsQueue []pending

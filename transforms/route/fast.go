@@ -37,11 +37,12 @@ import (
 // entry instead, so an object the subtree memo misses does not tell it
 // again in the same generation.
 
-// pending is one queued Observer call: the value is obsBuf[off:end].
+// pending is one queued Observer call: the value is the record's bytes at
+// src when it is a slice of the record (the record outlives the queue),
+// else a copy at obsBuf[off:end]; end-off is its length either way.
 // told: the value was told in this generation already (a pseudonym cache
 // entry's stamp says so), so it is queued only for a memo entry that
-// stores the identifiers its object holds, and not told again; its bytes
-// are not copied (end-off is still its length).
+// stores the identifiers its object holds, and not told again.
 type pending struct {
 	rule, off, end int
 	src            int // the value's offset in the record, -1: not a slice of it
@@ -92,7 +93,12 @@ func (a *Applier) fastApply(dst, src []byte) ([]byte, bool) {
 		dst = append(dst, "{}"...) // a record with no named field is still a record
 	}
 	for _, o := range a.obsQueue {
-		if !o.told {
+		if o.told {
+			continue
+		}
+		if o.src >= 0 {
+			a.obs.ObserveIdentifier(o.rule, src[o.src:o.src+o.end-o.off])
+		} else {
 			a.obs.ObserveIdentifier(o.rule, a.obsBuf[o.off:o.end])
 		}
 	}
@@ -867,12 +873,12 @@ func (a *Applier) observe(rule int, val []byte) {
 }
 
 // enqueue queues an Observer call for val until the record succeeds.
+// Only a value that is not a slice of the record (an unescaped copy in
+// scratch that the next value overwrites) is copied.
 func (a *Applier) enqueue(rule int, val []byte, told bool) {
-	off := len(a.obsBuf)
-	if told {
-		a.obsQueue = append(a.obsQueue, pending{rule, off, off + len(val), a.inRecord(val), true})
-		return
+	src, off := a.inRecord(val), len(a.obsBuf)
+	if !told && src < 0 {
+		a.obsBuf = append(a.obsBuf, val...)
 	}
-	a.obsBuf = append(a.obsBuf, val...)
-	a.obsQueue = append(a.obsQueue, pending{rule, off, len(a.obsBuf), a.inRecord(val), false})
+	a.obsQueue = append(a.obsQueue, pending{rule, off, off + len(val), src, told})
 }
