@@ -232,15 +232,22 @@ type runEntry struct {
 // run's end in the window only cost hits, never correctness: a hit
 // compares the whole stored string.
 func runHashAt(p unsafe.Pointer, window int) uint64 {
-	// Two words per multiply; window is a multiple of 8, so the second
-	// word of an odd last pair is the first one again.
+	// Each word is multiplied by a constant of its own and the products
+	// are combined by xor: the multiplies are independent, so the hash
+	// waits for one of them and the final mix whatever the window, not
+	// for a chain of two per pair of words.
 	h := uint64(window)
-	for k := 0; k < window; k += 16 {
-		hi := at64(p, min(k+8, window-8))
-		h = (h ^ at64(p, k)) * 0x9E3779B97F4A7C15
-		h = (h ^ hi ^ h>>29) * 0xBF58476D1CE4E5B9
+	for k := 0; k < window; k += 8 {
+		h ^= at64(p, k) * runHashMul[k>>3&7]
 	}
-	return h ^ h>>31
+	h = (h ^ h>>29) * 0xBF58476D1CE4E5B9
+	return h ^ h>>32
+}
+
+// runHashMul holds odd constants, one per word of a window.
+var runHashMul = [8]uint64{
+	0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,
+	0x94D049BB133111EB, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0xD6E8FEB86659FD93,
 }
 
 // storeRun remembers b, which passed as run r's values, hashed as h.
