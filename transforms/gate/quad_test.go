@@ -16,39 +16,7 @@ func TestQuadLeafMatchesQuadAt(t *testing.T) {
 	const alphabet = "0000123456789...0125x\"-\xb0\xae\xa2/:"
 	accepted := [5]int{}
 	for range 400000 {
-		var b [quadRoom]byte
-		b[0] = '"'
-		n := 0
-		if rng.IntN(3) > 0 { // four fields of one to three digits, often 0, maybe changed below
-			for f := range 4 {
-				if f > 0 {
-					n++
-					b[n] = '.'
-				}
-				if rng.IntN(3) == 0 {
-					n++
-					b[n] = '0'
-					continue
-				}
-				for range 1 + rng.IntN(3) {
-					if n < 15 {
-						n++
-						b[n] = "0123456789"[rng.IntN(10)]
-					}
-				}
-			}
-			if rng.IntN(3) == 0 {
-				b[1+rng.IntN(n)] = alphabet[rng.IntN(len(alphabet))]
-			}
-		} else {
-			n = 1 + rng.IntN(16)
-			for i := 1; i <= n && i < quadRoom; i++ {
-				b[i] = alphabet[rng.IntN(len(alphabet))]
-			}
-		}
-		if n+1 < quadRoom && rng.IntN(8) > 0 {
-			b[n+1] = '"'
-		}
+		b := randomQuadish(rng, alphabet)
 		if rng.IntN(16) == 0 {
 			b[0] = alphabet[rng.IntN(len(alphabet))]
 		}
@@ -111,4 +79,45 @@ func TestQuadZeros(t *testing.T) {
 			t.Errorf("v4 %d kind %d: %d zero fields, want %d", c.l.v4, c.l.kind, got, c.want)
 		}
 	}
+}
+
+// randomQuadish returns a quote and a string over alphabet that is often
+// a dotted quad: two times in three four fields of one to three digits,
+// often 0, one byte changed one time in three; else one to sixteen bytes
+// of alphabet. A quote closes it seven times in eight.
+func randomQuadish(rng *rand.Rand, alphabet string) [quadRoom]byte {
+	var b [quadRoom]byte
+	b[0] = '"'
+	n := 0
+	if rng.IntN(3) > 0 {
+		for f := range 4 {
+			if f > 0 {
+				n++
+				b[n] = '.'
+			}
+			if rng.IntN(3) == 0 {
+				n++
+				b[n] = '0'
+				continue
+			}
+			for range 1 + rng.IntN(3) {
+				if n < 15 {
+					n++
+					b[n] = "0123456789"[rng.IntN(10)]
+				}
+			}
+		}
+		if rng.IntN(3) == 0 {
+			b[1+rng.IntN(n)] = alphabet[rng.IntN(len(alphabet))]
+		}
+	} else {
+		n = 1 + rng.IntN(16)
+		for i := 1; i <= n && i < quadRoom; i++ {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+	}
+	if n+1 < quadRoom && rng.IntN(8) > 0 {
+		b[n+1] = '"'
+	}
+	return b
 }

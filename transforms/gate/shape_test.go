@@ -636,34 +636,7 @@ func TestQuadAtMatchesParseIPv4(t *testing.T) {
 	const alphabet = "0123456789...0125x\"-\xb0\xae\xa2" // and bytes that are a digit, a dot or a quote with the top bit set
 	valid := 0
 	for range 500000 {
-		var b [quadRoom]byte
-		b[0] = '"'
-		n := 0
-		if rng.IntN(2) == 0 { // four fields of one to three digits, maybe changed below
-			for f := range 4 {
-				if f > 0 {
-					n++
-					b[n] = '.'
-				}
-				for range 1 + rng.IntN(3) {
-					if n < 15 {
-						n++
-						b[n] = "0123456789"[rng.IntN(10)]
-					}
-				}
-			}
-			if rng.IntN(3) == 0 {
-				b[1+rng.IntN(n)] = alphabet[rng.IntN(len(alphabet))]
-			}
-		} else {
-			n = 1 + rng.IntN(16)
-			for i := 1; i <= n && i < quadRoom; i++ {
-				b[i] = alphabet[rng.IntN(len(alphabet))]
-			}
-		}
-		if n+1 < quadRoom && rng.IntN(8) > 0 {
-			b[n+1] = '"'
-		}
+		b := randomQuadish(rng, alphabet)
 		want := -1
 		for j := 1; j < quadRoom; j++ {
 			if b[j] == '"' {
