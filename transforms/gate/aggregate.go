@@ -32,6 +32,7 @@ func (c *Checker) CheckAggregate(out []byte, distinct int) Verdict {
 		return Verdict{}
 	}
 	if g.echo != nil {
+		c.flush()
 		c.version = g.echo.version.Load()
 	}
 	var members map[string]json.RawMessage

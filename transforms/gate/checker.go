@@ -80,11 +80,21 @@ type Checker struct {
 	now      time.Time
 	// sinceRefresh counts identifiers remembered since the clock was read.
 	sinceRefresh int
+	// pending are the forms of raw identifiers remembered since the last
+	// flush, which puts them into the filter together (insertAll): before
+	// every check, at the start of every record (Generation), at the end
+	// of Observe, and when full. A record's identifiers are told in a burst
+	// at its end, so they go in as one batch.
+	pending  [maxPending]form
+	npending int
 
 	// reference turns the shapes and the memo off (tests compare verdicts
 	// with and without them).
 	reference bool
 }
+
+// maxPending is how many remembered forms wait for a flush at most.
+const maxPending = 32
 
 // The text memo: direct-mapped tables of strings up to memoMax bytes and
 // of those up to memoLongMax (command lines, URLs, user agents); longer
@@ -160,6 +170,7 @@ func (c *Checker) check(out []byte, distinct int64) Verdict {
 		return Verdict{}
 	}
 	if g.echo != nil {
+		c.flush()
 		c.version = g.echo.version.Load()
 		c.sigStamp = g.echo.sigVersion.Load() | sigStampBit
 	}
@@ -769,12 +780,15 @@ func (c *Checker) Observe(in []byte) {
 	if c.s.Peek() == jsonscan.Object {
 		_ = c.observeObject(g.root)
 	}
+	c.flush()
 }
 
 // ObserveIdentifier remembers one raw value of the route's field rule
 // number rule (an index into the route's fields), as Observe would find it.
 // The route's Applier calls it for every direct identifier it reads, which
-// spares the gate a second pass over the input (route.Observer).
+// spares the gate a second pass over the input (route.Observer). The value
+// reaches the filter the route's other Checkers share with the next record
+// or check of this one (flush).
 func (c *Checker) ObserveIdentifier(rule int, val []byte) {
 	idents := c.g.idents
 	if uint(rule) >= uint(len(idents)) || idents[rule] == nil {
@@ -796,6 +810,7 @@ func (c *Checker) Generation() uint64 {
 	if c.g.echo == nil {
 		return 1 // nothing is remembered: nothing needs telling again
 	}
+	c.flush() // the identifiers of the record before
 	if c.sinceRefresh++; c.sinceRefresh >= refreshEvery || c.gens == nil {
 		c.refresh()
 	}
@@ -933,11 +948,23 @@ func (c *Checker) addWithSkeleton(v []byte) {
 	}
 }
 
+// add queues v's form for the filter.
 func (c *Checker) add(v []byte) {
 	if !tokenOK(v) {
 		return
 	}
-	c.g.echo.insert(c.gens, v, c.now)
+	c.pending[c.npending] = formOf(v)
+	if c.npending++; c.npending == maxPending {
+		c.flush()
+	}
+}
+
+// flush puts the pending forms into the filter's current generation.
+func (c *Checker) flush() {
+	if c.npending > 0 {
+		c.g.echo.insertAll(c.gens, c.pending[:c.npending], c.now)
+		c.npending = 0
+	}
 }
 
 func trimSpace(b []byte) []byte {

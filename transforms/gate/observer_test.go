@@ -1,6 +1,8 @@
 package gate
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/deident/deident/transforms/route"
@@ -58,6 +60,53 @@ func TestObserverMatchesObserve(t *testing.T) {
 			v := c.Check(out)
 			if got := v.Reasons.Has(ReasonEcho); got != leak {
 				t.Errorf("via applier %v: %q: echo %v, want %v", viaApplier, note, got, leak)
+			}
+		}
+	}
+}
+
+// TestToldIdentifiersReachOtherCheckers: the identifiers one worker's
+// Checker is told (route.Observer) go into the route's shared filter in
+// batches, by that Checker's next record start or check at the latest, so
+// the route's other workers catch their echoes too, however many there were.
+func TestToldIdentifiersReachOtherCheckers(t *testing.T) {
+	cfg := configWithFields(t, `      - {path: user.name, action: pseudonymize}
+      - {path: note, action: keep}
+`)
+	r, err := route.Compile("v", cfg.Vendors["v"], cfg.Dir, cfg.Limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New("v", cfg.Vendors["v"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.NewApplier()
+	apply := func(in string) []byte {
+		out, err := a.Apply(nil, []byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	clean := apply(`{"user":{"name":"nobody"},"note":"all quiet"}`)
+	for _, then := range []string{"record start", "check"} {
+		told, other := g.NewChecker(), g.NewChecker()
+		var names []string
+		for i := range 3*maxPending + 5 {
+			names = append(names, fmt.Sprintf("member%03d.%s", i, strings.ReplaceAll(then, " ", "-")))
+			told.ObserveIdentifier(0, []byte(names[i]))
+		}
+		if then == "check" {
+			if v := told.Check(clean); !v.Pass() {
+				t.Fatalf("clean output failed: %v", v.Reasons)
+			}
+		} else {
+			told.Generation()
+		}
+		for _, n := range names {
+			if v := other.Check(apply(`{"user":{"name":"nobody"},"note":"login by ` + n + `"}`)); !v.Reasons.Has(ReasonEcho) {
+				t.Errorf("after the telling Checker's %s, another Checker missed %s in a note", then, n)
 			}
 		}
 	}
