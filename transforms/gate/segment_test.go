@@ -130,6 +130,64 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 	}
 }
 
+// TestFitsAVX2MatchesWords: the AVX2 test of a segment (range chunks)
+// and the word test (range words) agree on every value of every byte of
+// the benchmark route's segments, joined ones included.
+func TestFitsAVX2MatchesWords(t *testing.T) {
+	if !haveAVX2 {
+		t.Skip("no AVX2")
+	}
+	r := benchRoute(t, 0)
+	g, err := New(r.Name, r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gn := gen.New(gen.Options{Seed: 9})
+	a := r.NewApplier()
+	tested := 0
+	for range 10 {
+		out, err := a.Apply(nil, gn.Append(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := g.NewChecker()
+		if v := c.Check(out); !v.Pass() {
+			t.Fatal(verdictString(v))
+		}
+		sh, rec := &c.shapes[c.lastShape], c.rec.events
+		for i := range sh.events {
+			for _, k := range []int16{sh.events[i].seg, sh.events[i].join} {
+				if k < 0 {
+					continue
+				}
+				s := &sh.segs[k]
+				if len(s.chunks) == 0 {
+					t.Fatalf("event %d: a segment of %d bytes without AVX2 chunks", i, s.n)
+				}
+				start := 0
+				if i > 0 {
+					start = rec[i-1].end
+				}
+				m := append([]byte(nil), out...)
+				for b := start; b < start+s.n; b++ {
+					for v := range 256 {
+						m[b] = byte(v)
+						s.misses = 0
+						if avx, words := fitsSegment(s, m, start, 0), segmentFitsWords(s, m, start); avx != words {
+							t.Fatalf("event %d: byte %d of the segment as %#x: AVX2 %v, words %v", i, b-start, v, avx, words)
+						}
+						tested++
+					}
+					m[b] = out[b]
+				}
+			}
+		}
+	}
+	if tested < 100000 {
+		t.Fatalf("only %d byte values tested", tested)
+	}
+}
+
 // TestBenchShapesMatchFullPassMutated: on the benchmark route, whose
 // segments hold a timestamp, integers and pseudonyms, a Checker with its
 // shapes gives the full pass's verdict for outputs with bytes changed,
