@@ -387,10 +387,13 @@ func (r *rotatingBloom) insert(g *generations, v []byte, now time.Time) {
 // is nearly always a cache miss (a few megabytes, touched at random), and
 // the atomic ORs that set its bits let no later load start before them,
 // so inserting the forms one by one waits out each miss in turn; loaded
-// together, the misses overlap. The Checker inserts a record's identifiers
-// together (Checker.flush): on the benchmark route, over the first 100,000
-// records (where most inserts are), the gate then cost `apply` 38% more
-// time instead of 46% (benchmarks/RESULTS.md, issue 5).
+// first, the misses can overlap. The Checker inserts a record's
+// identifiers together (Checker.flush). On the benchmark route, over the
+// first 100,000 records (where most inserts are), `apply` with the gate
+// took 1.36-1.40 times its gate-off time instead of 1.43-1.49 in five
+// interleaved sets (with populate); queueing without the first loads, or
+// populate alone, did not show it reliably (benchmarks/RESULTS.md, issue
+// 5). A synthetic benchmark of inserts alone showed no difference either.
 func (r *rotatingBloom) insertAll(g *generations, forms []form, now time.Time) {
 	for i := range forms {
 		blk, _ := g.cur.locate(forms[i].h)

@@ -2,14 +2,11 @@ package gate
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-
-	"github.com/deident/deident/internal/config"
 )
 
 func key(i uint64) uint64 {
@@ -127,35 +124,5 @@ func TestBloomSizeIsFewestBlocks(t *testing.T) {
 		if blockedFP(blocks, tc.n, k) > tc.p || blockedFP(blocks-1, tc.n, k) <= tc.p {
 			t.Errorf("n=%d p=%g: %d blocks with k=%d is not the fewest meeting the rate", tc.n, tc.p, blocks, k)
 		}
-	}
-}
-
-// BenchmarkBloomInsert puts new values into a filter of the default
-// capacity (a fresh one every 50,000 values, as after a worker's start),
-// one at a time and in insertAll's batches, which overlap the cache misses
-// of their blocks. ns/op is per value.
-func BenchmarkBloomInsert(b *testing.B) {
-	for _, batch := range []int{1, 4, 8} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			r := newRotatingBloom(config.DefaultBloomCapacity, config.DefaultBloomFPRate, time.Hour, time.Now)
-			forms := make([]form, batch)
-			in := 0
-			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				if in >= 50000 {
-					b.StopTimer()
-					r = newRotatingBloom(config.DefaultBloomCapacity, config.DefaultBloomFPRate, time.Hour, time.Now)
-					in = 0
-					b.StartTimer()
-				}
-				if i%batch == 0 {
-					for k := range forms {
-						forms[k] = form{p: key(uint64(i + k)), h: key(uint64(i+k) ^ 1<<63), sig: uint16((i + k) & (sigWords - 1)), sigBit: uint8(k & 63)}
-					}
-					r.insertAll(r.gens.Load(), forms, time.Time{})
-				}
-				in++
-			}
-		})
 	}
 }
