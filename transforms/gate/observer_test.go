@@ -13,20 +13,12 @@ var _ route.Observer = (*Checker)(nil)
 // TestObserverMatchesObserve: learning raw identifiers from the route's
 // Applier (one pass) catches the same echoes as Observe's own pass.
 func TestObserverMatchesObserve(t *testing.T) {
-	cfg := configWithFields(t, `      - {path: user.name, action: pseudonymize}
+	r, g := routeAndGate(t, `      - {path: user.name, action: pseudonymize}
       - {path: device.hostname, action: pseudonymize}
       - {path: mail, action: email_split}
       - {path: src, action: ip_truncate}
       - {path: note, action: keep}
 `)
-	r, err := route.Compile("v", cfg.Vendors["v"], cfg.Dir, cfg.Limits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New("v", cfg.Vendors["v"])
-	if err != nil {
-		t.Fatal(err)
-	}
 	first := `{"user":{"name":"Zed.Quist"},"device":{"hostname":"wks-77.corp.example"},"mail":"amy.b@x.org","src":"10.1.2.3","note":"ok"}`
 	notes := map[string]bool{
 		"seen zed.quist today":      true,
@@ -70,17 +62,9 @@ func TestObserverMatchesObserve(t *testing.T) {
 // batches, by that Checker's next record start or check at the latest, so
 // the route's other workers catch their echoes too, however many there were.
 func TestToldIdentifiersReachOtherCheckers(t *testing.T) {
-	cfg := configWithFields(t, `      - {path: user.name, action: pseudonymize}
+	r, g := routeAndGate(t, `      - {path: user.name, action: pseudonymize}
       - {path: note, action: keep}
 `)
-	r, err := route.Compile("v", cfg.Vendors["v"], cfg.Dir, cfg.Limits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New("v", cfg.Vendors["v"])
-	if err != nil {
-		t.Fatal(err)
-	}
 	a := r.NewApplier()
 	apply := func(in string) []byte {
 		out, err := a.Apply(nil, []byte(in))
@@ -110,4 +94,20 @@ func TestToldIdentifiersReachOtherCheckers(t *testing.T) {
 			}
 		}
 	}
+}
+
+// routeAndGate compiles route "v" of the given field rules (YAML lines)
+// and its gate.
+func routeAndGate(t *testing.T, fields string) (*route.Route, *Gate) {
+	t.Helper()
+	cfg := configWithFields(t, fields)
+	r, err := route.Compile("v", cfg.Vendors["v"], cfg.Dir, cfg.Limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New("v", cfg.Vendors["v"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, g
 }
