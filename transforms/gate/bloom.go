@@ -374,14 +374,6 @@ func (r *rotatingBloom) lookup(v []byte) (found, pastSig bool) {
 	return (cur && g.cur.has(h)) || (prev && g.prev.has(h)), true
 }
 
-// insert puts the value v into g's current generation (insertAll); an
-// empty value has no form and is never looked up.
-func (r *rotatingBloom) insert(g *generations, v []byte, now time.Time) {
-	if len(v) > 0 {
-		r.insertAll(g, []form{formOf(v)}, now)
-	}
-}
-
 // insertAll puts forms into g's current generation, rotating early when
 // the generation reaches its capacity, and moves the version whenever that
 // changed what contains reports.

@@ -16,48 +16,16 @@ import (
 // record is then taken value by value), while the learnt record itself
 // fits. Both tests agree: 32 bytes at a time (AVX2) and a word at a time.
 func TestSegmentsCoverEveryByte(t *testing.T) {
-	r := benchRoute(t, 0)
-	g, err := New(r.Name, r.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gn := gen.New(gen.Options{Seed: 5})
-	a := r.NewApplier()
-	for range 50 {
-		out, err := a.Apply(nil, gn.Append(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := g.NewChecker() // a fresh Checker learns its shape from out
-		if v := c.Check(out); !v.Pass() {
-			t.Fatal(verdictString(v))
-		}
+	learntSegments(t, 5, 50, func(out []byte, c *Checker, segs []learntSeg) {
 		sh, rec := &c.shapes[c.lastShape], c.rec.events
 		var hexVals, times, numbers, joined int
-		// Each segment of each event, the joined one too.
-		type segAt struct{ i, seg int }
-		var segs []segAt
-		for i := range sh.events {
-			for _, k := range []int16{sh.events[i].seg, sh.events[i].join} {
-				if k >= 0 {
-					segs = append(segs, segAt{i, int(k)})
-				}
-			}
-		}
-		for _, sa := range segs {
-			i, s := sa.i, &sh.segs[sa.seg]
+		for _, ls := range segs {
+			i, s, start := ls.ev, ls.s, ls.start
 			if s.bridge != nil {
 				joined++
 				if b := s.bridge; sh.events[b.ev].path != "metadata.product.name" {
 					t.Fatalf("event %d: a segment joined over %s, want the product's name", i, sh.events[b.ev].path)
 				}
-			}
-			start := 0
-			if i > 0 {
-				start = rec[i-1].end
-			}
-			if haveAVX2 && len(s.chunks) == 0 {
-				t.Fatalf("event %d: a segment of %d bytes without AVX2 chunks", i, s.n)
 			}
 			fits := func(m []byte) (bool, bool) {
 				s.misses = 0 // (tick 0 tries it in any case)
@@ -127,7 +95,7 @@ func TestSegmentsCoverEveryByte(t *testing.T) {
 		if hexVals != 8 || times != 2 || numbers != 10 || joined != 1 {
 			t.Fatalf("segments took %d pseudonyms, %d timestamps and %d integers, %d joined, want the route's 4, 1 and 5 twice, 1 joined", hexVals, times, numbers, joined)
 		}
-	}
+	})
 }
 
 // TestFitsAVX2MatchesWords: the AVX2 test of a segment (range chunks)
@@ -137,54 +105,77 @@ func TestFitsAVX2MatchesWords(t *testing.T) {
 	if !haveAVX2 {
 		t.Skip("no AVX2")
 	}
+	tested := 0
+	learntSegments(t, 9, 10, func(out []byte, _ *Checker, segs []learntSeg) {
+		for _, ls := range segs {
+			i, s, start := ls.ev, ls.s, ls.start
+			m := append([]byte(nil), out...)
+			for b := start; b < start+s.n; b++ {
+				for v := range 256 {
+					m[b] = byte(v)
+					s.misses = 0
+					if avx, words := fitsSegment(s, m, start, 0), segmentFitsWords(s, m, start); avx != words {
+						t.Fatalf("event %d: byte %d of the segment as %#x: AVX2 %v, words %v", i, b-start, v, avx, words)
+					}
+					tested++
+				}
+				m[b] = out[b]
+			}
+		}
+	})
+	if tested < 100000 {
+		t.Fatalf("only %d byte values tested", tested)
+	}
+}
+
+// learntSeg is a segment of a learnt shape: the event it starts at and
+// its first byte in the output.
+type learntSeg struct {
+	ev    int
+	s     *segment
+	start int
+}
+
+// learntSegments applies the benchmark route to n records generated from
+// seed, has a fresh Checker learn each output's shape, and calls f with the
+// output, the Checker and the shape's segments, joined ones too. Every
+// segment has AVX2 chunks where the machine has AVX2.
+func learntSegments(t *testing.T, seed uint64, n int, f func(out []byte, c *Checker, segs []learntSeg)) {
+	t.Helper()
 	r := benchRoute(t, 0)
 	g, err := New(r.Name, r.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gn := gen.New(gen.Options{Seed: 9})
+	gn := gen.New(gen.Options{Seed: seed})
 	a := r.NewApplier()
-	tested := 0
-	for range 10 {
+	for range n {
 		out, err := a.Apply(nil, gn.Append(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := g.NewChecker()
+		c := g.NewChecker() // a fresh Checker learns its shape from out
 		if v := c.Check(out); !v.Pass() {
 			t.Fatal(verdictString(v))
 		}
 		sh, rec := &c.shapes[c.lastShape], c.rec.events
+		var segs []learntSeg
 		for i := range sh.events {
 			for _, k := range []int16{sh.events[i].seg, sh.events[i].join} {
 				if k < 0 {
 					continue
 				}
-				s := &sh.segs[k]
-				if len(s.chunks) == 0 {
-					t.Fatalf("event %d: a segment of %d bytes without AVX2 chunks", i, s.n)
-				}
-				start := 0
+				ls := learntSeg{ev: i, s: &sh.segs[k]}
 				if i > 0 {
-					start = rec[i-1].end
+					ls.start = rec[i-1].end
 				}
-				m := append([]byte(nil), out...)
-				for b := start; b < start+s.n; b++ {
-					for v := range 256 {
-						m[b] = byte(v)
-						s.misses = 0
-						if avx, words := fitsSegment(s, m, start, 0), segmentFitsWords(s, m, start); avx != words {
-							t.Fatalf("event %d: byte %d of the segment as %#x: AVX2 %v, words %v", i, b-start, v, avx, words)
-						}
-						tested++
-					}
-					m[b] = out[b]
+				if haveAVX2 && len(ls.s.chunks) == 0 {
+					t.Fatalf("event %d: a segment of %d bytes without AVX2 chunks", i, ls.s.n)
 				}
+				segs = append(segs, ls)
 			}
 		}
-	}
-	if tested < 100000 {
-		t.Fatalf("only %d byte values tested", tested)
+		f(out, c, segs)
 	}
 }
 

@@ -503,7 +503,7 @@ func TestEchoTimestamp(t *testing.T) {
 			piece = skeleton(nil, piece)
 		}
 		if len(piece) > 0 {
-			g.echo.insert(g.echo.gens.Load(), piece, time.Now())
+			g.echo.insertAll(g.echo.gens.Load(), []form{formOf(piece)}, time.Now())
 		}
 		want := echoesReference(g.echo, b)
 		if got := c.echoTimestamp(b); got != want {
