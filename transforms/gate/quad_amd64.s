@@ -8,17 +8,32 @@ DATA quadConst<>+32(SB)/8, $0x3030303030303030
 DATA quadConst<>+40(SB)/8, $0x3030303030303030
 DATA quadConst<>+48(SB)/8, $0x0909090909090909
 DATA quadConst<>+56(SB)/8, $0x0909090909090909
-GLOBL quadConst<>(SB), RODATA|NOPTR, $64
+DATA quadConst<>+64(SB)/8, $0x3232323232323232
+DATA quadConst<>+72(SB)/8, $0x3232323232323232
+DATA quadConst<>+80(SB)/8, $0x3535353535353535
+DATA quadConst<>+88(SB)/8, $0x3535353535353535
+DATA quadConst<>+96(SB)/8, $0x3333333333333333
+DATA quadConst<>+104(SB)/8, $0x3333333333333333
+DATA quadConst<>+112(SB)/8, $0x0606060606060606
+DATA quadConst<>+120(SB)/8, $0x0606060606060606
+DATA quadConst<>+128(SB)/8, $0x3636363636363636
+DATA quadConst<>+136(SB)/8, $0x3636363636363636
+DATA quadConst<>+144(SB)/8, $0x0303030303030303
+DATA quadConst<>+152(SB)/8, $0x0303030303030303
+GLOBL quadConst<>(SB), RODATA|NOPTR, $160
 
-// func quadMasks(p unsafe.Pointer) uint64
+// func quadMasks(p unsafe.Pointer) (lo, hi uint64)
 //
-// Byte compares with '.', '"' and '0', and the digits as the bytes whose
-// difference from '0' is at most 9 (unsigned: min(v-'0', 9) == v-'0').
+// Byte compares with '.', '"', '0', '2' and '5', and the byte ranges
+// '0'-'9', '3'-'9' and '6'-'9' as the bytes whose difference from the
+// range's first is at most its span (unsigned: min(v-lo, span) == v-lo).
 // The constants are loaded unaligned into registers: SSE2's memory
 // operands must be 16-byte aligned.
-TEXT ·quadMasks(SB), NOSPLIT, $0-16
+TEXT ·quadMasks(SB), NOSPLIT, $0-24
 	MOVQ     p+0(FP), SI
 	MOVOU    (SI), X0
+
+	// lo: dots, quotes, digits, zeros
 	MOVOU    quadConst<>+0(SB), X1
 	PCMPEQB  X0, X1
 	PMOVMSKB X1, AX
@@ -33,12 +48,42 @@ TEXT ·quadMasks(SB), NOSPLIT, $0-16
 	PMOVMSKB X4, BX
 	SHLQ     $48, BX
 	ORQ      BX, AX
-	PSUBB    X3, X0
+	MOVOU    X0, X6
+	PSUBB    X3, X6
 	MOVOU    quadConst<>+48(SB), X5
-	PMINUB   X0, X5
-	PCMPEQB  X0, X5
+	PMINUB   X6, X5
+	PCMPEQB  X6, X5
 	PMOVMSKB X5, BX
 	SHLQ     $32, BX
 	ORQ      BX, AX
-	MOVQ     AX, ret+8(FP)
+	MOVQ     AX, lo+8(FP)
+
+	// hi: '3'-'9', '2', '6'-'9', '5'
+	MOVOU    X0, X6
+	MOVOU    quadConst<>+96(SB), X7
+	PSUBB    X7, X6
+	MOVOU    quadConst<>+112(SB), X5
+	PMINUB   X6, X5
+	PCMPEQB  X6, X5
+	PMOVMSKB X5, CX
+	MOVOU    quadConst<>+64(SB), X1
+	PCMPEQB  X0, X1
+	PMOVMSKB X1, BX
+	SHLQ     $16, BX
+	ORQ      BX, CX
+	MOVOU    X0, X6
+	MOVOU    quadConst<>+128(SB), X7
+	PSUBB    X7, X6
+	MOVOU    quadConst<>+144(SB), X5
+	PMINUB   X6, X5
+	PCMPEQB  X6, X5
+	PMOVMSKB X5, BX
+	SHLQ     $32, BX
+	ORQ      BX, CX
+	MOVOU    quadConst<>+80(SB), X2
+	PCMPEQB  X0, X2
+	PMOVMSKB X2, BX
+	SHLQ     $48, BX
+	ORQ      BX, CX
+	MOVQ     CX, hi+16(FP)
 	RET

@@ -4,4 +4,4 @@ package gate
 
 import "unsafe"
 
-func quadMasks(p unsafe.Pointer) uint64 { return quadMasksGo(p) }
+func quadMasks(p unsafe.Pointer) (lo, hi uint64) { return quadMasksGo(p) }

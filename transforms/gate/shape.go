@@ -250,6 +250,14 @@ var runHashMul = [8]uint64{
 	0x94D049BB133111EB, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0xD6E8FEB86659FD93,
 }
 
+// pendingRun is a run whose values matches is checking one by one: its
+// string is stored when they pass.
+type pendingRun struct {
+	r     *run
+	start int
+	h     uint64
+}
+
 // storeRun remembers b, which passed as run r's values, hashed as h.
 func (c *Checker) storeRun(r *run, h uint64, b []byte) {
 	if len(b) > maxRunBytes {
@@ -421,20 +429,10 @@ func (c *Checker) learn(out []byte) {
 	sh.used = c.tick
 }
 
-// fast checks out against the kept shapes, the one that matched last
-// first. It reports false, with the Checker's findings in any state, when
-// no shape matches or a check fails.
-func (c *Checker) fast(out []byte, distinct int64) bool {
-	if sh := &c.shapes[c.lastShape]; sh.used != 0 {
-		if c.matches(sh, out, distinct) {
-			c.tick++
-			sh.used = c.tick
-			return true
-		}
-		if c.reasons != 0 {
-			return false // the shape matched far enough to find a problem
-		}
-	}
+// otherShapes checks out against the kept shapes but the one that matched
+// last (check tries that one first, inline). It reports false, with the
+// Checker's findings in any state, when none matches or a check fails.
+func (c *Checker) otherShapes(out []byte, distinct int64) bool {
 	for i := range c.shapes {
 		sh := &c.shapes[i]
 		if i == c.lastShape || sh.used == 0 {
@@ -447,7 +445,7 @@ func (c *Checker) fast(out []byte, distinct int64) bool {
 			return true
 		}
 		if c.reasons != 0 {
-			return false
+			return false // the shape matched far enough to find a problem
 		}
 	}
 	return false
@@ -455,18 +453,21 @@ func (c *Checker) fast(out []byte, distinct int64) bool {
 
 func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 	pos := 0
-	text, evs := sh.text, sh.events
+	evs := sh.events
 	// The loop does what most values need inline (literals and remembered
 	// values of up to 16 bytes as two masked word loads, short numbers,
 	// hex pseudonyms, dotted quads); shapeValue does the rest. Word loads
 	// need 16 bytes left in the record; nearer its end the loop compares
 	// slices.
-	pend, pendStart, pendHash := -1, 0, uint64(0) // the run being checked value by value
-	p := unsafe.Pointer(unsafe.SliceData(out))    // for word loads the loop has guarded
+	// The run being checked value by value, if any, is kept in c: it is
+	// rare, and the loop's live values outnumber the registers already
+	// (every one more was a store per event).
+	c.pend.r = nil
+	p := unsafe.Pointer(unsafe.SliceData(out)) // for word loads the loop has guarded
 	for i := 0; i < len(evs); i++ {
-		if pend >= 0 && sh.runs[pend].last == i-1 {
-			c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
-			pend = -1
+		if r := c.pend.r; r != nil && r.last == i-1 {
+			c.storeRun(r, c.pend.h, out[c.pend.start:pos])
+			c.pend.r = nil
 		}
 		e := &evs[i]
 		// A segment: its words, then its timestamps' echo tests. When a
@@ -509,7 +510,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			}
 			pos += n
 		default:
-			if lit := e.lit; int(lit) > len(text) || n > int(lit) || len(out)-pos < n || !equal(out[pos:pos+n], text[int(lit)-n:lit]) {
+			if text, lit := sh.text, e.lit; int(lit) > len(text) || n > int(lit) || len(out)-pos < n || !equal(out[pos:pos+n], text[int(lit)-n:lit]) {
 				return false
 			}
 			pos += n
@@ -534,7 +535,7 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 				}
 			}
 			// The run's stamp is made of its values' lookups.
-			pend, pendStart, pendHash = int(e.run), pos, h
+			c.pend = pendingRun{r: r, start: pos, h: h}
 			c.pastSig = false
 		}
 		// A value that passed here recently (strings only).
@@ -615,14 +616,14 @@ func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
 			return false
 		}
 	}
-	if pend >= 0 {
-		c.storeRun(&sh.runs[pend], pendHash, out[pendStart:pos])
+	if r := c.pend.r; r != nil {
+		c.storeRun(r, c.pend.h, out[c.pend.start:pos])
 	}
 	if n := sh.tailN; n > 0 && len(out)-pos == n && len(out) >= 8 {
 		if at64(p, len(out)-8)>>(64-8*n) != sh.tailW {
 			return false
 		}
-	} else if !equal(out[pos:], text[sh.tailAt:]) {
+	} else if !equal(out[pos:], sh.text[sh.tailAt:]) {
 		return false
 	}
 	c.checkK(distinct)
