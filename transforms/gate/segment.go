@@ -322,17 +322,32 @@ func plainASCII(b []byte) bool {
 // tryJoined reports whether the joined segment s fits at out[pos:], its
 // timestamps and its bridged value pass; it reports false, with the
 // finding, when a check fails (c.reasons says which).
+//
+// It is fitsSegment and segmentEchoes without their calls for the usual
+// record (a joined segment runs the whole width of a record, and each
+// call level spills the caller's registers): the chunks' test is called
+// directly (the bridge's score stands in for the segment's misses), and
+// a single timestamp whose date and hour are remembered and whose tail's
+// signatures are clear (segmentEchoes' first answer) is passed inline.
 func (c *Checker) tryJoined(sh *shape, s *segment, out []byte, pos int) bool {
 	b := s.bridge
-	if b.score < -16 && c.tick&63 != 0 {
+	if b.score < -16 && c.tick&63 != 0 || len(out)-pos < s.n {
 		return false
 	}
-	if !fitsSegment(s, out, pos, c.tick) {
+	var fits bool
+	if len(s.chunks) > 0 {
+		fits = fitsAVX2(unsafe.Pointer(unsafe.SliceData(out[pos:])), &s.chunks[0], len(s.chunks))
+	} else {
+		fits = segmentFitsWords(s, out, pos)
+	}
+	if !fits {
 		b.score = max(b.score-4, -64)
 		return false
 	}
 	b.score = min(b.score+1, 32)
-	if !c.segmentEchoes(s, out, pos) {
+	quick := len(s.ts) == 1 && s.ts[0].clear == c.sigStamp && c.version != 0 &&
+		c.tsHeadHoldsAt(unsafe.Add(unsafe.Pointer(unsafe.SliceData(out)), pos+s.ts[0].off))
+	if !quick && !c.segmentEchoes(s, out, pos) {
 		return false
 	}
 	if b.pure || (b.version != 0 && c.valid(b.version)) {
