@@ -13,14 +13,15 @@ import (
 // leaf would accept it, and 0 otherwise (the caller then decides the
 // slow way). quadAt takes a branch per byte, and the widths of an
 // address's fields change from record to record, so its branches miss
-// often; here vector compares (quadMasks) give where the dots, quotes,
-// digits and the digits that matter for 255 are, and every rule is a
-// test on those masks, without a branch or a load per field.
-func quadLeaf(b *[quadRoom]byte, zero int) int {
+// often; here byte compares give masks of where the dots, quotes, digits
+// and the digits that matter for 255 are, and every rule is a test on
+// those masks, without a branch or a load per field. quadLeafGo is the
+// rules in Go; on amd64, quad_amd64.s runs them with SSE2 in one call.
+func quadLeafGo(b *[quadRoom]byte, zero int) int {
 	if b[0] != '"' {
 		return 0
 	}
-	lo, hi := quadMasks(unsafe.Pointer(&b[1])) // bit i: b[1+i]
+	lo, hi := quadMasksGo(unsafe.Pointer(&b[1])) // bit i: b[1+i]
 	dots, quotes, digits, zeros := uint32(uint16(lo)), uint32(uint16(lo>>16)), uint32(uint16(lo>>32)), uint32(lo>>48)
 	ge3, two, ge6, five := uint32(uint16(hi)), uint32(uint16(hi>>16)), uint32(uint16(hi>>32)), uint32(hi>>48)
 	// The body runs to the first quote. (Sixteen bytes without one are
@@ -77,8 +78,10 @@ func quadZeros(l *gleaf) int {
 	return -1
 }
 
-// quadMasksGo is quadMasks byte by byte: the other architectures' form,
-// and the tests' reference for the vector one.
+// quadMasksGo returns, for the 16 bytes at p, a bit per byte. lo: bits 0-15
+// mark the dots, 16-31 the quotes, 32-47 the digits and 48-63 the '0's;
+// hi: bits 0-15 mark '3'-'9', 16-31 the '2's, 32-47 '6'-'9' and 48-63
+// the '5's.
 func quadMasksGo(p unsafe.Pointer) (lo, hi uint64) {
 	for i := range 16 {
 		c := *(*byte)(unsafe.Add(p, i))

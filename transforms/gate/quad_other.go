@@ -2,6 +2,4 @@
 
 package gate
 
-import "unsafe"
-
-func quadMasks(p unsafe.Pointer) (lo, hi uint64) { return quadMasksGo(p) }
+func quadLeaf(b *[quadRoom]byte, zero int) int { return quadLeafGo(b, zero) }

@@ -3,11 +3,10 @@ package gate
 import (
 	"math/rand/v2"
 	"testing"
-	"unsafe"
 )
 
-// TestQuadLeafMatchesQuadAt: quadLeaf accepts exactly the quoted dotted
-// quads that quadAt reads and whose last zero fields are 0 (what an
+// TestQuadLeafMatchesQuadAt: quadLeaf and quadLeafGo (its Go form) accept
+// exactly the quoted dotted quads that quadAt reads and whose last zero fields are 0 (what an
 // ip_truncate leaf to 32-8*zero bits accepts), with the same length, for
 // random strings over digits, dots, quotes and bytes one bit away from
 // them, and for every zero count.
@@ -29,6 +28,9 @@ func TestQuadLeafMatchesQuadAt(t *testing.T) {
 			if got := quadLeaf(&b, zero); got != w {
 				t.Fatalf("%q, %d zero fields: quadLeaf %d, quadAt and the leaf %d", b[:], zero, got, w)
 			}
+			if got := quadLeafGo(&b, zero); got != w {
+				t.Fatalf("%q, %d zero fields: quadLeafGo %d, quadAt and the leaf %d", b[:], zero, got, w)
+			}
 			if w > 0 {
 				accepted[zero]++
 			}
@@ -41,12 +43,13 @@ func TestQuadLeafMatchesQuadAt(t *testing.T) {
 	}
 }
 
-// TestQuadMasks compares the vector masks with the byte loop's on random
-// bytes, mostly the ones the masks mark.
-func TestQuadMasks(t *testing.T) {
+// TestQuadLeafAnyBytes: on any bytes, mostly ones that mark masks (dots,
+// quotes, digits, the digits that bound 255) or lie above 0x7f, quadLeaf
+// and quadLeafGo agree.
+func TestQuadLeafAnyBytes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	for range 100000 {
-		var b [16]byte
+	for range 200000 {
+		var b [quadRoom]byte
 		for i := range b {
 			if rng.IntN(2) == 0 {
 				b[i] = "0.\"9/:\xb0\xae\xa22356"[rng.IntN(13)]
@@ -54,10 +57,13 @@ func TestQuadMasks(t *testing.T) {
 				b[i] = byte(rng.Uint32())
 			}
 		}
-		lo, hi := quadMasks(unsafe.Pointer(&b))
-		wlo, whi := quadMasksGo(unsafe.Pointer(&b))
-		if lo != wlo || hi != whi {
-			t.Fatalf("%q: masks %016x %016x, want %016x %016x", b[:], lo, hi, wlo, whi)
+		if rng.IntN(2) == 0 {
+			b[0] = '"'
+		}
+		for zero := range 5 {
+			if got, want := quadLeaf(&b, zero), quadLeafGo(&b, zero); got != want {
+				t.Fatalf("%q, %d zero fields: quadLeaf %d, quadLeafGo %d", b[:], zero, got, want)
+			}
 		}
 	}
 }
