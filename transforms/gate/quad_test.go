@@ -6,10 +6,10 @@ import (
 )
 
 // TestQuadLeafMatchesQuadAt: quadLeaf and quadLeafGo (its Go form) accept
-// exactly the quoted dotted quads that quadAt reads and whose last zero fields are 0 (what an
-// ip_truncate leaf to 32-8*zero bits accepts), with the same length, for
-// random strings over digits, dots, quotes and bytes one bit away from
-// them, and for every zero count.
+// exactly the quoted dotted quads that quadAt reads and whose last zero
+// fields are 0 (what an ip_truncate leaf to 32-8*zero bits accepts), with
+// the same length, for random strings over digits, dots, quotes and bytes
+// one bit away from them, and for every zero count.
 func TestQuadLeafMatchesQuadAt(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const alphabet = "0000123456789...0125x\"-\xb0\xae\xa2/:"

@@ -452,17 +452,16 @@ func (c *Checker) otherShapes(out []byte, distinct int64) bool {
 }
 
 func (c *Checker) matches(sh *shape, out []byte, distinct int64) bool {
-	pos := 0
-	evs := sh.events
+	// The run being checked value by value, if any, is kept in c: it is
+	// rare, and the loop's live values outnumber the registers already
+	// (every one more was a store per event).
+	c.pend.r = nil
 	// The loop does what most values need inline (literals and remembered
 	// values of up to 16 bytes as two masked word loads, short numbers,
 	// hex pseudonyms, dotted quads); shapeValue does the rest. Word loads
 	// need 16 bytes left in the record; nearer its end the loop compares
 	// slices.
-	// The run being checked value by value, if any, is kept in c: it is
-	// rare, and the loop's live values outnumber the registers already
-	// (every one more was a store per event).
-	c.pend.r = nil
+	pos, evs := 0, sh.events
 	p := unsafe.Pointer(unsafe.SliceData(out)) // for word loads the loop has guarded
 	for i := 0; i < len(evs); i++ {
 		if r := c.pend.r; r != nil && r.last == i-1 {
