@@ -84,20 +84,31 @@ func quadZeros(l *gleaf) int {
 // the '5's.
 func quadMasksGo(p unsafe.Pointer) (lo, hi uint64) {
 	for i := range 16 {
-		c := *(*byte)(unsafe.Add(p, i))
-		mark := func(m *uint64, field int, on bool) {
-			if on {
-				*m |= 1 << (16*field + i)
-			}
+		c, bit := *(*byte)(unsafe.Add(p, i)), uint64(1)<<i
+		if c == '.' {
+			lo |= bit
 		}
-		mark(&lo, 0, c == '.')
-		mark(&lo, 1, c == '"')
-		mark(&lo, 2, '0' <= c && c <= '9')
-		mark(&lo, 3, c == '0')
-		mark(&hi, 0, '3' <= c && c <= '9')
-		mark(&hi, 1, c == '2')
-		mark(&hi, 2, '6' <= c && c <= '9')
-		mark(&hi, 3, c == '5')
+		if c == '"' {
+			lo |= bit << 16
+		}
+		if '0' <= c && c <= '9' {
+			lo |= bit << 32
+		}
+		if c == '0' {
+			lo |= bit << 48
+		}
+		if '3' <= c && c <= '9' {
+			hi |= bit
+		}
+		if c == '2' {
+			hi |= bit << 16
+		}
+		if '6' <= c && c <= '9' {
+			hi |= bit << 32
+		}
+		if c == '5' {
+			hi |= bit << 48
+		}
 	}
 	return lo, hi
 }
